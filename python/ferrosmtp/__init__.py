@@ -1,0 +1,1 @@
+"""ferrosmtp: a Rust-accelerated SMTP toolkit."""

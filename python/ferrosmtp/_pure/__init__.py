@@ -1,0 +1,38 @@
+"""The pure-Python twin of the Rust codec (``ferrosmtp._core``).
+
+Same names, same behaviour: this package is the executable specification that the Rust
+core is differentially tested against, and the "pure Python" side of every benchmark.
+"""
+
+from ferrosmtp._errors import CodecError, ReplyError
+from ferrosmtp._pure.address import Path, parse_path
+from ferrosmtp._pure.command import parse_command
+from ferrosmtp._pure.dotstuff import DotStuffer, dot_stuff
+from ferrosmtp._pure.items import Command, Data, DataEnd, Line, Violation
+from ferrosmtp._pure.params import parse_params, xtext_decode, xtext_encode
+from ferrosmtp._pure.reader import ServerReader
+from ferrosmtp._pure.reply import EhloReply, Reply, ReplyReader, format_reply, parse_ehlo
+
+__all__ = [
+    "CodecError",
+    "Command",
+    "Data",
+    "DataEnd",
+    "DotStuffer",
+    "EhloReply",
+    "Line",
+    "Path",
+    "Reply",
+    "ReplyError",
+    "ReplyReader",
+    "ServerReader",
+    "Violation",
+    "dot_stuff",
+    "format_reply",
+    "parse_command",
+    "parse_ehlo",
+    "parse_params",
+    "parse_path",
+    "xtext_decode",
+    "xtext_encode",
+]

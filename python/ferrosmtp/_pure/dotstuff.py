@@ -1,0 +1,64 @@
+"""The wire form of a message body: line ends normalized to CRLF, dots doubled."""
+
+from __future__ import annotations
+
+import re
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class DotStuffer:
+    """Streaming encoder for a message body (RFC 5321 §4.5.2).
+
+    Bare CR and bare LF become CRLF, a final CRLF is ensured, and with ``dots=True`` (the
+    DATA form) lines starting with ``.`` get a second one and ``.\\r\\n`` ends the output.
+    ``dots=False`` gives the BDAT form: only the line ends are normalized.
+    """
+
+    def __init__(self, *, dots: bool = True) -> None:
+        self._dots = dots
+        self._pending_cr = False  # a CR ended the last chunk; the next byte decides
+        self._at_line_start = True
+        self._empty = True
+        self._finished = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._finished:
+            raise RuntimeError("DotStuffer.feed() after finish()")
+        if not data:
+            return b""
+        if self._pending_cr:
+            data = b"\r" + data
+            self._pending_cr = False
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self._pending_cr = True
+            if not data:
+                return b""
+        out = _LINE_END.sub(b"\r\n", data)
+        if self._dots:
+            out = out.replace(b"\n.", b"\n..")
+            if self._at_line_start and out.startswith(b"."):
+                out = b"." + out
+        self._at_line_start = out.endswith(b"\n")
+        self._empty = False
+        return out
+
+    def finish(self) -> bytes:
+        if self._finished:
+            raise RuntimeError("DotStuffer.finish() called twice")
+        self._finished = True
+        out = b""
+        if self._pending_cr:
+            out = b"\r\n"
+        elif not self._empty and not self._at_line_start:
+            out = b"\r\n"
+        if self._dots:
+            out += b".\r\n"
+        return out
+
+
+def dot_stuff(body: bytes) -> bytes:
+    """The DATA wire form of ``body``, ending with ``.\\r\\n``."""
+    stuffer = DotStuffer()
+    return stuffer.feed(body) + stuffer.finish()

@@ -1,0 +1,32 @@
+//! ferrosmtp's codec: the byte work of SMTP (RFC 5321) with no I/O and no clocks.
+//!
+//! - [`framing`]: `ServerReader`, CRLF framing of commands, DATA unstuffing that ends only
+//!   at CRLF.CRLF, BDAT chunks, AUTH lines, and every smuggling-class decision;
+//! - [`command`], [`address`], [`params`]: command tokenizing, RFC 5321 paths, ESMTP
+//!   parameters and xtext;
+//! - [`reply`]: the client's `ReplyReader`, `format_reply`, EHLO capabilities;
+//! - [`dotstuff`]: the DATA and BDAT wire forms of a body.
+//!
+//! `python/ferrosmtp/_pure/` is the same codec in plain Python, the specification these
+//! modules are differentially tested against. [`python`] holds the PyO3 bindings only.
+
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod command;
+pub mod dotstuff;
+pub mod error;
+pub mod framing;
+pub mod params;
+pub mod reply;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use address::{parse_path, Path};
+pub use command::{parse_command, Command};
+pub use dotstuff::{dot_stuff, DotStuffer};
+pub use error::CodecError;
+pub use framing::{DataEnd, Item, Mode, ReaderConfig, ServerReader, Violation};
+pub use params::{parse_params, xtext_decode, xtext_encode};
+pub use reply::{format_reply, parse_ehlo, EhloReply, Reply, ReplyReader};

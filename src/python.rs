@@ -1,0 +1,850 @@
+//! PyO3 bindings: `ferrosmtp._core`, the same API as `ferrosmtp._pure`.
+//!
+//! Input `bytes` are borrowed without copying; every `feed` returns one list per call (one
+//! FFI crossing per socket read). The exceptions are the plain-Python classes of
+//! `ferrosmtp._errors`, so `except CodecError` catches the same class for both backends.
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::IntoPyObjectExt;
+
+use crate::address;
+use crate::command;
+use crate::dotstuff;
+use crate::error::{self, CodecError as RustCodecError};
+use crate::framing::{self, Item, ReaderConfig};
+use crate::params;
+use crate::reply;
+
+static CODEC_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static REPLY_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn error_class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.get_or_try_init(py, || {
+        let module = py.import("ferrosmtp._errors")?;
+        Ok::<_, PyErr>(module.getattr(name)?.cast_into::<PyType>()?.unbind())
+    })
+    .map(|t| t.bind(py))
+}
+
+fn codec_err(py: Python<'_>, e: RustCodecError) -> PyErr {
+    match error_class(py, &CODEC_ERROR, "CodecError") {
+        Ok(cls) => match cls.call1((e.code, e.enhanced, e.text.as_ref())) {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(err) => err,
+        },
+        Err(err) => err,
+    }
+}
+
+fn reply_err(py: Python<'_>, message: &str) -> PyErr {
+    match error_class(py, &REPLY_ERROR, "ReplyError") {
+        Ok(cls) => match cls.call1((message,)) {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(err) => err,
+        },
+        Err(err) => err,
+    }
+}
+
+/// A `str` argument as UTF-8, refusing lone surrogates with the codec's own error (as the
+/// pure twin does) rather than PyO3's UnicodeEncodeError.
+fn utf8<'a>(py: Python<'_>, s: &'a Bound<'_, PyString>) -> PyResult<std::borrow::Cow<'a, str>> {
+    s.to_cow()
+        .map_err(|_| codec_err(py, error::BAD_UTF8.into()))
+}
+
+fn repr<'py, T: IntoPyObject<'py>>(py: Python<'py>, value: T) -> PyResult<String> {
+    Ok(value.into_bound_py_any(py)?.repr()?.to_string())
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+// -- Path ----------------------------------------------------------------------------------
+
+#[pyclass(
+    module = "ferrosmtp._core",
+    name = "Path",
+    frozen,
+    eq,
+    hash,
+    from_py_object
+)]
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PyPath(address::Path);
+
+#[pymethods]
+impl PyPath {
+    #[new]
+    #[pyo3(signature = (local_part, domain, source_route = Vec::new()))]
+    fn new(local_part: String, domain: String, source_route: Vec<String>) -> Self {
+        PyPath(address::Path {
+            local_part,
+            domain,
+            source_route,
+        })
+    }
+
+    #[getter]
+    fn local_part(&self) -> &str {
+        &self.0.local_part
+    }
+
+    #[getter]
+    fn domain(&self) -> &str {
+        &self.0.domain
+    }
+
+    #[getter]
+    fn source_route<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.0.source_route)
+    }
+
+    #[getter]
+    fn is_null(&self) -> bool {
+        self.0.is_null()
+    }
+
+    #[getter]
+    fn is_postmaster(&self) -> bool {
+        self.0.is_postmaster()
+    }
+
+    #[getter]
+    fn address(&self) -> String {
+        self.0.address()
+    }
+
+    fn __str__(&self) -> String {
+        self.0.to_string()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Path(local_part={}, domain={}, source_route={})",
+            repr(py, &self.0.local_part)?,
+            repr(py, &self.0.domain)?,
+            self.source_route(py)?.repr()?
+        ))
+    }
+}
+
+// -- reader items ----------------------------------------------------------------------
+
+#[pyclass(module = "ferrosmtp._core", name = "Command", frozen, eq)]
+#[derive(Clone, PartialEq, Eq)]
+pub struct PyCommand(command::Command);
+
+fn params_dict<'py>(py: Python<'py>, params: &params::Params) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (k, v) in params {
+        dict.set_item(k, v)?;
+    }
+    Ok(dict)
+}
+
+#[pymethods]
+impl PyCommand {
+    #[new]
+    #[pyo3(signature = (verb, arg, path = None, params = None, chunk_size = None, last = false))]
+    fn new(
+        verb: String,
+        arg: String,
+        path: Option<PyPath>,
+        params: Option<Vec<(String, Option<String>)>>,
+        chunk_size: Option<u64>,
+        last: bool,
+    ) -> Self {
+        PyCommand(command::Command {
+            verb,
+            arg,
+            path: path.map(|p| p.0),
+            params: params.unwrap_or_default(),
+            chunk_size,
+            last,
+        })
+    }
+
+    #[getter]
+    fn verb(&self) -> &str {
+        &self.0.verb
+    }
+
+    #[getter]
+    fn arg(&self) -> &str {
+        &self.0.arg
+    }
+
+    #[getter]
+    fn path(&self) -> Option<PyPath> {
+        self.0.path.clone().map(PyPath)
+    }
+
+    #[getter]
+    fn params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        params_dict(py, &self.0.params)
+    }
+
+    #[getter]
+    fn chunk_size(&self) -> Option<u64> {
+        self.0.chunk_size
+    }
+
+    #[getter]
+    fn last(&self) -> bool {
+        self.0.last
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let path = match &self.0.path {
+            Some(p) => PyPath(p.clone()).__repr__(py)?,
+            None => "None".into(),
+        };
+        Ok(format!(
+            "Command(verb={}, arg={}, path={}, params={}, chunk_size={}, last={})",
+            repr(py, &self.0.verb)?,
+            repr(py, &self.0.arg)?,
+            path,
+            params_dict(py, &self.0.params)?.repr()?,
+            self.0
+                .chunk_size
+                .map_or("None".to_string(), |n| n.to_string()),
+            py_bool(self.0.last)
+        ))
+    }
+}
+
+#[pyclass(
+    module = "ferrosmtp._core",
+    name = "Violation",
+    frozen,
+    eq,
+    hash,
+    from_py_object
+)]
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PyViolation(framing::Violation);
+
+#[pymethods]
+impl PyViolation {
+    #[new]
+    #[pyo3(signature = (kind, code, enhanced, text, fatal = false))]
+    fn new(kind: String, code: u16, enhanced: String, text: String, fatal: bool) -> Self {
+        PyViolation(framing::Violation {
+            kind: kind.into(),
+            code,
+            enhanced: enhanced.into(),
+            text: text.into(),
+            fatal,
+        })
+    }
+
+    #[getter]
+    fn kind(&self) -> &str {
+        &self.0.kind
+    }
+
+    #[getter]
+    fn code(&self) -> u16 {
+        self.0.code
+    }
+
+    #[getter]
+    fn enhanced(&self) -> &str {
+        &self.0.enhanced
+    }
+
+    #[getter]
+    fn text(&self) -> &str {
+        &self.0.text
+    }
+
+    #[getter]
+    fn fatal(&self) -> bool {
+        self.0.fatal
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Violation(kind={}, code={}, enhanced={}, text={}, fatal={})",
+            repr(py, self.0.kind.as_ref())?,
+            self.0.code,
+            repr(py, self.0.enhanced.as_ref())?,
+            repr(py, self.0.text.as_ref())?,
+            py_bool(self.0.fatal)
+        ))
+    }
+}
+
+#[pyclass(module = "ferrosmtp._core", name = "Data", frozen, freelist = 64)]
+pub struct PyData {
+    #[pyo3(get)]
+    data: Py<PyBytes>,
+}
+
+#[pymethods]
+impl PyData {
+    #[new]
+    fn new(data: Py<PyBytes>) -> Self {
+        PyData { data }
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> bool {
+        match other.cast::<PyData>() {
+            Ok(o) => self.data.as_bytes(py) == o.get().data.as_bytes(py),
+            Err(_) => false,
+        }
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        self.data.bind(py).hash()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("Data(data={})", self.data.bind(py).repr()?))
+    }
+}
+
+#[pyclass(module = "ferrosmtp._core", name = "Line", frozen)]
+pub struct PyLine {
+    #[pyo3(get)]
+    data: Py<PyBytes>,
+}
+
+#[pymethods]
+impl PyLine {
+    #[new]
+    fn new(data: Py<PyBytes>) -> Self {
+        PyLine { data }
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> bool {
+        match other.cast::<PyLine>() {
+            Ok(o) => self.data.as_bytes(py) == o.get().data.as_bytes(py),
+            Err(_) => false,
+        }
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        self.data.bind(py).hash()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("Line(data={})", self.data.bind(py).repr()?))
+    }
+}
+
+#[pyclass(module = "ferrosmtp._core", name = "DataEnd", frozen, eq, hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PyDataEnd(framing::DataEnd);
+
+#[pymethods]
+impl PyDataEnd {
+    #[new]
+    #[pyo3(signature = (last, size, bare_lf = false, bare_cr = false, violation = None))]
+    fn new(
+        last: bool,
+        size: u64,
+        bare_lf: bool,
+        bare_cr: bool,
+        violation: Option<PyViolation>,
+    ) -> Self {
+        PyDataEnd(framing::DataEnd {
+            last,
+            size,
+            bare_lf,
+            bare_cr,
+            violation: violation.map(|v| v.0),
+        })
+    }
+
+    #[getter]
+    fn last(&self) -> bool {
+        self.0.last
+    }
+
+    #[getter]
+    fn size(&self) -> u64 {
+        self.0.size
+    }
+
+    #[getter]
+    fn bare_lf(&self) -> bool {
+        self.0.bare_lf
+    }
+
+    #[getter]
+    fn bare_cr(&self) -> bool {
+        self.0.bare_cr
+    }
+
+    #[getter]
+    fn violation(&self) -> Option<PyViolation> {
+        self.0.violation.clone().map(PyViolation)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let violation = match &self.0.violation {
+            Some(v) => PyViolation(v.clone()).__repr__(py)?,
+            None => "None".into(),
+        };
+        Ok(format!(
+            "DataEnd(last={}, size={}, bare_lf={}, bare_cr={}, violation={})",
+            py_bool(self.0.last),
+            self.0.size,
+            py_bool(self.0.bare_lf),
+            py_bool(self.0.bare_cr),
+            violation
+        ))
+    }
+}
+
+fn items_to_list<'py>(py: Python<'py>, items: Vec<Item>) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for item in items {
+        match item {
+            Item::Command(c) => list.append(PyCommand(c))?,
+            Item::Violation(v) => list.append(PyViolation(v))?,
+            Item::Data(d) => list.append(PyData {
+                data: PyBytes::new(py, &d).unbind(),
+            })?,
+            Item::DataEnd(e) => list.append(PyDataEnd(e))?,
+            Item::Line(l) => list.append(PyLine {
+                data: PyBytes::new(py, &l).unbind(),
+            })?,
+        }
+    }
+    Ok(list)
+}
+
+// -- ServerReader ----------------------------------------------------------------------
+
+#[pyclass(module = "ferrosmtp._core", name = "ServerReader")]
+pub struct PyServerReader(framing::ServerReader);
+
+#[pymethods]
+impl PyServerReader {
+    #[new]
+    #[pyo3(signature = (*, max_command_line = 512, max_auth_line = 12288, max_text_line = None,
+        max_message_size = None, bare_newline = "reject", smtputf8 = false, max_buffer = 1 << 20))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        max_command_line: usize,
+        max_auth_line: usize,
+        max_text_line: Option<usize>,
+        max_message_size: Option<u64>,
+        bare_newline: &str,
+        smtputf8: bool,
+        max_buffer: usize,
+    ) -> PyResult<Self> {
+        let normalize = match bare_newline {
+            "reject" => false,
+            "normalize" => true,
+            _ => {
+                return Err(PyValueError::new_err(
+                    "bare_newline must be 'reject' or 'normalize'",
+                ))
+            }
+        };
+        let cfg = ReaderConfig {
+            max_command_line,
+            max_auth_line,
+            max_text_line,
+            max_message_size,
+            normalize,
+            smtputf8,
+            max_buffer,
+        };
+        framing::ServerReader::new(cfg)
+            .map(PyServerReader)
+            .map_err(PyValueError::new_err)
+    }
+
+    fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
+        items_to_list(py, self.0.feed(data))
+    }
+
+    fn expect_command<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self.0.expect_command().map_err(PyRuntimeError::new_err)?;
+        items_to_list(py, items)
+    }
+
+    fn expect_data<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self.0.expect_data().map_err(PyRuntimeError::new_err)?;
+        items_to_list(py, items)
+    }
+
+    fn expect_line<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self.0.expect_line().map_err(PyRuntimeError::new_err)?;
+        items_to_list(py, items)
+    }
+
+    fn reset(&mut self) {
+        self.0.reset()
+    }
+
+    #[getter]
+    fn mode(&self) -> &'static str {
+        self.0.mode().name()
+    }
+
+    #[getter]
+    fn buffered(&self) -> usize {
+        self.0.buffered()
+    }
+
+    #[getter]
+    fn max_command_line(&self) -> usize {
+        self.0.config().max_command_line
+    }
+
+    #[getter]
+    fn max_auth_line(&self) -> usize {
+        self.0.config().max_auth_line
+    }
+
+    #[getter]
+    fn max_text_line(&self) -> Option<usize> {
+        self.0.config().max_text_line
+    }
+
+    #[getter]
+    fn max_message_size(&self) -> Option<u64> {
+        self.0.config().max_message_size
+    }
+
+    #[getter]
+    fn bare_newline(&self) -> &'static str {
+        if self.0.config().normalize {
+            "normalize"
+        } else {
+            "reject"
+        }
+    }
+
+    #[getter]
+    fn smtputf8(&self) -> bool {
+        self.0.config().smtputf8
+    }
+
+    #[getter]
+    fn max_buffer(&self) -> usize {
+        self.0.config().max_buffer
+    }
+}
+
+// -- replies ---------------------------------------------------------------------------
+
+#[pyclass(module = "ferrosmtp._core", name = "Reply", frozen, eq, hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PyReply(reply::Reply);
+
+#[pymethods]
+impl PyReply {
+    #[new]
+    fn new(code: u16, enhanced: Option<String>, lines: Vec<String>) -> Self {
+        PyReply(reply::Reply {
+            code,
+            enhanced,
+            lines,
+        })
+    }
+
+    #[getter]
+    fn code(&self) -> u16 {
+        self.0.code
+    }
+
+    #[getter]
+    fn enhanced(&self) -> Option<&str> {
+        self.0.enhanced.as_deref()
+    }
+
+    #[getter]
+    fn lines<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.0.lines)
+    }
+
+    #[getter]
+    fn text(&self) -> String {
+        self.0.lines.join("\n")
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Reply(code={}, enhanced={}, lines={})",
+            self.0.code,
+            repr(py, self.0.enhanced.as_deref())?,
+            self.lines(py)?.repr()?
+        ))
+    }
+}
+
+#[pyclass(module = "ferrosmtp._core", name = "ReplyReader")]
+pub struct PyReplyReader(reply::ReplyReader);
+
+#[pymethods]
+impl PyReplyReader {
+    #[new]
+    #[pyo3(signature = (*, max_line = 2048, max_lines = 256, max_reply = 65536))]
+    fn new(max_line: usize, max_lines: usize, max_reply: usize) -> Self {
+        PyReplyReader(reply::ReplyReader::new(max_line, max_lines, max_reply))
+    }
+
+    fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
+        let replies = self.0.feed(data).map_err(|m| reply_err(py, m))?;
+        PyList::new(py, replies.into_iter().map(PyReply))
+    }
+
+    #[getter]
+    fn buffered(&self) -> usize {
+        self.0.buffered()
+    }
+
+    #[getter]
+    fn in_reply(&self) -> bool {
+        self.0.in_reply()
+    }
+
+    #[getter]
+    fn max_line(&self) -> usize {
+        self.0.max_line
+    }
+
+    #[getter]
+    fn max_lines(&self) -> usize {
+        self.0.max_lines
+    }
+
+    #[getter]
+    fn max_reply(&self) -> usize {
+        self.0.max_reply
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (code, text, enhanced = None))]
+fn format_reply<'py>(
+    py: Python<'py>,
+    code: &Bound<'py, PyAny>,
+    text: &Bound<'py, PyAny>,
+    enhanced: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    // The same checks, in the same order, as the pure twin.
+    let code_value = if code.is_instance_of::<PyInt>() && !code.is_instance_of::<PyBool>() {
+        code.extract::<i64>().unwrap_or(0)
+    } else {
+        0
+    };
+    reply::check_code(code_value).map_err(PyValueError::new_err)?;
+    let enhanced = match enhanced {
+        None => None,
+        Some(e) if e.is_none() => None,
+        Some(e) => {
+            let s = e
+                .cast::<PyString>()
+                .map_err(|_| PyValueError::new_err("enhanced status code must be a string"))?;
+            let e = utf8(py, s).map_err(|_| PyValueError::new_err(reply::BAD_ENHANCED))?;
+            reply::check_enhanced(code_value, &e).map_err(PyValueError::new_err)?;
+            Some(e.into_owned())
+        }
+    };
+    let items: Vec<Bound<'py, PyAny>> = if text.is_instance_of::<PyString>() {
+        vec![text.clone()]
+    } else {
+        text.try_iter()?.collect::<PyResult<_>>()?
+    };
+    let mut lines = Vec::with_capacity(items.len());
+    for item in &items {
+        let s = item
+            .cast::<PyString>()
+            .map_err(|_| PyValueError::new_err("reply text must be str"))?;
+        let line = utf8(py, s)?;
+        reply::check_text(&line).map_err(PyValueError::new_err)?;
+        lines.push(line);
+    }
+    let refs: Vec<&str> = lines.iter().map(|l| l.as_ref()).collect();
+    let out = reply::format_checked(code_value as u16, &refs, enhanced.as_deref());
+    Ok(PyBytes::new(py, &out))
+}
+
+#[pyclass(module = "ferrosmtp._core", name = "EhloReply", frozen, eq)]
+#[derive(Clone, PartialEq, Eq)]
+pub struct PyEhloReply(reply::EhloReply);
+
+#[pymethods]
+impl PyEhloReply {
+    #[new]
+    #[pyo3(signature = (domain, greeting, extensions = None))]
+    fn new(domain: String, greeting: String, extensions: Option<Vec<(String, String)>>) -> Self {
+        PyEhloReply(reply::EhloReply {
+            domain,
+            greeting,
+            extensions: extensions.unwrap_or_default(),
+        })
+    }
+
+    #[getter]
+    fn domain(&self) -> &str {
+        &self.0.domain
+    }
+
+    #[getter]
+    fn greeting(&self) -> &str {
+        &self.0.greeting
+    }
+
+    #[getter]
+    fn extensions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        for (k, v) in &self.0.extensions {
+            dict.set_item(k, v)?;
+        }
+        Ok(dict)
+    }
+
+    fn has(&self, keyword: &str) -> bool {
+        let keyword = keyword.to_uppercase();
+        self.0.extensions.iter().any(|(k, _)| *k == keyword)
+    }
+
+    fn param(&self, keyword: &str) -> Option<String> {
+        let keyword = keyword.to_uppercase();
+        self.0
+            .extensions
+            .iter()
+            .find(|(k, _)| *k == keyword)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "EhloReply(domain={}, greeting={}, extensions={})",
+            repr(py, &self.0.domain)?,
+            repr(py, &self.0.greeting)?,
+            self.extensions(py)?.repr()?
+        ))
+    }
+}
+
+#[pyfunction]
+fn parse_ehlo(py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<PyEhloReply> {
+    let mut owned = Vec::new();
+    for item in lines.try_iter()? {
+        let item = item?;
+        let s = item.cast::<PyString>()?;
+        owned.push(utf8(py, s)?.into_owned());
+    }
+    Ok(PyEhloReply(reply::parse_ehlo(&owned)))
+}
+
+// -- dot-stuffing ----------------------------------------------------------------------
+
+#[pyclass(module = "ferrosmtp._core", name = "DotStuffer")]
+pub struct PyDotStuffer(dotstuff::DotStuffer);
+
+#[pymethods]
+impl PyDotStuffer {
+    #[new]
+    #[pyo3(signature = (*, dots = true))]
+    fn new(dots: bool) -> Self {
+        PyDotStuffer(dotstuff::DotStuffer::new(dots))
+    }
+
+    fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let mut out = Vec::with_capacity(data.len() + data.len() / 32 + 4);
+        self.0
+            .feed(data, &mut out)
+            .map_err(PyRuntimeError::new_err)?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut out = Vec::new();
+        self.0.finish(&mut out).map_err(PyRuntimeError::new_err)?;
+        Ok(PyBytes::new(py, &out))
+    }
+}
+
+#[pyfunction]
+fn dot_stuff<'py>(py: Python<'py>, body: &[u8]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &dotstuff::dot_stuff(body))
+}
+
+// -- parsers ---------------------------------------------------------------------------
+
+#[pyfunction]
+#[pyo3(signature = (line, *, smtputf8 = false))]
+fn parse_command(py: Python<'_>, line: &[u8], smtputf8: bool) -> PyResult<PyCommand> {
+    command::parse_command(line, smtputf8)
+        .map(PyCommand)
+        .map_err(|e| codec_err(py, e))
+}
+
+#[pyfunction]
+#[pyo3(signature = (text, *, smtputf8 = false))]
+fn parse_path(py: Python<'_>, text: &Bound<'_, PyString>, smtputf8: bool) -> PyResult<PyPath> {
+    address::parse_path(&utf8(py, text)?, smtputf8)
+        .map(PyPath)
+        .map_err(|e| codec_err(py, e))
+}
+
+#[pyfunction]
+#[pyo3(signature = (text, *, smtputf8 = false))]
+fn parse_params<'py>(
+    py: Python<'py>,
+    text: &Bound<'py, PyString>,
+    smtputf8: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let params = params::parse_params(&utf8(py, text)?, smtputf8).map_err(|e| codec_err(py, e))?;
+    params_dict(py, &params)
+}
+
+#[pyfunction]
+fn xtext_decode(py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<String> {
+    params::xtext_decode(&utf8(py, text)?).map_err(|e| codec_err(py, e))
+}
+
+#[pyfunction]
+fn xtext_encode(py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<String> {
+    Ok(params::xtext_encode(&utf8(py, text)?))
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("CodecError", error_class(py, &CODEC_ERROR, "CodecError")?)?;
+    m.add("ReplyError", error_class(py, &REPLY_ERROR, "ReplyError")?)?;
+    m.add_class::<PyPath>()?;
+    m.add_class::<PyCommand>()?;
+    m.add_class::<PyViolation>()?;
+    m.add_class::<PyData>()?;
+    m.add_class::<PyDataEnd>()?;
+    m.add_class::<PyLine>()?;
+    m.add_class::<PyServerReader>()?;
+    m.add_class::<PyReply>()?;
+    m.add_class::<PyReplyReader>()?;
+    m.add_class::<PyEhloReply>()?;
+    m.add_class::<PyDotStuffer>()?;
+    m.add_function(wrap_pyfunction!(parse_command, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_path, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_params, m)?)?;
+    m.add_function(wrap_pyfunction!(xtext_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(xtext_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(format_reply, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_ehlo, m)?)?;
+    m.add_function(wrap_pyfunction!(dot_stuff, m)?)?;
+    Ok(())
+}
