@@ -58,16 +58,10 @@ pub fn parse_command(line: &[u8], smtputf8: bool) -> Result<Command, CodecError>
     match verb.as_str() {
         "HELO" | "EHLO" | "LHLO" => check_hello(&verb, &arg)?,
         "MAIL" | "RCPT" => return parse_mail_rcpt(verb, arg, smtputf8),
-        "DATA" | "RSET" | "QUIT" | "STARTTLS" => {
-            if !arg.is_empty() {
-                return Err(CodecError::usage(&verb));
-            }
+        "DATA" | "RSET" | "QUIT" | "STARTTLS" if !arg.is_empty() => {
+            return Err(CodecError::usage(&verb));
         }
-        "VRFY" | "EXPN" => {
-            if arg.is_empty() {
-                return Err(CodecError::usage(&verb));
-            }
-        }
+        "VRFY" | "EXPN" if arg.is_empty() => return Err(CodecError::usage(&verb)),
         "AUTH" => {
             let mut words = arg.split(' ').filter(|w| !w.is_empty());
             let mech = words.next().unwrap_or("");
