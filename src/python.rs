@@ -438,7 +438,7 @@ pub struct PyServerReader(framing::ServerReader);
 impl PyServerReader {
     #[new]
     #[pyo3(signature = (*, max_command_line = 512, max_auth_line = 12288, max_text_line = None,
-        max_message_size = None, bare_newline = "reject", smtputf8 = false, max_buffer = 1 << 20))]
+        max_message_size = None, bare_newline = "reject", smtputf8 = false, max_buffer = 1048576))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_command_line: usize,

@@ -13,7 +13,9 @@ MAX_DOMAIN = 255  # octets, §4.5.3.1.2
 MAX_LABEL = 63  # octets, RFC 1035 §2.3.4
 MAX_PATH = 256  # octets including the angle brackets, §4.5.3.1.3
 
-_ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
+_ATEXT = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+)
 _LET_DIG = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _DIGITS = frozenset("0123456789")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -169,7 +171,11 @@ class Path:
 
     @property
     def is_postmaster(self) -> bool:
-        return not self.domain and self.local_part.isascii() and self.local_part.lower() == "postmaster"
+        return (
+            not self.domain
+            and self.local_part.isascii()
+            and self.local_part.lower() == "postmaster"
+        )
 
     @property
     def address(self) -> str:

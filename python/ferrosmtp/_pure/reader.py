@@ -289,7 +289,9 @@ class ServerReader:
                 violation = _violation("bare_newline", replies.BARE_LF)
             elif not self._normalize and self._chunk_bare_cr:
                 violation = _violation("bare_newline", replies.BARE_CR)
-            out.append(DataEnd(last, self._chunk_size, self._chunk_bare_lf, self._chunk_bare_cr, violation))
+            out.append(
+                DataEnd(last, self._chunk_size, self._chunk_bare_lf, self._chunk_bare_cr, violation)
+            )
             self._mode = COMMAND
         return pos
 

@@ -52,7 +52,9 @@ class ReplyReader:
     reader must be discarded.
     """
 
-    def __init__(self, *, max_line: int = 2048, max_lines: int = 256, max_reply: int = 65536) -> None:
+    def __init__(
+        self, *, max_line: int = 2048, max_lines: int = 256, max_reply: int = 65536
+    ) -> None:
         self.max_line = max_line
         self.max_lines = max_lines
         self.max_reply = max_reply
@@ -87,6 +89,8 @@ class ReplyReader:
         rest = buf[pos:]
         if len(rest) > self.max_line:
             raise ReplyError("reply line too long")
+        if b"\n" in rest:  # a bare LF can never become part of a CRLF line end
+            raise ReplyError("bare CR, LF or NUL in reply")
         self._buf = rest
         return out
 
@@ -131,7 +135,9 @@ def format_reply(code: int, text: str | Sequence[str], enhanced: str | None = No
             raise ValueError("enhanced status code must be a string")
         m = _ENHANCED_EXACT.fullmatch(enhanced)
         if m is None or int(m.group(1)) != code // 100:
-            raise ValueError("enhanced status code must be class.subject.detail matching the reply code")
+            raise ValueError(
+                "enhanced status code must be class.subject.detail matching the reply code"
+            )
     lines = [text] if isinstance(text, str) else list(text)
     if not lines:
         lines = [""]

@@ -1,0 +1,775 @@
+"""ServerConnection: the receiving side of SMTP as a sans-IO state machine (h11 style).
+
+Bytes go in with ``receive_data()``; ``next_event()`` hands out one event at a time;
+the application answers events that need it with ``respond()`` (or the AUTH and TLS
+methods); ``data_to_send()`` gives the reply bytes to write, batched so that a pipelined
+group gets one write (RFC 2920 §3.2). Every sequencing rule lives in this module: what may
+come before what, which limits apply, which replies the connection gives by itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from ferrosmtp import codec as default_codec
+from ferrosmtp.protocol import events as ev
+from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Event, Response
+
+R = Response.of
+
+# Replies the connection gives by itself (texts follow Postfix and aiosmtpd where clients
+# are known to match on them).
+NEED_HELO = R(503, "Error: send HELO/EHLO first", "5.5.1")
+NEED_EHLO = R(503, "Error: send EHLO first", "5.5.1")
+NEED_MAIL = R(503, "Error: need MAIL command", "5.5.1")
+NESTED_MAIL = R(503, "Error: nested MAIL command", "5.5.1")
+NO_RECIPIENTS = R(554, "Error: no valid recipients", "5.5.1")
+BDAT_IN_PROGRESS = R(503, "Error: BDAT transaction in progress", "5.5.1")
+BDAT_FAILED = R(503, "Error: this message was refused; send RSET", "5.5.1")
+NULL_BDAT = R(501, "Error: BDAT 0 without LAST", "5.5.4")
+NEED_STARTTLS = R(530, "Must issue a STARTTLS command first", "5.7.0")
+NEED_AUTH = R(530, "Authentication required", "5.7.0")
+TOO_MANY_RECIPIENTS = R(452, "Error: too many recipients", "4.5.3")
+MESSAGE_TOO_BIG = R(552, "Message size exceeds fixed maximum message size", "5.3.4")
+NEED_SMTPUTF8 = R(553, "Must declare SMTPUTF8 to send unicode address", "5.6.7")
+NOT_IMPLEMENTED = R(502, "Error: command not implemented", "5.5.1")
+TLS_ACTIVE = R(554, "Error: TLS already active", "5.5.1")
+STARTTLS_PIPELINED = R(554, "Error: commands pipelined after STARTTLS", "5.5.1")
+ALREADY_AUTHENTICATED = R(503, "Error: already authenticated", "5.5.1")
+AUTH_IN_TRANSACTION = R(503, "Error: MAIL transaction in progress", "5.5.1")
+UNKNOWN_MECHANISM = R(504, "Unrecognized authentication type", "5.5.4")
+AUTH_ENCRYPTION = R(538, "Encryption required for requested authentication mechanism", "5.7.11")
+HTTP_COMMAND = R(502, "Error: HTTP command received, this is an SMTP server", "5.7.0")
+DATA_READY = R(354, "End data with <CR><LF>.<CR><LF>")
+
+# RFC 2920 §3.1: these end a pipelined group; bytes after them are a protocol violation.
+SYNC_VERBS = frozenset({"EHLO", "HELO", "LHLO", "DATA", "NOOP", "VRFY", "EXPN"})
+HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "PATCH"})
+DSN_NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+
+
+@dataclass
+class ServerConfig:
+    """What a server offers and enforces. Defaults follow RFC 5321 and Postfix."""
+
+    hostname: str = "localhost"
+    greeting: str = "ESMTP ferrosmtp"
+    lmtp: bool = False
+    max_message_size: int | None = 32 << 20
+    max_command_line: int = 512
+    max_auth_line: int = 12288
+    max_text_line: int | None = None
+    bare_newline: str = "reject"
+    max_recipients: int = 1000
+    max_errors: int = 10
+    max_auth_failures: int = 3
+    smtputf8: bool = True
+    eightbitmime: bool = True
+    pipelining: bool = True
+    chunking: bool = True
+    dsn: bool = True
+    enhanced_status_codes: bool = True
+    starttls: bool = False  # a TLS context is there for STARTTLS
+    tls_active: bool = False  # the connection is TLS from the start (RFC 8314)
+    require_starttls: bool = False
+    auth_mechanisms: tuple[str, ...] = ()
+    auth_required: bool = False
+    auth_require_tls: bool = True
+    strict_pipelining: bool = True
+    extra_extensions: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.max_recipients < 1 or self.max_errors < 1 or self.max_auth_failures < 1:
+            raise ValueError("limits must be at least 1")
+        if self.bare_newline not in ("reject", "normalize"):
+            raise ValueError("bare_newline must be 'reject' or 'normalize'")
+
+
+def _default_enhanced(event: Event | None, code: int) -> str | None:
+    """The RFC 3463 code to prefix a reply that came without one (RFC 2034 wants one on
+    every reply but the greeting, HELO/EHLO and intermediate 334/354 replies)."""
+    if code in (334, 354) or isinstance(event, ev.Hello):
+        return None
+    cls = code // 100
+    if cls == 2:
+        if isinstance(event, ev.MailFrom):
+            return "2.1.0"
+        if isinstance(event, (ev.RcptTo, ev.Verify)):
+            return "2.1.5"
+        if isinstance(event, (ev.Auth, ev.AuthLine)):
+            return "2.7.0"
+        return "2.0.0"
+    if cls in (4, 5):
+        return f"{cls}.0.0"
+    return None
+
+
+class ServerConnection:
+    """One SMTP (or LMTP) session, server side, without I/O."""
+
+    def __init__(
+        self, config: ServerConfig | None = None, *, codec: ModuleType | None = None
+    ) -> None:
+        self.config = config or ServerConfig()
+        self._codec = codec or default_codec.backend
+        c = self.config
+        self._reader = self._codec.ServerReader(
+            max_command_line=c.max_command_line,
+            max_auth_line=c.max_auth_line,
+            max_text_line=c.max_text_line,
+            max_message_size=c.max_message_size,
+            bare_newline=c.bare_newline,
+            smtputf8=c.smtputf8,
+        )
+        self._types: dict[type, Any] = {
+            self._codec.Command: self._command,
+            self._codec.Violation: self._violation,
+            self._codec.Data: self._content,
+            self._codec.DataEnd: self._data_end,
+            self._codec.Line: self._auth_line,
+        }
+        self._items: deque[Any] = deque()
+        self._out = bytearray()
+        self._awaiting: Event | None = None
+        self._closing = False
+        self._eof = False
+        # session state
+        self.tls = c.tls_active
+        self.tls_pending = False
+        self.hello: str | None = None  # the verb of the accepted HELO/EHLO/LHLO
+        self.hello_name: str | None = None
+        self.authenticated = False
+        self.errors = 0
+        self.auth_failures = 0
+        self._auth_in_progress = False
+        self._reset_transaction()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _reset_transaction(self) -> None:
+        self.mail: ev.MailFrom | None = None
+        self.recipients: list[ev.RcptTo] = []
+        self.smtputf8 = False  # this transaction declared SMTPUTF8
+        self._in_data = False
+        self._bdat_total = 0
+        self._bdat_started = False
+        self._bdat_failure: Response | None = None  # the refusal later chunks repeat
+        self._chunk_refusal: Response | None = None  # this chunk is being discarded
+
+    @property
+    def esmtp(self) -> bool:
+        return self.hello in ("EHLO", "LHLO")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.mail is not None
+
+    @property
+    def auth_in_progress(self) -> bool:
+        return self._auth_in_progress
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
+    def awaiting(self) -> Event | None:
+        """The event waiting for an answer, if any."""
+        return self._awaiting
+
+    def extensions(self) -> list[str]:
+        """The EHLO keywords offered now (they depend on TLS and authentication)."""
+        c = self.config
+        ext: list[str] = []
+        if c.pipelining:
+            ext.append("PIPELINING")
+        ext.append(f"SIZE {c.max_message_size}" if c.max_message_size else "SIZE")
+        if c.eightbitmime:
+            ext.append("8BITMIME")
+        if c.smtputf8:
+            ext.append("SMTPUTF8")
+        if c.enhanced_status_codes:
+            ext.append("ENHANCEDSTATUSCODES")
+        if c.chunking:
+            ext.append("CHUNKING")
+        if c.dsn:
+            ext.append("DSN")
+        if c.starttls and not self.tls:
+            ext.append("STARTTLS")
+        if self._auth_offered():
+            ext.append("AUTH " + " ".join(c.auth_mechanisms))
+        ext.extend(c.extra_extensions)
+        ext.append("HELP")
+        return ext
+
+    def _auth_offered(self) -> bool:
+        # RFC 4954 §4 / checklist B12: no plaintext passwords without TLS by default.
+        return bool(self.config.auth_mechanisms) and (self.tls or not self.config.auth_require_tls)
+
+    # -- input ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Queue the greeting (220)."""
+        c = self.config
+        self._send(R(220, f"{c.hostname} {c.greeting}".rstrip()), None, plain=True)
+
+    def receive_data(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self.tls_pending:
+            # Plaintext after our 220 to STARTTLS, before the handshake: never read it.
+            self._close()
+            return
+        self._items.extend(self._reader.feed(data))
+
+    def receive_eof(self) -> None:
+        self._eof = True
+
+    def next_event(self) -> Event | Any:
+        """The next event, NEED_DATA, or CLOSED."""
+        if self._awaiting is not None:
+            raise RuntimeError(f"respond to {self._awaiting!r} before asking for the next event")
+        while True:
+            if self._closing:
+                return CLOSED
+            if self.tls_pending:
+                return NEED_DATA
+            if not self._items:
+                if self._eof:
+                    self._close()
+                    return CLOSED
+                return NEED_DATA
+            item = self._items.popleft()
+            event = self._types[type(item)](item)
+            if event is not None:
+                if event.needs_answer:
+                    self._awaiting = event
+                return event
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    # -- answering -----------------------------------------------------------------------
+
+    def respond(
+        self, code: int, text: str | list[str] | tuple[str, ...] = "", enhanced: str | None = None
+    ) -> None:
+        """Answer the waiting event."""
+        self.respond_with(R(code, text, enhanced))
+
+    def respond_with(self, response: Response) -> None:
+        event = self._awaiting
+        if event is None:
+            raise RuntimeError("no event is waiting for an answer")
+        if isinstance(event, (ev.Auth, ev.AuthLine)):
+            if response.code == 334:
+                self.auth_challenge(response.lines[0])
+            elif response.code == 235:
+                self.auth_succeeded(response)
+            else:
+                self.auth_failed(response)
+            return
+        self._awaiting = None
+        self._send(response, event)
+        self._apply(event, response)
+
+    def respond_default(self) -> None:
+        """Answer the waiting event the way a server with no opinion would."""
+        event = self._awaiting
+        if event is None:
+            raise RuntimeError("no event is waiting for an answer")
+        self.respond_with(self.default_response(event))
+
+    def default_response(self, event: Event) -> Response:
+        c = self.config
+        if isinstance(event, ev.Hello):
+            if event.verb == "HELO":
+                return R(250, c.hostname)
+            return R(250, [c.hostname, *event.extensions])
+        if isinstance(event, ev.Quit):
+            return R(221, "Bye", "2.0.0")
+        if isinstance(event, ev.Verify):
+            return R(252, "Cannot VRFY user, but will accept message and attempt delivery", "2.0.0")
+        if isinstance(event, ev.Expand):
+            return R(502, "EXPN not implemented", "5.5.1")
+        if isinstance(event, ev.Help):
+            return R(214, "Supported commands: " + " ".join(self._commands_supported()), "2.0.0")
+        if isinstance(event, ev.StartTLS):
+            return R(220, "Ready to start TLS", "2.0.0")
+        if isinstance(event, (ev.Auth, ev.AuthLine)):
+            return R(535, "Authentication credentials invalid", "5.7.8")
+        if isinstance(event, ev.Unknown):
+            return R(500, f'Error: command "{event.verb}" not recognized', "5.5.1")
+        if isinstance(event, ev.MessageEnd):
+            return R(250, "OK", "2.0.0")
+        return R(250, "OK")
+
+    def respond_lmtp(self, responses: list[Response]) -> None:
+        """Answer MessageEnd under LMTP: one reply per accepted recipient (RFC 2033 §4.2)."""
+        event = self._awaiting
+        if not isinstance(event, ev.MessageEnd):
+            raise RuntimeError("respond_lmtp answers MessageEnd only")
+        if len(responses) != len(self.recipients):
+            raise ValueError(f"LMTP needs {len(self.recipients)} replies, got {len(responses)}")
+        self._awaiting = None
+        for response in responses:
+            self._send(response, event)
+        self._reset_transaction()
+
+    def _apply(self, event: Event, response: Response) -> None:
+        ok = response.positive
+        if isinstance(event, ev.Hello):
+            if ok:
+                self.hello, self.hello_name = event.verb, event.hostname
+        elif isinstance(event, ev.MailFrom):
+            if ok:
+                self.mail = event
+                self.smtputf8 = "SMTPUTF8" in event.params
+        elif isinstance(event, ev.RcptTo):
+            if ok:
+                self.recipients.append(event)
+        elif isinstance(event, ev.MessageEnd):
+            self._reset_transaction()
+        elif isinstance(event, ev.Quit):
+            self._close()
+        elif isinstance(event, ev.StartTLS):
+            if ok:
+                self.tls_pending = True  # the reader stays paused until the handshake
+            else:
+                self._resume(self._reader.expect_command())
+        elif isinstance(event, ev.Unknown):
+            if response.code >= 500:
+                self._count_error()
+
+    # -- AUTH ------------------------------------------------------------------------------
+
+    def auth_challenge(self, challenge: str) -> None:
+        """Send ``334 challenge`` (already base64) and read the client's answer line."""
+        if not isinstance(self._awaiting, (ev.Auth, ev.AuthLine)):
+            raise RuntimeError("no AUTH exchange is waiting")
+        self._awaiting = None
+        self._send(R(334, challenge), None)
+        self._resume(self._reader.expect_line())
+
+    def auth_succeeded(self, response: Response | None = None) -> None:
+        if not self._end_auth():
+            return
+        self.authenticated = True
+        self._send(response or R(235, "Authentication successful", "2.7.0"), ev.Auth("", None))
+        self._resume(self._reader.expect_command())
+
+    def auth_failed(self, response: Response | None = None) -> None:
+        if not self._end_auth():
+            return
+        response = response or R(535, "Authentication credentials invalid", "5.7.8")
+        self._send(response, ev.Auth("", None))
+        if response.code == 535:
+            self.auth_failures += 1
+            if self.auth_failures >= self.config.max_auth_failures:
+                # RFC 4954 §9 allows dropping after failures, but not before three.
+                self._send(
+                    R(
+                        421,
+                        f"{self.config.hostname} Error: too many authentication failures",
+                        "4.7.0",
+                    ),
+                    None,
+                )
+                self._close()
+                return
+        self._resume(self._reader.expect_command())
+
+    def _end_auth(self) -> bool:
+        if not self._auth_in_progress:
+            return False  # the exchange already ended (an overlong line, say)
+        self._auth_in_progress = False
+        self._awaiting = None
+        return True
+
+    # -- TLS and endings -------------------------------------------------------------------
+
+    def tls_established(self) -> None:
+        """The STARTTLS handshake finished: forget everything said in plaintext (RFC 3207
+        §4.2) and read commands again."""
+        if not self.tls_pending:
+            raise RuntimeError("no STARTTLS handshake was pending")
+        self.tls_pending = False
+        self.tls = True
+        self.hello = self.hello_name = None
+        self.authenticated = False
+        self._reset_transaction()
+        self._reader.reset()
+
+    def timeout(self) -> None:
+        """The idle timer fired: say so and close."""
+        if not self._closing:
+            self._awaiting = None
+            self._send(R(421, f"{self.config.hostname} Error: timeout exceeded", "4.4.2"), None)
+            self._close()
+
+    def close(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        self._items.clear()
+        self._awaiting = None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _send(self, response: Response, event: Event | None, *, plain: bool = False) -> None:
+        """Queue a reply; ``plain`` (the greeting) never gets an enhanced code."""
+        enhanced = response.enhanced
+        if not self.config.enhanced_status_codes or plain:
+            enhanced = None
+        elif enhanced is None:
+            enhanced = _default_enhanced(event, response.code)
+        self._out += self._codec.format_reply(response.code, list(response.lines), enhanced)
+
+    def _refuse(self, response: Response, *, error: bool = True) -> None:
+        """Answer a command the connection refuses by itself."""
+        self._send(response, None)
+        if error:
+            self._count_error()
+
+    def _count_error(self) -> None:
+        self.errors += 1
+        if self.errors >= self.config.max_errors and not self._closing:
+            self._send(R(421, f"{self.config.hostname} Error: too many errors", "4.7.0"), None)
+            self._close()
+
+    def _fatal(self, response: Response) -> None:
+        self._send(response, None)
+        self._close()
+
+    def _resume(self, items: list[Any]) -> None:
+        """Items the reader produced from input it had held back during a pause."""
+        self._items.extendleft(reversed(items))
+
+    def _pipelined(self) -> bool:
+        return bool(self._items) or self._reader.buffered > 0
+
+    def _commands_supported(self) -> list[str]:
+        verbs = ["DATA", "HELP", "MAIL", "NOOP", "QUIT", "RCPT", "RSET", "VRFY", "EXPN"]
+        verbs += ["LHLO"] if self.config.lmtp else ["EHLO", "HELO"]
+        if self.config.chunking:
+            verbs.append("BDAT")
+        if self.config.starttls:
+            verbs.append("STARTTLS")
+        if self.config.auth_mechanisms:
+            verbs.append("AUTH")
+        return sorted(verbs)
+
+    # -- codec items -----------------------------------------------------------------------
+
+    def _violation(self, item: Any) -> Event | None:
+        response = R(item.code, item.text, item.enhanced)
+        self._refuse(response)
+        if item.fatal:
+            self._close()
+        elif self._auth_in_progress:
+            # an overlong line in an AUTH exchange ends the exchange
+            self._auth_in_progress = False
+            self._resume(self._reader.expect_command())
+            return ev.AuthAborted(response)
+        return None
+
+    def _command(self, cmd: Any) -> Event | None:
+        verb = cmd.verb
+        if verb == "STARTTLS" and self._pipelined():
+            self._fatal(STARTTLS_PIPELINED)  # checklist B5, CVE-2011-0411
+            return None
+        if (
+            self.config.strict_pipelining
+            and self._pipelined()
+            and (verb in SYNC_VERBS or (verb == "AUTH" and " " not in cmd.arg))
+        ):
+            # RFC 2920 §3.1 / checklist B3: nothing may follow these in one group.
+            self._fatal(R(554, "Error: SMTP protocol synchronization", "5.5.0"))
+            return None
+        handler = _COMMANDS.get(verb)
+        if handler is None:
+            return self._unknown(cmd)
+        event: Event | None = handler(self, cmd)
+        return event
+
+    def _unknown(self, cmd: Any) -> Event | None:
+        if cmd.verb in HTTP_VERBS:
+            self._fatal(HTTP_COMMAND)
+            return None
+        return ev.Unknown(cmd.verb, cmd.arg)
+
+    def _hello(self, cmd: Any) -> Event | None:
+        lmtp = self.config.lmtp
+        if (cmd.verb == "LHLO") != lmtp:
+            self._refuse(R(500, f'Error: command "{cmd.verb}" not recognized', "5.5.1"))
+            return None
+        self._reset_transaction()  # RFC 5321 §4.1.4: a new EHLO aborts a transaction
+        extensions = () if cmd.verb == "HELO" else tuple(self.extensions())
+        return ev.Hello(cmd.verb, cmd.arg, extensions)
+
+    def _session_ready(self) -> Response | None:
+        if self.hello is None:
+            return NEED_HELO
+        if self.config.require_starttls and not self.tls:
+            return NEED_STARTTLS
+        if self.config.auth_required and not self.authenticated:
+            return NEED_AUTH
+        return None
+
+    def _mail(self, cmd: Any) -> Event | None:
+        refusal = self._session_ready()
+        if refusal is None and self.mail is not None:
+            refusal = NESTED_MAIL
+        if refusal is None:
+            refusal = self._mail_params(cmd.params)
+        if refusal is not None:
+            self._refuse(refusal, error=refusal.code == 503 or refusal.code == 501)
+            return None
+        return ev.MailFrom(cmd.path, cmd.params)
+
+    def _mail_params(self, params: dict[str, str | None]) -> Response | None:
+        c = self.config
+        for key, value in params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit() or len(value) > 20:
+                    return R(501, "Syntax error in SIZE parameter", "5.5.4")
+                if c.max_message_size is not None and int(value) > c.max_message_size:
+                    return MESSAGE_TOO_BIG
+            elif key == "BODY" and c.eightbitmime:
+                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                    return R(501, "Error: BODY can only be one of 7BIT, 8BITMIME", "5.5.4")
+            elif key == "SMTPUTF8" and c.smtputf8:
+                if value is not None:
+                    return R(501, "Error: SMTPUTF8 takes no value", "5.5.4")
+            elif key == "RET" and c.dsn:
+                if value is None or value.upper() not in ("FULL", "HDRS"):
+                    return R(501, "Error: RET must be FULL or HDRS", "5.5.4")
+            elif key == "ENVID" and c.dsn:
+                if value is None or not self._is_xtext(value, 100):
+                    return R(501, "Error: ENVID must be xtext of at most 100 characters", "5.5.4")
+            elif key == "AUTH":
+                # RFC 4954 §5: kept, but it means nothing from an unauthenticated client
+                if value is None or (value != "<>" and not self._is_xtext(value, 500)):
+                    return R(501, "Error: AUTH parameter must be xtext or <>", "5.5.4")
+            else:
+                return R(555, f"Error: MAIL parameter {key} not supported", "5.5.4")
+        return None
+
+    def _rcpt(self, cmd: Any) -> Event | None:
+        refusal = self._session_ready()
+        if refusal is None and self.mail is None:
+            refusal = NEED_MAIL
+        if refusal is None and self._bdat_started:
+            refusal = BDAT_IN_PROGRESS
+        if refusal is not None:
+            self._refuse(refusal)
+            return None
+        if not self.smtputf8 and not cmd.path.address.isascii():
+            self._refuse(NEED_SMTPUTF8, error=False)
+            return None
+        refusal = self._rcpt_params(cmd.params)
+        if refusal is None and len(self.recipients) >= self.config.max_recipients:
+            refusal = TOO_MANY_RECIPIENTS
+        if refusal is not None:
+            self._refuse(refusal, error=refusal.code == 501)
+            return None
+        return ev.RcptTo(cmd.path, cmd.params)
+
+    def _rcpt_params(self, params: dict[str, str | None]) -> Response | None:
+        for key, value in params.items():
+            if key == "NOTIFY" and self.config.dsn:
+                words = (value or "").upper().split(",")
+                if words != ["NEVER"] and (
+                    not set(words) <= DSN_NOTIFY or len(set(words)) != len(words)
+                ):
+                    return R(501, "Error: NOTIFY must be NEVER or SUCCESS, FAILURE, DELAY", "5.5.4")
+            elif key == "ORCPT" and self.config.dsn:
+                addr_type, sep, addr = (value or "").partition(";")
+                if not sep or not addr_type or not self._is_xtext(addr, 500):
+                    return R(501, "Error: ORCPT must be addr-type;xtext", "5.5.4")
+            else:
+                return R(555, f"Error: RCPT parameter {key} not supported", "5.5.4")
+        return None
+
+    def _is_xtext(self, value: str, limit: int) -> bool:
+        if len(value) > limit:
+            return False
+        try:
+            self._codec.xtext_decode(value)
+        except self._codec.CodecError:
+            return False
+        return True
+
+    def _data(self, cmd: Any) -> Event | None:
+        refusal = self._transaction_ready()
+        if refusal is not None:
+            self._refuse(refusal)
+            self._resume(self._reader.expect_command())
+            return None
+        self._in_data = True
+        self._send(DATA_READY, None)
+        self._resume(self._reader.expect_data())
+        return None
+
+    def _transaction_ready(self) -> Response | None:
+        refusal = self._session_ready()
+        if refusal is None and self.mail is None:
+            refusal = NEED_MAIL
+        if refusal is None and not self.recipients:
+            refusal = NO_RECIPIENTS
+        if refusal is None and self._bdat_started:
+            refusal = BDAT_IN_PROGRESS
+        return refusal
+
+    def _bdat(self, cmd: Any) -> Event | None:
+        # The reader consumes the chunk whatever we decide (checklist B4); here we only
+        # decide whether its bytes are content or are dropped, and what to answer after it.
+        refusal: Response | None = None
+        if not self.config.chunking:
+            refusal = NOT_IMPLEMENTED
+        elif self._bdat_failure is not None:
+            refusal = BDAT_FAILED
+        else:
+            refusal = self._session_ready()
+            if refusal is None and self.mail is None:
+                refusal = NEED_MAIL
+            if refusal is None and not self.recipients:
+                refusal = NO_RECIPIENTS
+            if refusal is None and cmd.chunk_size == 0 and not cmd.last:
+                refusal = NULL_BDAT
+            limit = self.config.max_message_size
+            if refusal is None and limit is not None and self._bdat_total + cmd.chunk_size > limit:
+                refusal = MESSAGE_TOO_BIG
+        self._chunk_refusal = refusal
+        if refusal is None:
+            self._bdat_started = True
+        return None
+
+    def _content(self, item: Any) -> Event | None:
+        if self._in_data or (self._bdat_started and self._chunk_refusal is None):
+            return ev.Content(item.data)
+        return None
+
+    def _data_end(self, item: Any) -> Event | None:
+        if self._in_data:
+            self._in_data = False
+            violation = item.violation
+            if violation is not None:
+                response = R(violation.code, violation.text, violation.enhanced)
+                self._refuse(response, error=violation.kind == "bare_newline")
+                self._reset_transaction()
+                return ev.MessageAborted(response)
+            return ev.MessageEnd(item.size, item.bare_lf, item.bare_cr)
+        return self._chunk_end(item)
+
+    def _chunk_end(self, item: Any) -> Event | None:
+        refusal = self._chunk_refusal
+        self._chunk_refusal = None
+        aborted: Event | None = None
+        if refusal is None and item.violation is not None:
+            v = item.violation
+            refusal = R(v.code, v.text, v.enhanced)
+        if refusal is not None:
+            self._refuse(refusal, error=refusal.code in (501, 502, 503))
+            if self._bdat_started:
+                aborted = ev.MessageAborted(refusal)
+                self._bdat_started = False
+            if self.mail is not None and self.recipients:
+                # The message is incomplete now: refuse its later chunks until RSET, and
+                # end the transaction at the LAST one (Postfix does the same).
+                if item.last:
+                    self._reset_transaction()
+                elif self._bdat_failure is None:
+                    self._bdat_failure = refusal
+            return aborted
+        self._bdat_total += item.size
+        if not item.last:
+            self._send(R(250, f"{item.size} octets received", "2.0.0"), None)
+            return None
+        total = self._bdat_total
+        self._bdat_started = False
+        return ev.MessageEnd(total, item.bare_lf, item.bare_cr)
+
+    def _rset(self, cmd: Any) -> Event | None:
+        self._reset_transaction()
+        return ev.Reset()
+
+    def _noop(self, cmd: Any) -> Event | None:
+        return ev.Noop(cmd.arg)
+
+    def _vrfy(self, cmd: Any) -> Event | None:
+        return ev.Verify(cmd.arg)
+
+    def _expn(self, cmd: Any) -> Event | None:
+        return ev.Expand(cmd.arg)
+
+    def _help(self, cmd: Any) -> Event | None:
+        return ev.Help(cmd.arg)
+
+    def _quit(self, cmd: Any) -> Event | None:
+        return ev.Quit()
+
+    def _starttls(self, cmd: Any) -> Event | None:
+        refusal: Response | None = None
+        if not self.config.starttls and not self.tls:
+            refusal = NOT_IMPLEMENTED
+        elif self.tls:
+            refusal = TLS_ACTIVE
+        elif not self.esmtp:
+            refusal = NEED_EHLO
+        if refusal is not None:
+            self._refuse(refusal)
+            self._resume(self._reader.expect_command())
+            return None
+        return ev.StartTLS()
+
+    def _auth(self, cmd: Any) -> Event | None:
+        mechanism, _, initial = cmd.arg.partition(" ")
+        mechanism = mechanism.upper()
+        refusal: Response | None = None
+        if not self.config.auth_mechanisms:
+            refusal = NOT_IMPLEMENTED
+        elif not self.esmtp:
+            refusal = NEED_EHLO
+        elif self.config.auth_require_tls and not self.tls:
+            refusal = NEED_STARTTLS
+        elif self.authenticated:
+            refusal = ALREADY_AUTHENTICATED
+        elif self.mail is not None:
+            refusal = AUTH_IN_TRANSACTION
+        elif mechanism not in self.config.auth_mechanisms:
+            refusal = UNKNOWN_MECHANISM
+        if refusal is not None:
+            self._refuse(refusal)
+            self._resume(self._reader.expect_command())
+            return None
+        self._auth_in_progress = True
+        return ev.Auth(mechanism, initial.strip(" ") or None)
+
+    def _auth_line(self, item: Any) -> Event | None:
+        return ev.AuthLine(item.data)
+
+
+_COMMANDS = {
+    "HELO": ServerConnection._hello,
+    "EHLO": ServerConnection._hello,
+    "LHLO": ServerConnection._hello,
+    "MAIL": ServerConnection._mail,
+    "RCPT": ServerConnection._rcpt,
+    "DATA": ServerConnection._data,
+    "BDAT": ServerConnection._bdat,
+    "RSET": ServerConnection._rset,
+    "NOOP": ServerConnection._noop,
+    "VRFY": ServerConnection._vrfy,
+    "EXPN": ServerConnection._expn,
+    "HELP": ServerConnection._help,
+    "QUIT": ServerConnection._quit,
+    "STARTTLS": ServerConnection._starttls,
+    "AUTH": ServerConnection._auth,
+}

@@ -1,0 +1,38 @@
+"""Shared fixtures. Peer helpers (Postfix, smtp-sink, swaks) live in tests/peers.py."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import pytest
+
+BACKENDS = ["rust", "pure"]
+
+
+def load_backend(name: str) -> ModuleType:
+    if name == "rust":
+        return importlib.import_module("ferrosmtp._core")
+    return importlib.import_module("ferrosmtp._pure")
+
+
+@pytest.fixture(params=BACKENDS)
+def codec(request: pytest.FixtureRequest) -> ModuleType:
+    """Each codec test runs once per backend: the Rust core and the pure twin."""
+    return load_backend(request.param)
+
+
+@pytest.fixture(scope="session")
+def rust() -> ModuleType:
+    return load_backend("rust")
+
+
+@pytest.fixture(scope="session")
+def pure() -> ModuleType:
+    return load_backend("pure")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    backend = os.environ.get("FERROSMTP_BACKEND", "rust (default)")
+    return f"ferrosmtp codec backend for the I/O layers: {backend}"
