@@ -237,6 +237,7 @@ class SMTP(asyncio.Protocol):
         self.conn: ServerConnection | None = None
         self._hooks = server._hooks
         self._chunks: list[bytes] = []
+        self._message_open = False  # Content was delivered for a message not yet ended
         self._task: asyncio.Task[None] | None = None
         self._input_waiter: asyncio.Future[None] | None = None
         self._tls_buffer: list[bytes] | None = None  # app data that came during start_tls
@@ -330,7 +331,9 @@ class SMTP(asyncio.Protocol):
         waiter = self._input_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        self._chunks = []
+        aborted = self._abort_message()  # a client that vanished mid-DATA: store nothing
+        if aborted is not None:
+            self.loop.create_task(aborted)  # type: ignore[arg-type]
         if self._admitted:
             self._server._release(self)
             self._admitted = False
@@ -512,6 +515,9 @@ class SMTP(asyncio.Protocol):
         self._respond(await self._call(hook, *args))
 
     def _on_hello(self, event: ev.Hello) -> Awaitable[None] | None:
+        aborted = self._abort_message()
+        if aborted is not None:
+            return self._sequence(aborted, self._on_hello(event))
         self.envelope = self._create_envelope()
         session = self.session
         assert session is not None
@@ -587,11 +593,32 @@ class SMTP(asyncio.Protocol):
         return self._hooked(hook, address, options)
 
     def _on_content(self, event: ev.Content) -> Awaitable[None] | None:
+        self._message_open = True
         hook = self._hooks.get("DATA_CHUNK")
         if hook is None:
             self._chunks.append(event.data)
             return None
         return self._chunk_hook(hook, event.data)
+
+    def _abort_message(self) -> Awaitable[None] | None:
+        """Drop a message that will not complete; a streaming handler cleans up."""
+        self._chunks = []
+        self.__dict__.pop("_chunk_error", None)
+        if not self._message_open:
+            return None
+        self._message_open = False
+        hook = self._hooks.get("DATA_ABORT")
+        if hook is None or self._hooks.get("DATA_CHUNK") is None:
+            return None
+        return self._abort_hook(hook, self.envelope)
+
+    async def _abort_hook(self, hook: Callable[..., Any], envelope: Envelope | None) -> None:
+        try:
+            result = hook(self, self.session, envelope)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("%s handle_DATA_ABORT failed", self._peer())
 
     async def _chunk_hook(self, hook: Callable[..., Any], data: bytes) -> None:
         try:
@@ -607,11 +634,13 @@ class SMTP(asyncio.Protocol):
     def _on_message_end(self, event: ev.MessageEnd) -> Awaitable[None] | None:
         envelope = self.envelope
         assert envelope is not None and self.conn is not None
+        self._message_open = False
+        streamed = self._hooks.get("DATA_CHUNK") is not None
         content = b"".join(self._chunks)
         self._chunks = []
-        envelope.original_content = content
-        envelope.content = content
-        if self._server.decode_data:
+        envelope.original_content = None if streamed else content
+        envelope.content = None if streamed else content
+        if self._server.decode_data and not streamed:
             if self.enable_SMTPUTF8:
                 envelope.content = content.decode("utf-8", errors="surrogateescape")
             else:
@@ -678,16 +707,24 @@ class SMTP(asyncio.Protocol):
         )
         self.envelope = self._create_envelope()
 
-    def _on_message_aborted(self, event: ev.MessageAborted) -> None:
-        self._chunks = []
-        self.__dict__.pop("_chunk_error", None)
+    def _on_message_aborted(self, event: ev.MessageAborted) -> Awaitable[None] | None:
         log.info("%s message refused: %s", self._peer(), event.response)
+        step = self._abort_message()
         self.envelope = self._create_envelope()
+        return step
 
     def _on_reset(self, event: ev.Reset) -> Awaitable[None] | None:
+        aborted = self._abort_message()
         self.envelope = self._create_envelope()
-        self._chunks = []
-        return self._simple("RSET")
+        step = self._simple("RSET")
+        if aborted is None:
+            return step
+        return self._sequence(aborted, step)
+
+    async def _sequence(self, *steps: Awaitable[None] | None) -> None:
+        for step in steps:
+            if step is not None:
+                await step
 
     def _on_noop(self, event: ev.Noop) -> Awaitable[None] | None:
         return self._simple("NOOP", event.arg)

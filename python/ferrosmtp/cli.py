@@ -1,0 +1,283 @@
+"""The ``ferrosmtp`` command: ``serve`` (receive mail into a Maildir, an mbox or stdout)
+and ``send`` (send message files, an mbox or a Maildir)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import logging
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from ferrosmtp import __version__
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_STARTUP = 3
+
+log = logging.getLogger("ferrosmtp")
+
+
+def _size(text: str) -> int:
+    """A size like 1000000, 512K, 25M or 1G."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("B")
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 1048576, 512K, 25M)")
+    return int(number) * factor
+
+
+def add_serve_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="receive mail and store it (default: into ./maildir on 127.0.0.1:8025)",
+        description="Run an SMTP server. Every message is stored into a Maildir (the default, "
+        "./maildir), appended to an mbox, printed, or dropped.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8025, help="port to listen on (default 8025)")
+    store = p.add_mutually_exclusive_group()
+    store.add_argument(
+        "--maildir", type=Path, help="store messages into this Maildir (default ./maildir)"
+    )
+    store.add_argument("--mbox", type=Path, help="append messages to this mbox file")
+    store.add_argument(
+        "--stdout", action="store_true", help="print messages instead of storing them"
+    )
+    store.add_argument("--sink", action="store_true", help="accept and drop messages (benchmarks)")
+    p.add_argument(
+        "--hostname", help="the name the server gives itself (default: this host's FQDN)"
+    )
+    p.add_argument(
+        "--tls-cert", type=Path, help="PEM certificate chain for STARTTLS / implicit TLS"
+    )
+    p.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    p.add_argument(
+        "--implicit-tls",
+        action="store_true",
+        help="TLS from the first byte (RFC 8314, port 465 style)",
+    )
+    p.add_argument("--require-starttls", action="store_true", help="refuse mail before STARTTLS")
+    p.add_argument(
+        "--auth-file",
+        type=Path,
+        help="enable AUTH PLAIN/LOGIN with users from this file: one 'user:password' or "
+        "'user:{sha256}hexdigest' per line",
+    )
+    p.add_argument(
+        "--auth-required", action="store_true", help="refuse mail from unauthenticated clients"
+    )
+    p.add_argument(
+        "--allow-insecure-auth",
+        action="store_true",
+        help="offer AUTH without TLS (passwords in clear!)",
+    )
+    p.add_argument(
+        "--max-size", type=_size, default=32 << 20, help="largest message accepted (default 32M)"
+    )
+    p.add_argument(
+        "--max-recipients", type=int, default=1000, help="recipients per message (default 1000)"
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=2000, help="simultaneous connections (default 2000)"
+    )
+    p.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=None,
+        help="per client address (default: none)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=300, help="idle timeout in seconds (default 300)"
+    )
+    p.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033) instead of SMTP")
+    p.add_argument(
+        "--bare-newline",
+        choices=["reject", "normalize"],
+        default="reject",
+        help="bare CR/LF in messages: refuse them (default) or repair them like Postfix",
+    )
+    p.add_argument("--no-received", action="store_true", help="do not add a Received: header")
+    p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    p.set_defaults(run=run_serve)
+
+
+class FileAuthenticator:
+    """Check AUTH PLAIN/LOGIN credentials against a ``user:password`` file."""
+
+    def __init__(self, path: Path) -> None:
+        self.users: dict[bytes, bytes] = {}
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            user, sep, secret = line.partition(":")
+            if not sep or not user:
+                raise ValueError(f"{path}:{number}: expected 'user:password'")
+            self.users[user.encode()] = secret.encode()
+
+    def check(self, login: bytes, password: bytes) -> bool:
+        # Same work whether or not the user exists: no timing oracle for user names.
+        stored = self.users.get(login, b"{sha256}" + b"0" * 64)
+        if stored.startswith(b"{sha256}"):
+            given = b"{sha256}" + hashlib.sha256(password).hexdigest().encode()
+        else:
+            given = password
+        return hmac.compare_digest(given, stored) and login in self.users
+
+    def __call__(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> Any:
+        from ferrosmtp.server import AuthResult
+
+        ok = self.check(auth_data.login, auth_data.password)
+        if ok:
+            log.info(
+                "%s authenticated as %r", session.peer, auth_data.login.decode("utf-8", "replace")
+            )
+        else:
+            log.warning("%s failed AUTH %s", session.peer, mechanism)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
+
+
+def _tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def _handler(args: argparse.Namespace) -> Any:
+    from ferrosmtp import handlers
+
+    if args.sink:
+        return handlers.Sink()
+    if args.stdout:
+        return handlers.Debugging(sys.stdout)
+    if args.mbox:
+        return handlers.Mailbox(args.mbox, received=not args.no_received)
+    return handlers.Maildir(args.maildir or Path("maildir"), received=not args.no_received)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from ferrosmtp.server import Server
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("ferrosmtp serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return EXIT_USAGE
+    if args.implicit_tls and args.tls_cert is None:
+        print("ferrosmtp serve: --implicit-tls needs --tls-cert and --tls-key", file=sys.stderr)
+        return EXIT_USAGE
+    if args.require_starttls and (args.tls_cert is None or args.implicit_tls):
+        print(
+            "ferrosmtp serve: --require-starttls needs --tls-cert/--tls-key, "
+            "without --implicit-tls",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        context = _tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+        authenticator = FileAuthenticator(args.auth_file) if args.auth_file else None
+        handler = _handler(args)
+    except (OSError, ValueError, ssl.SSLError) as error:
+        print(f"ferrosmtp serve: {error}", file=sys.stderr)
+        return EXIT_STARTUP
+    if authenticator is not None and context is None and not args.allow_insecure_auth:
+        print(
+            "ferrosmtp serve: --auth-file without TLS would send passwords in clear; add "
+            "--tls-cert/--tls-key, or --allow-insecure-auth for a test setup",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    server = Server(
+        handler,
+        hostname=args.hostname,
+        data_size_limit=args.max_size,
+        tls_context=None if args.implicit_tls else context,
+        ssl_context=context if args.implicit_tls else None,
+        require_starttls=args.require_starttls,
+        authenticator=authenticator,
+        auth_required=args.auth_required,
+        auth_require_tls=not args.allow_insecure_auth,
+        timeout=args.timeout,
+        lmtp=args.lmtp,
+        max_recipients=args.max_recipients,
+        max_connections=args.max_connections,
+        max_connections_per_ip=args.max_connections_per_ip,
+        bare_newline=args.bare_newline,
+    )
+    return asyncio.run(_serve(server, args))
+
+
+async def _serve(server: Any, args: argparse.Namespace) -> int:
+    try:
+        await server.start(args.host, args.port)
+    except OSError as error:
+        print(
+            f"ferrosmtp serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return EXIT_STARTUP
+    where = (
+        "dropping messages"
+        if args.sink
+        else (
+            "printing messages"
+            if args.stdout
+            else f"storing into {args.mbox or args.maildir or Path('maildir')}"
+        )
+    )
+    proto = "LMTP" if args.lmtp else "SMTP"
+    log.info(
+        "ferrosmtp %s %s listening on %s:%d, %s", __version__, proto, args.host, server.port, where
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    server.close()
+    await server.wait_closed()
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferrosmtp", description="Fast, strict SMTP for Python.")
+    parser.add_argument("--version", action="version", version=f"ferrosmtp {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    add_serve_parser(subparsers)
+    try:
+        from ferrosmtp import cli_send
+    except ImportError:
+        pass
+    else:
+        cli_send.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_USAGE
+    level = logging.INFO
+    if getattr(args, "quiet", False):
+        level = logging.WARNING
+    if getattr(args, "verbose", False):
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

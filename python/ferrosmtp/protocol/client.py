@@ -1,0 +1,943 @@
+"""The client side of SMTP and LMTP as a sans-IO state machine (h11 style).
+
+``ClientConnection`` holds every sequencing rule of a client session and nothing else:
+no sockets, no clocks, no policy about what to send. The caller asks it for the bytes of a
+command (``conn.mail("a@example.org")``) and writes them; it feeds what the server sends
+to ``conn.receive_data(data)`` and gets back one ``Response`` per reply, each matched to
+the command it answers.
+
+The rules it enforces, all in this module:
+
+- Replies are matched to commands through a FIFO of outstanding commands, so any number
+  of pipelined commands (RFC 2920) pair with their replies. A reply when nothing is
+  outstanding is a ``RemoteProtocolError``, except a 421, which a server may send at any
+  time and which closes the session (security checklist B7).
+- Commands that must end a pipelining group (EHLO, DATA, AUTH, STARTTLS, QUIT, NOOP,
+  VRFY, EXPN, HELP) block further commands until their reply; without PIPELINING, every
+  command waits for the previous reply. Message content may start a group (RFC 2920
+  §3.1), so the next MAIL can follow the end of a message without waiting.
+- After the 220 to STARTTLS, any byte already received is an attack (B6): the reply
+  must be the last thing read, and nothing may be read until ``tls_started()``, which
+  forgets the capabilities and requires a new EHLO.
+- Command arguments are never pasted into command lines: addresses are parsed with the
+  server's own parser (``codec.parse_path``) and re-serialized, ESMTP parameters are
+  checked against the RFC 5321 grammar, and every line is checked for control
+  characters before anything is produced (B14). A refused argument raises
+  ``ValueError`` and leaves the connection unchanged.
+- Message content goes through ``codec.DotStuffer``: line ends become CRLF, leading dots
+  are doubled, and only the client-generated ``.\\r\\n`` can end the data (B2). BDAT
+  chunks get the same line-end normalization, without dot-stuffing.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from ferrosmtp import codec as _active_codec
+
+__all__ = [
+    "ClientConnection",
+    "Command",
+    "ExtensionNotSupported",
+    "LocalProtocolError",
+    "MessageTooLarge",
+    "Phase",
+    "RemoteProtocolError",
+    "Response",
+    "ServerClosing",
+]
+
+
+class LocalProtocolError(Exception):
+    """The caller asked for something the session does not allow now (a sequencing
+    error such as RCPT before MAIL, or a command sent before the reply it must wait for).
+    Nothing was produced and the connection state is unchanged."""
+
+
+class ExtensionNotSupported(LocalProtocolError):
+    """A command or parameter needs a service extension the server did not advertise."""
+
+    def __init__(self, extension: str, what: str) -> None:
+        super().__init__(f"{what} needs the {extension} extension, which the server does not offer")
+        self.extension = extension
+
+
+class MessageTooLarge(LocalProtocolError):
+    """The declared SIZE is above the limit the server advertised (RFC 1870)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message size {size} exceeds the server's limit of {limit} octets")
+        self.size = size
+        self.limit = limit
+
+
+class RemoteProtocolError(Exception):
+    """The server broke the protocol (malformed or unsolicited reply, data after the
+    STARTTLS reply). The session is out of step and must be closed."""
+
+
+class Phase(enum.Enum):
+    """Where the session is, as far as what the client may send next is concerned."""
+
+    GREETING = "greeting"  # waiting for the server's banner
+    REFUSED = "refused"  # the banner was not 220: only QUIT may follow
+    UNIDENTIFIED = "unidentified"  # before a successful EHLO/HELO/LHLO
+    READY = "ready"  # identified, no mail transaction open
+    MAIL = "mail"  # MAIL sent: RCPT, DATA, BDAT or RSET next
+    DATA = "data"  # DATA sent: its reply decides whether content follows
+    BODY = "body"  # 354 received: message content, then its end
+    CHUNKING = "chunking"  # BDAT chunks sent, not yet the LAST one
+    STARTTLS = "starttls"  # STARTTLS sent, reply pending
+    TLS_HANDSHAKE = "tls-handshake"  # 220 to STARTTLS: start TLS, read nothing
+    AUTH = "auth"  # AUTH or a SASL response sent, reply pending
+    AUTH_CHALLENGE = "auth-challenge"  # 334 received: a SASL response line must follow
+    CLOSED = "closed"  # QUIT sent, 421 received, or the session is broken
+
+
+# What each phase allows the client to send, and the phase it moves to (optimistically,
+# before the reply; replies correct it below in ``_apply_reply``).
+_TRANSITIONS: dict[Phase, dict[str, Phase]] = {
+    Phase.GREETING: {},
+    Phase.REFUSED: {"QUIT": Phase.CLOSED},
+    Phase.UNIDENTIFIED: {
+        "EHLO": Phase.UNIDENTIFIED,
+        "HELO": Phase.UNIDENTIFIED,
+        "LHLO": Phase.UNIDENTIFIED,
+        "RSET": Phase.UNIDENTIFIED,
+        "NOOP": Phase.UNIDENTIFIED,
+        "HELP": Phase.UNIDENTIFIED,
+        "QUIT": Phase.CLOSED,
+    },
+    Phase.READY: {
+        "EHLO": Phase.UNIDENTIFIED,
+        "HELO": Phase.UNIDENTIFIED,
+        "LHLO": Phase.UNIDENTIFIED,
+        "MAIL": Phase.MAIL,
+        "STARTTLS": Phase.STARTTLS,
+        "AUTH": Phase.AUTH,
+        "RSET": Phase.READY,
+        "NOOP": Phase.READY,
+        "VRFY": Phase.READY,
+        "EXPN": Phase.READY,
+        "HELP": Phase.READY,
+        "QUIT": Phase.CLOSED,
+    },
+    Phase.MAIL: {
+        "RCPT": Phase.MAIL,
+        "DATA": Phase.DATA,
+        "BDAT": Phase.CHUNKING,
+        "RSET": Phase.READY,
+        "NOOP": Phase.MAIL,
+        "QUIT": Phase.CLOSED,
+    },
+    Phase.DATA: {},
+    Phase.BODY: {},
+    Phase.CHUNKING: {
+        "BDAT": Phase.CHUNKING,
+        "RSET": Phase.READY,
+        "NOOP": Phase.CHUNKING,
+        "QUIT": Phase.CLOSED,
+    },
+    Phase.STARTTLS: {},
+    Phase.TLS_HANDSHAKE: {},
+    Phase.AUTH: {},
+    Phase.AUTH_CHALLENGE: {"AUTH-RESPONSE": Phase.AUTH},
+    Phase.CLOSED: {},
+}
+
+# Commands after which nothing may be sent until their reply (RFC 2920 §3.1, plus the
+# commands whose reply changes how the session continues).
+_ENDS_GROUP = frozenset(
+    {
+        "EHLO",
+        "HELO",
+        "LHLO",
+        "DATA",
+        "VRFY",
+        "EXPN",
+        "NOOP",
+        "QUIT",
+        "HELP",
+        "STARTTLS",
+        "AUTH",
+        "AUTH-RESPONSE",
+    }
+)
+
+# MAIL/RCPT parameters that may only be used when the server advertises an extension.
+_PARAM_EXTENSION = {
+    "SIZE": "SIZE",
+    "SMTPUTF8": "SMTPUTF8",
+    "RET": "DSN",
+    "ENVID": "DSN",
+    "NOTIFY": "DSN",
+    "ORCPT": "DSN",
+    "REQUIRETLS": "REQUIRETLS",
+    "MT-PRIORITY": "MT-PRIORITY",
+    "HOLDFOR": "FUTURERELEASE",
+    "HOLDUNTIL": "FUTURERELEASE",
+    "BY": "DELIVERBY",
+}
+_BODY_EXTENSION = {"8BITMIME": "8BITMIME", "BINARYMIME": "BINARYMIME"}
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*", re.ASCII)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}", re.ASCII)
+
+
+# --- Commands ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One validated command line, ready to send.
+
+    ``verb`` is what the reply will be matched to; ``argument`` is what the command is
+    about (the address for MAIL and RCPT, the name for EHLO); ``line`` is the exact wire
+    form, CRLF included. ``utf8`` says the line needs SMTPUTF8. Build commands with the
+    ``Command.*`` constructors, which refuse anything that could change the line's
+    meaning; ``ClientConnection.send`` then checks that the session allows it now.
+    """
+
+    verb: str
+    argument: str
+    line: bytes
+    utf8: bool = False
+    params: tuple[tuple[str, str | None], ...] = ()  # ESMTP parameters, keywords upper-cased
+
+    def param(self, keyword: str) -> str | None:
+        """The value of an ESMTP parameter ("" for one without a value), or None."""
+        for key, value in self.params:
+            if key == keyword:
+                return "" if value is None else value
+        return None
+
+    def has_param(self, keyword: str) -> bool:
+        return any(key == keyword for key, _ in self.params)
+
+    @classmethod
+    def hello(cls, verb: str, name: str, *, codec: Any = None) -> Command:
+        """EHLO, HELO or LHLO with the client's name: a domain or an address literal."""
+        if verb not in ("EHLO", "HELO", "LHLO"):
+            raise ValueError(f"not a greeting command: {verb!r}")
+        check_hello_name(name, codec=codec)
+        return cls(verb, name, _line(verb, name))
+
+    @classmethod
+    def mail(
+        cls,
+        sender: str,
+        params: Mapping[str, str | None] | None = None,
+        *,
+        smtputf8: bool = False,
+        codec: Any = None,
+    ) -> Command:
+        """MAIL FROM:<sender> [params]. ``sender`` may be empty (or ``<>``): the null path.
+
+        ``smtputf8`` allows a UTF-8 address; the SMTPUTF8 parameter itself must be in
+        ``params`` (``ClientConnection`` checks that)."""
+        path = _parse_path(sender, smtputf8, "sender", codec)
+        if path.is_postmaster:
+            raise ValueError("the sender must be a mailbox or <>, not <Postmaster>")
+        items, text = format_params(params, smtputf8=smtputf8, codec=codec)
+        address = path.address
+        line = _line("MAIL", f"FROM:<{address}>{text}")
+        return cls("MAIL", address, line, not line.isascii(), items)
+
+    @classmethod
+    def rcpt(
+        cls,
+        recipient: str,
+        params: Mapping[str, str | None] | None = None,
+        *,
+        smtputf8: bool = False,
+        codec: Any = None,
+    ) -> Command:
+        """RCPT TO:<recipient> [params]."""
+        path = _parse_path(recipient, smtputf8, "recipient", codec)
+        if path.is_null:
+            raise ValueError("a recipient cannot be the null path <>")
+        items, text = format_params(params, smtputf8=smtputf8, codec=codec)
+        address = path.address
+        line = _line("RCPT", f"TO:<{address}>{text}")
+        return cls("RCPT", address, line, not line.isascii(), items)
+
+    @classmethod
+    def query(cls, verb: str, argument: str, *, smtputf8: bool = False) -> Command:
+        """VRFY or EXPN: a user name, mailbox or list name, printable text only.
+
+        With ``smtputf8`` the argument may be UTF-8 and the SMTPUTF8 parameter is added
+        (RFC 6531 §3.7.4.2)."""
+        if verb not in ("VRFY", "EXPN"):
+            raise ValueError(f"not VRFY or EXPN: {verb!r}")
+        if not isinstance(argument, str) or not argument.strip(" "):
+            raise ValueError(f"{verb} needs a non-empty argument")
+        if _CONTROL.search(argument):
+            raise ValueError(f"{verb} argument contains CR, LF, NUL or another control character")
+        if argument != argument.strip(" "):
+            raise ValueError(f"{verb} argument has leading or trailing spaces")
+        utf8 = not argument.isascii()
+        if utf8 and not smtputf8:
+            raise ValueError(f"a non-ASCII {verb} argument needs SMTPUTF8")
+        text = argument + (" SMTPUTF8" if utf8 else "")
+        return cls(verb, argument, _line(verb, text), utf8, (("SMTPUTF8", None),) if utf8 else ())
+
+    @classmethod
+    def help(cls, topic: str | None = None) -> Command:
+        if topic is None or topic == "":
+            return cls("HELP", "", b"HELP\r\n")
+        if not topic.isascii() or not topic.isprintable() or " " in topic:
+            raise ValueError("a HELP topic must be one printable ASCII word")
+        return cls("HELP", topic, _line("HELP", topic))
+
+    @classmethod
+    def auth(cls, mechanism: str, initial_response: str | None = None) -> Command:
+        """AUTH mechanism [initial-response]: the response is base64, or "=" for empty."""
+        if not isinstance(mechanism, str) or _KEYWORD.fullmatch(mechanism) is None:
+            raise ValueError(f"invalid SASL mechanism name: {mechanism!r}")
+        mechanism = mechanism.upper()
+        if initial_response is None:
+            return cls("AUTH", mechanism, _line("AUTH", mechanism))
+        if initial_response == "":
+            raise ValueError('an empty initial response is sent as "="')
+        _check_base64(initial_response, allow_equals=True)
+        return cls("AUTH", mechanism, _line("AUTH", f"{mechanism} {initial_response}"))
+
+    @classmethod
+    def auth_response(cls, response: str) -> Command:
+        """A SASL response line: base64, empty, or "*" to cancel (RFC 4954 §4)."""
+        if response != "*":
+            _check_base64(response, allow_equals=False)
+        return cls("AUTH-RESPONSE", "", response.encode("ascii") + b"\r\n")
+
+    @classmethod
+    def simple(cls, verb: str) -> Command:
+        """A command without arguments: DATA, RSET, NOOP, QUIT or STARTTLS."""
+        if verb not in ("DATA", "RSET", "NOOP", "QUIT", "STARTTLS"):
+            raise ValueError(f"not an argument-less command: {verb!r}")
+        return cls(verb, "", verb.encode("ascii") + b"\r\n")
+
+
+def check_hello_name(name: str, *, codec: Any = None) -> None:
+    """Refuse an EHLO/HELO/LHLO name that is not an ASCII domain or address literal.
+
+    The check borrows the address parser (``postmaster@<name>``), so it accepts exactly
+    what the server side accepts as a domain. U-labels are refused: RFC 6531 does not
+    allow them in EHLO, so send the A-label (``name.encode("idna")``)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("the client name must be a non-empty domain or address literal")
+    if _CONTROL.search(name) or not name.isascii():
+        raise ValueError("the client name must be ASCII without control characters")
+    try:
+        (codec or _active_codec).parse_path(f"<postmaster@{name}>")
+    except ValueError:
+        raise ValueError(f"not a domain or address literal: {name!r}") from None
+
+
+def format_params(
+    params: Mapping[str, str | None] | None, *, smtputf8: bool = False, codec: Any = None
+) -> tuple[tuple[tuple[str, str | None], ...], str]:
+    """ESMTP parameters as `` KEY=value KEY2`` (leading space), and their keywords.
+
+    Keywords must match ``(ALPHA / DIGIT) *(ALPHA / DIGIT / "-")`` and values
+    ``1*(%d33-60 / %d62-126)`` (UTF-8 too under SMTPUTF8): the same grammar the server's
+    ``parse_params`` applies, which re-reads the result to be sure it gives back exactly
+    these parameters. ENVID and ORCPT values must already be xtext (``codec.xtext_encode``).
+    """
+    if not params:
+        return (), ""
+    words = []
+    items: list[tuple[str, str | None]] = []
+    for key, value in params.items():
+        if not isinstance(key, str) or _KEYWORD.fullmatch(key) is None:
+            raise ValueError(f"invalid ESMTP parameter keyword: {key!r}")
+        if value is None:
+            words.append(key)
+        elif not isinstance(value, str) or not value:
+            raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}")
+        else:
+            words.append(f"{key}={value}")
+        items.append((key.upper(), value))
+    text = " ".join(words)
+    if _CONTROL.search(text):
+        raise ValueError("ESMTP parameters contain CR, LF, NUL or another control character")
+    try:
+        parsed = (codec or _active_codec).parse_params(text, smtputf8=smtputf8)
+    except ValueError:
+        raise ValueError(f"invalid ESMTP parameters: {text!r}") from None
+    if list(parsed.items()) != items:
+        raise ValueError(f"invalid ESMTP parameters: {text!r}")
+    return tuple(items), " " + text
+
+
+def parse_option(option: str) -> tuple[str, str | None]:
+    """One ``KEY[=value]`` word, as aiosmtplib's ``mail_options`` take them."""
+    if not isinstance(option, str) or _CONTROL.search(option) or " " in option.strip(" "):
+        raise ValueError(f"an ESMTP option must be one KEY[=value] word: {option!r}")
+    key, eq, value = option.strip(" ").partition("=")
+    return key, (value if eq else None)
+
+
+def _check_base64(text: str, *, allow_equals: bool) -> None:
+    if not isinstance(text, str) or _BASE64.fullmatch(text) is None or len(text) % 4:
+        if not (allow_equals and text == "="):
+            raise ValueError("a SASL response must be base64 text")
+
+
+def _parse_path(text: str, smtputf8: bool, role: str, codec: Any) -> Any:
+    if not isinstance(text, str):
+        raise ValueError(f"the {role} address must be a str, not {type(text).__name__}")
+    if _CONTROL.search(text):
+        raise ValueError(f"the {role} address contains CR, LF, NUL or another control character")
+    if not smtputf8 and not text.isascii():
+        raise ValueError(f"the {role} address is not ASCII: it needs SMTPUTF8")
+    try:
+        return (codec or _active_codec).parse_path(
+            text if text.startswith("<") else f"<{text}>", smtputf8=smtputf8
+        )
+    except ValueError as exc:
+        reason = getattr(exc, "text", str(exc))
+        raise ValueError(f"invalid {role} address {text!r}: {reason}") from None
+
+
+def _line(verb: str, argument: str) -> bytes:
+    # The last guard against injection: whatever built the argument, a command line
+    # never carries a control character.
+    if _CONTROL.search(argument):
+        raise ValueError(f"{verb} argument contains CR, LF, NUL or another control character")
+    return f"{verb} {argument}\r\n".encode()
+
+
+# --- Events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A reply, matched to the command it answers.
+
+    ``command`` is the verb (``"CONNECT"`` for the greeting, ``"."`` for the end of DATA
+    content, ``"AUTH-RESPONSE"`` for a SASL response line); ``argument`` is the address
+    of a MAIL or RCPT, or the recipient an LMTP end-of-data reply is for; ``reply`` is the
+    codec's ``Reply`` (``code``, ``enhanced``, ``lines``, ``text``).
+    """
+
+    command: str
+    argument: str
+    reply: Any
+
+    @property
+    def code(self) -> int:
+        return int(self.reply.code)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= int(self.reply.code) < 400
+
+
+@dataclass(frozen=True, slots=True)
+class ServerClosing:
+    """A 421 that answered no command: the server is shutting the session down."""
+
+    reply: Any
+
+
+Event = Response | ServerClosing
+
+
+# --- The connection -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Transaction:
+    """What the client knows about one mail transaction."""
+
+    smtputf8: bool = False
+    mail_ok: bool | None = None
+    recipients: int = 0  # RCPT commands sent
+    accepted: list[str] = field(default_factory=list)  # recipients the server took
+    stuffer: Any = None  # DotStuffer for DATA content or BDAT chunks
+
+
+@dataclass(slots=True)
+class _Pending:
+    verb: str
+    argument: str = ""
+    transaction: _Transaction | None = None
+    per_recipient: bool = False  # an LMTP end of data: one reply per accepted recipient
+
+
+class ClientConnection:
+    """One SMTP (or LMTP, with ``lmtp=True``) client session, without I/O.
+
+    ``codec`` is the codec module to use (``ferrosmtp._core`` or ``ferrosmtp._pure``);
+    by default the one ``ferrosmtp.codec`` selected. Reply limits are those of
+    ``codec.ReplyReader`` (2048 octets a line, 256 lines, 64 KiB a reply by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        lmtp: bool = False,
+        codec: ModuleType | None = None,
+        max_reply_line: int = 2048,
+        max_reply_lines: int = 256,
+        max_reply: int = 65536,
+    ) -> None:
+        self.lmtp = lmtp
+        self.codec: Any = codec if codec is not None else _active_codec
+        self._reader = self.codec.ReplyReader(
+            max_line=max_reply_line, max_lines=max_reply_lines, max_reply=max_reply
+        )
+        self._phase = Phase.GREETING
+        self._pending: deque[_Pending] = deque([_Pending("CONNECT")])
+        self._transaction: _Transaction | None = None
+        self._extensions: Any = None  # EhloReply after a 250 to EHLO/LHLO
+        self._identified = False
+        self._tls = False
+        self._authenticated = False
+        self._server_open_transaction = False  # MAIL accepted, transaction not finished
+
+    # --- What the session knows -----------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def closed(self) -> bool:
+        return self._phase is Phase.CLOSED
+
+    @property
+    def outstanding(self) -> int:
+        """How many commands still wait for their reply."""
+        return len(self._pending)
+
+    @property
+    def extensions(self) -> Any:
+        """The codec's ``EhloReply`` of the last successful EHLO/LHLO, or None (before
+        it, after HELO, and after STARTTLS until the next EHLO)."""
+        return self._extensions
+
+    @property
+    def esmtp(self) -> bool:
+        return self._extensions is not None
+
+    @property
+    def tls(self) -> bool:
+        """True once ``tls_started()`` was called (or the caller said the session
+        started on TLS)."""
+        return self._tls
+
+    @tls.setter
+    def tls(self, value: bool) -> None:
+        if self._phase is not Phase.GREETING:
+            raise LocalProtocolError("implicit TLS can only be declared before the greeting")
+        self._tls = value
+
+    @property
+    def authenticated(self) -> bool:
+        return self._authenticated
+
+    @property
+    def needs_reset(self) -> bool:
+        """A transaction the server may still hold open (MAIL accepted, not finished):
+        send RSET before the next MAIL."""
+        return self._server_open_transaction or self._phase in (Phase.MAIL, Phase.CHUNKING)
+
+    @property
+    def accepted_recipients(self) -> list[str]:
+        """Recipients the server accepted in the current transaction so far."""
+        return list(self._transaction.accepted) if self._transaction else []
+
+    def supports(self, extension: str) -> bool:
+        return self._extensions is not None and bool(self._extensions.has(extension))
+
+    def extension_param(self, extension: str) -> str | None:
+        if self._extensions is None:
+            return None
+        value = self._extensions.param(extension)
+        return None if value is None else str(value)
+
+    @property
+    def pipelining(self) -> bool:
+        return self.supports("PIPELINING")
+
+    @property
+    def max_size(self) -> int | None:
+        """The server's SIZE limit in octets; None if it gave none (or 0: no limit)."""
+        value = self.extension_param("SIZE")
+        if value is None or not value.isdigit() or int(value) == 0:
+            return None
+        return int(value)
+
+    def can_send(self, verb: str) -> bool:
+        """Whether ``verb`` may be sent now (without raising LocalProtocolError)."""
+        try:
+            self._next_phase(self._phase, self._pending, verb)
+        except LocalProtocolError:
+            return False
+        return True
+
+    # --- Sending commands -------------------------------------------------------------
+
+    def send(self, command: Command) -> bytes:
+        """Check that the session allows ``command`` now, record it, and return its bytes."""
+        return self.send_all((command,))
+
+    def send_all(self, commands: Sequence[Command]) -> bytes:
+        """Several commands written at once (a pipelining group). All are checked before
+        any is recorded: on error nothing changes and nothing is produced."""
+        phase = self._phase
+        pending_tail: list[_Pending] = list(self._pending)[-1:]
+        txn_utf8 = self._transaction.smtputf8 if self._transaction else False
+        rcpts = self._transaction.recipients if self._transaction else 0
+        for command in commands:
+            self._check_extensions(command, txn_utf8)
+            if command.verb == "MAIL":
+                txn_utf8 = command.has_param("SMTPUTF8")
+                rcpts = 0
+            elif command.verb == "RCPT":
+                if command.utf8 and not txn_utf8:
+                    raise LocalProtocolError("a UTF-8 recipient needs MAIL ... SMTPUTF8")
+                rcpts += 1
+            elif command.verb == "DATA" and rcpts == 0:
+                raise LocalProtocolError("DATA needs at least one RCPT first")
+            phase = self._next_phase(phase, pending_tail, command.verb)
+            pending_tail = [_Pending(command.verb)]
+        out = []
+        for command in commands:
+            self._record(command)
+            out.append(command.line)
+        return b"".join(out)
+
+    def _next_phase(self, phase: Phase, pending: Sequence[_Pending], verb: str) -> Phase:
+        """The one place that says whether ``verb`` may be sent in ``phase`` with these
+        replies outstanding, and what phase follows."""
+        allowed = _TRANSITIONS[phase]
+        if verb not in allowed:
+            raise LocalProtocolError(f"{verb} is not allowed now (session phase: {phase.value})")
+        if verb in ("EHLO", "HELO") and self.lmtp:
+            raise LocalProtocolError("an LMTP session greets with LHLO")
+        if verb == "LHLO" and not self.lmtp:
+            raise LocalProtocolError("LHLO is only for LMTP sessions")
+        if pending:
+            last = pending[-1]
+            if last.verb in _ENDS_GROUP or last.verb == "CONNECT":
+                raise LocalProtocolError(f"{verb} must wait for the reply to {last.verb}")
+            if not self.pipelining:
+                raise LocalProtocolError(
+                    f"{verb} must wait for the reply to {last.verb}: "
+                    "the server does not offer PIPELINING"
+                )
+        if verb == "STARTTLS":
+            if self._tls:
+                raise LocalProtocolError("TLS is already active")
+            if not self.supports("STARTTLS"):
+                raise ExtensionNotSupported("STARTTLS", "STARTTLS")
+        if verb == "AUTH" and not self.supports("AUTH"):
+            raise ExtensionNotSupported("AUTH", "AUTH")
+        if verb == "BDAT" and not self.supports("CHUNKING"):
+            raise ExtensionNotSupported("CHUNKING", "BDAT")
+        return allowed[verb]
+
+    def _check_extensions(self, command: Command, txn_utf8: bool) -> None:
+        if command.verb == "MAIL":
+            for key, _ in command.params:
+                extension = _PARAM_EXTENSION.get(key)
+                if extension is not None and not self.supports(extension):
+                    raise ExtensionNotSupported(extension, f"the {key} parameter")
+            if command.utf8 and not command.has_param("SMTPUTF8"):
+                raise LocalProtocolError("a UTF-8 sender needs the SMTPUTF8 parameter")
+            body = command.param("BODY")
+            if body is not None:
+                extension = _BODY_EXTENSION.get(body.upper())
+                if extension is not None and not self.supports(extension):
+                    raise ExtensionNotSupported(extension, f"BODY={body}")
+            size = command.param("SIZE")
+            limit = self.max_size
+            if size is not None and limit is not None and size.isdigit() and int(size) > limit:
+                raise MessageTooLarge(int(size), limit)
+        elif command.verb == "RCPT":
+            for key, _ in command.params:
+                extension = _PARAM_EXTENSION.get(key)
+                if extension is not None and not self.supports(extension):
+                    raise ExtensionNotSupported(extension, f"the {key} parameter")
+        elif command.verb in ("VRFY", "EXPN") and command.utf8 and not self.supports("SMTPUTF8"):
+            raise ExtensionNotSupported("SMTPUTF8", f"a UTF-8 {command.verb} argument")
+
+    def _record(self, command: Command) -> None:
+        verb = command.verb
+        self._phase = _TRANSITIONS[self._phase][verb]
+        pending = _Pending(verb, command.argument)
+        if verb == "MAIL":
+            self._transaction = _Transaction(smtputf8=command.has_param("SMTPUTF8"))
+            pending.transaction = self._transaction
+        elif verb == "RCPT":
+            assert self._transaction is not None
+            self._transaction.recipients += 1
+            pending.transaction = self._transaction
+        elif verb == "DATA":
+            pending.transaction = self._transaction
+        elif verb in ("RSET", "EHLO", "HELO", "LHLO"):
+            self._transaction = None
+        self._pending.append(pending)
+
+    # Convenience wrappers: each builds the command and sends it.
+
+    def ehlo(self, name: str) -> bytes:
+        """EHLO (LHLO in an LMTP session)."""
+        return self.send(Command.hello("LHLO" if self.lmtp else "EHLO", name, codec=self.codec))
+
+    def helo(self, name: str) -> bytes:
+        return self.send(Command.hello("HELO", name, codec=self.codec))
+
+    def lhlo(self, name: str) -> bytes:
+        return self.send(Command.hello("LHLO", name, codec=self.codec))
+
+    def mail(self, sender: str, params: Mapping[str, str | None] | None = None) -> bytes:
+        smtputf8 = any(key.upper() == "SMTPUTF8" for key in params or {})
+        return self.send(Command.mail(sender, params, smtputf8=smtputf8, codec=self.codec))
+
+    def rcpt(self, recipient: str, params: Mapping[str, str | None] | None = None) -> bytes:
+        smtputf8 = self._transaction.smtputf8 if self._transaction else False
+        return self.send(Command.rcpt(recipient, params, smtputf8=smtputf8, codec=self.codec))
+
+    def data(self) -> bytes:
+        return self.send(Command.simple("DATA"))
+
+    def rset(self) -> bytes:
+        return self.send(Command.simple("RSET"))
+
+    def noop(self) -> bytes:
+        return self.send(Command.simple("NOOP"))
+
+    def quit(self) -> bytes:
+        return self.send(Command.simple("QUIT"))
+
+    def starttls(self) -> bytes:
+        return self.send(Command.simple("STARTTLS"))
+
+    def vrfy(self, argument: str) -> bytes:
+        return self.send(Command.query("VRFY", argument, smtputf8=True))
+
+    def expn(self, argument: str) -> bytes:
+        return self.send(Command.query("EXPN", argument, smtputf8=True))
+
+    def help(self, topic: str | None = None) -> bytes:
+        return self.send(Command.help(topic))
+
+    def auth(self, mechanism: str, initial_response: str | None = None) -> bytes:
+        return self.send(Command.auth(mechanism, initial_response))
+
+    def auth_response(self, response: str) -> bytes:
+        return self.send(Command.auth_response(response))
+
+    # --- Message content ------------------------------------------------------------
+
+    def send_data(self, data: bytes) -> bytes:
+        """A piece of message content after the 354: line ends normalized, dots doubled.
+
+        Feed the message in pieces of any size; only the bytes of this piece (and a CR
+        held back from the previous one) are produced, so a large message is never
+        copied whole."""
+        if self._phase is not Phase.BODY:
+            raise LocalProtocolError(
+                f"message content is not allowed now (phase: {self._phase.value})"
+            )
+        assert self._transaction is not None and self._transaction.stuffer is not None
+        out: bytes = self._transaction.stuffer.feed(data)
+        return out
+
+    def end_data(self) -> bytes:
+        """The end of the message content: a final CRLF if missing, then ``.\\r\\n``.
+
+        Also the right thing to send after a 354 when no recipient was accepted (RFC 2920
+        §3.1: "the client SMTP should send a single dot")."""
+        if self._phase is not Phase.BODY:
+            raise LocalProtocolError(
+                f"message content is not allowed now (phase: {self._phase.value})"
+            )
+        txn = self._transaction
+        assert txn is not None and txn.stuffer is not None
+        out: bytes = txn.stuffer.finish()
+        txn.stuffer = None
+        self._phase = Phase.READY
+        self._transaction = None
+        self._pending.append(_Pending(".", transaction=txn, per_recipient=self.lmtp))
+        return out
+
+    def send_bdat(self, data: bytes, *, last: bool = False) -> bytes:
+        """A BDAT chunk (RFC 3030): ``BDAT <n> [LAST]`` and the chunk, line ends
+        normalized to CRLF (a final CRLF is ensured by the LAST chunk).
+
+        Returns b"" for a non-LAST chunk that normalizes to nothing (a lone CR held back
+        for the next chunk), since a ``BDAT 0`` without LAST is refused by servers."""
+        verb = "BDAT"
+        self._next_phase(self._phase, self._pending, verb)
+        txn = self._transaction
+        assert txn is not None
+        if self._phase is Phase.MAIL and txn.recipients == 0:
+            raise LocalProtocolError("BDAT needs at least one RCPT first")
+        stuffer = txn.stuffer
+        if stuffer is None:
+            stuffer = txn.stuffer = self.codec.DotStuffer(dots=False)
+        chunk: bytes = stuffer.feed(data) if data else b""
+        if last:
+            chunk += stuffer.finish()
+        elif not chunk:
+            self._phase = Phase.CHUNKING
+            return b""
+        header = b"BDAT %d LAST\r\n" % len(chunk) if last else b"BDAT %d\r\n" % len(chunk)
+        self._pending.append(
+            _Pending("BDAT", "LAST" if last else "", txn, per_recipient=last and self.lmtp)
+        )
+        if last:
+            txn.stuffer = None
+            self._phase = Phase.READY
+            self._transaction = None
+        else:
+            self._phase = Phase.CHUNKING
+        return header + chunk
+
+    # --- TLS ---------------------------------------------------------------------------
+
+    def tls_started(self) -> None:
+        """TLS is up after a 220 to STARTTLS: forget everything learned before it (RFC
+        3207 §4.2) and require a new EHLO."""
+        if self._phase is not Phase.TLS_HANDSHAKE:
+            raise LocalProtocolError("tls_started() without a 220 reply to STARTTLS")
+        self._tls = True
+        self._extensions = None
+        self._identified = False
+        self._authenticated = False
+        self._phase = Phase.UNIDENTIFIED
+
+    # --- Receiving replies ----------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the server; get the replies they complete, matched to commands.
+
+        Raises RemoteProtocolError (and closes the session) on a malformed reply, a
+        reply nothing asked for, or bytes after the 220 reply to STARTTLS.
+        """
+        if self._phase is Phase.CLOSED:
+            return []  # after QUIT or 421 the server's last words do not matter
+        if self._phase is Phase.TLS_HANDSHAKE:
+            self._fail()
+            raise RemoteProtocolError("data received after the 220 reply to STARTTLS")
+        try:
+            replies = self._reader.feed(data)
+        except ValueError as exc:  # ReplyError
+            self._fail()
+            raise RemoteProtocolError(f"malformed reply: {exc}") from None
+        events: list[Event] = []
+        for index, reply in enumerate(replies):
+            if not self._pending:
+                if reply.code == 421:
+                    self._fail()
+                    events.append(ServerClosing(reply))
+                    return events
+                self._fail()
+                raise RemoteProtocolError(f"unsolicited reply: {reply.code} {reply.text[:80]!r}")
+            pending = self._next_pending()
+            events.append(Response(pending.verb, pending.argument, reply))
+            phase = self._apply_reply(pending, reply)
+            if phase is Phase.TLS_HANDSHAKE and (
+                index != len(replies) - 1 or self._reader.buffered or self._reader.in_reply
+            ):
+                self._fail()
+                raise RemoteProtocolError("data received after the 220 reply to STARTTLS")
+            if phase is Phase.CLOSED:
+                break
+        return events
+
+    def connection_lost(self) -> None:
+        """The transport closed: nothing more can be sent or received."""
+        self._fail()
+
+    def _fail(self) -> None:
+        self._phase = Phase.CLOSED
+        self._pending.clear()
+
+    def _next_pending(self) -> _Pending:
+        pending = self._pending.popleft()
+        if pending.per_recipient:
+            # LMTP (RFC 2033 §4.2): after the content, one reply per accepted recipient,
+            # in RCPT order. Every RCPT reply has arrived by now (replies come in order).
+            txn = pending.transaction
+            recipients = txn.accepted if txn is not None and txn.accepted else [""]
+            expanded = [_Pending(pending.verb, rcpt, txn) for rcpt in recipients]
+            self._pending.extendleft(reversed(expanded[1:]))
+            return expanded[0]
+        return pending
+
+    def _apply_reply(self, pending: _Pending, reply: Any) -> Phase:
+        """How each reply changes the session; returns the phase after it."""
+        code = reply.code
+        verb = pending.verb
+        if code == 421:
+            self._fail()
+            return self._phase
+        if verb == "CONNECT":
+            self._phase = Phase.UNIDENTIFIED if code == 220 else Phase.REFUSED
+        elif verb in ("EHLO", "LHLO", "HELO"):
+            if code == 250:
+                self._extensions = (
+                    self.codec.parse_ehlo(list(reply.lines)) if verb != "HELO" else None
+                )
+                self._identified = True
+                self._server_open_transaction = False
+                self._phase = Phase.READY
+            else:
+                self._extensions = None
+                self._identified = False
+                self._phase = Phase.UNIDENTIFIED
+        elif verb == "STARTTLS":
+            self._phase = Phase.TLS_HANDSHAKE if code == 220 else Phase.READY
+        elif verb in ("AUTH", "AUTH-RESPONSE"):
+            if code == 334:
+                self._phase = Phase.AUTH_CHALLENGE
+            else:
+                self._authenticated = self._authenticated or code == 235
+                self._phase = Phase.READY
+        elif verb == "MAIL":
+            txn = pending.transaction
+            assert txn is not None
+            txn.mail_ok = 200 <= code < 300
+            self._server_open_transaction = txn.mail_ok
+            if not txn.mail_ok and self._transaction is txn and not self._pending:
+                # Nothing was pipelined after the refused MAIL: no transaction is open.
+                self._transaction = None
+                self._phase = Phase.READY
+        elif verb == "RCPT":
+            if 200 <= code < 300 and pending.transaction is not None:
+                pending.transaction.accepted.append(pending.argument)
+        elif verb == "DATA":
+            if code == 354:
+                assert self._transaction is not None
+                self._transaction.stuffer = self.codec.DotStuffer()
+                self._phase = Phase.BODY
+            elif self._transaction is not None and self._transaction.mail_ok:
+                self._phase = Phase.MAIL  # the server still holds the envelope: RSET or retry
+            else:
+                self._transaction = None
+                self._phase = Phase.READY
+        elif verb == ".":
+            self._server_open_transaction = False
+        elif verb == "BDAT":
+            if pending.argument == "LAST" or not 200 <= code < 300:
+                # After LAST the transaction is over; after a refused chunk the server
+                # discards the rest (RFC 3030 §2), and the client must RSET.
+                self._server_open_transaction = pending.argument != "LAST"
+        elif verb == "RSET":
+            if 200 <= code < 300:
+                self._server_open_transaction = False
+        elif verb == "QUIT":
+            self._fail()
+        return self._phase
