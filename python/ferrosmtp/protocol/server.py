@@ -352,8 +352,11 @@ class ServerConnection:
         """Send ``334 challenge`` (already base64) and read the client's answer line."""
         if not isinstance(self._awaiting, (ev.Auth, ev.AuthLine)):
             raise RuntimeError("no AUTH exchange is waiting")
+        if not challenge.isascii() or not challenge.isprintable():
+            raise ValueError("an AUTH challenge must be base64 text")
         self._awaiting = None
-        self._send(R(334, challenge), None)
+        # RFC 4954 §4: "334" SP [base64] CRLF; the space is there even when it is empty.
+        self._out += b"334 " + challenge.encode("ascii") + b"\r\n"
         self._resume(self._reader.expect_line())
 
     def auth_succeeded(self, response: Response | None = None) -> None:
