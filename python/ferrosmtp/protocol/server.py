@@ -88,23 +88,45 @@ class ServerConfig:
             raise ValueError("bare_newline must be 'reject' or 'normalize'")
 
 
+# RFC 3463 / RFC 5248 codes for positive replies that came without one.
+_POSITIVE_ENHANCED: dict[type, str] = {
+    ev.MailFrom: "2.1.0",
+    ev.RcptTo: "2.1.5",
+    ev.Verify: "2.1.5",
+    ev.Auth: "2.7.0",
+    ev.AuthLine: "2.7.0",
+}
+
+
 def _default_enhanced(event: Event | None, code: int) -> str | None:
     """The RFC 3463 code to prefix a reply that came without one (RFC 2034 wants one on
     every reply but the greeting, HELO/EHLO and intermediate 334/354 replies)."""
-    if code in (334, 354) or isinstance(event, ev.Hello):
+    if code in (334, 354) or type(event) is ev.Hello:
         return None
     cls = code // 100
     if cls == 2:
-        if isinstance(event, ev.MailFrom):
-            return "2.1.0"
-        if isinstance(event, (ev.RcptTo, ev.Verify)):
-            return "2.1.5"
-        if isinstance(event, (ev.Auth, ev.AuthLine)):
-            return "2.7.0"
-        return "2.0.0"
+        return _POSITIVE_ENHANCED.get(type(event), "2.0.0")
     if cls in (4, 5):
         return f"{cls}.0.0"
     return None
+
+
+# Default answers that do not depend on the connection (the others are computed).
+_FIXED_DEFAULTS: dict[type, Response] = {
+    ev.Quit: R(221, "Bye", "2.0.0"),
+    ev.Verify: R(252, "Cannot VRFY user, but will accept message and attempt delivery", "2.0.0"),
+    ev.Expand: R(502, "EXPN not implemented", "5.5.1"),
+    ev.StartTLS: R(220, "Ready to start TLS", "2.0.0"),
+    ev.Auth: R(535, "Authentication credentials invalid", "5.7.8"),
+    ev.AuthLine: R(535, "Authentication credentials invalid", "5.7.8"),
+    ev.MessageEnd: R(250, "OK", "2.0.0"),
+}
+_OK = R(250, "OK")
+
+# Formatted replies, by (response, enhanced): most replies of a busy server are the same
+# few. Bounded, since handlers may put unique text (queue ids) in theirs.
+_wire_cache: dict[tuple[Response, str | None, ModuleType], bytes] = {}
+_WIRE_CACHE_SIZE = 512
 
 
 class ServerConnection:
@@ -266,7 +288,7 @@ class ServerConnection:
         event = self._awaiting
         if event is None:
             raise RuntimeError("no event is waiting for an answer")
-        if isinstance(event, (ev.Auth, ev.AuthLine)):
+        if type(event) in (ev.Auth, ev.AuthLine):
             if response.code == 334:
                 self.auth_challenge(response.lines[0])
             elif response.code == 235:
@@ -286,28 +308,19 @@ class ServerConnection:
         self.respond_with(self.default_response(event))
 
     def default_response(self, event: Event) -> Response:
+        fixed = _FIXED_DEFAULTS.get(type(event))
+        if fixed is not None:
+            return fixed
         c = self.config
         if isinstance(event, ev.Hello):
             if event.verb == "HELO":
                 return R(250, c.hostname)
             return R(250, [c.hostname, *event.extensions])
-        if isinstance(event, ev.Quit):
-            return R(221, "Bye", "2.0.0")
-        if isinstance(event, ev.Verify):
-            return R(252, "Cannot VRFY user, but will accept message and attempt delivery", "2.0.0")
-        if isinstance(event, ev.Expand):
-            return R(502, "EXPN not implemented", "5.5.1")
         if isinstance(event, ev.Help):
             return R(214, "Supported commands: " + " ".join(self._commands_supported()), "2.0.0")
-        if isinstance(event, ev.StartTLS):
-            return R(220, "Ready to start TLS", "2.0.0")
-        if isinstance(event, (ev.Auth, ev.AuthLine)):
-            return R(535, "Authentication credentials invalid", "5.7.8")
         if isinstance(event, ev.Unknown):
             return R(500, f'Error: command "{event.verb}" not recognized', "5.5.1")
-        if isinstance(event, ev.MessageEnd):
-            return R(250, "OK", "2.0.0")
-        return R(250, "OK")
+        return _OK
 
     def respond_lmtp(self, responses: list[Response]) -> None:
         """Answer MessageEnd under LMTP: one reply per accepted recipient (RFC 2033 §4.2)."""
@@ -322,27 +335,29 @@ class ServerConnection:
         self._reset_transaction()
 
     def _apply(self, event: Event, response: Response) -> None:
+        """What an answer changes: the state transition of the event it answers."""
+        kind = type(event)
         ok = response.positive
-        if isinstance(event, ev.Hello):
+        if kind is ev.MailFrom:
             if ok:
-                self.hello, self.hello_name = event.verb, event.hostname
-        elif isinstance(event, ev.MailFrom):
+                self.mail = event  # type: ignore[assignment]
+                self.smtputf8 = "SMTPUTF8" in event.params  # type: ignore[attr-defined]
+        elif kind is ev.RcptTo:
             if ok:
-                self.mail = event
-                self.smtputf8 = "SMTPUTF8" in event.params
-        elif isinstance(event, ev.RcptTo):
-            if ok:
-                self.recipients.append(event)
-        elif isinstance(event, ev.MessageEnd):
+                self.recipients.append(event)  # type: ignore[arg-type]
+        elif kind is ev.MessageEnd:
             self._reset_transaction()
-        elif isinstance(event, ev.Quit):
+        elif kind is ev.Hello:
+            if ok:
+                self.hello, self.hello_name = event.verb, event.hostname  # type: ignore[attr-defined]
+        elif kind is ev.Quit:
             self._close()
-        elif isinstance(event, ev.StartTLS):
+        elif kind is ev.StartTLS:
             if ok:
                 self.tls_pending = True  # the reader stays paused until the handshake
             else:
                 self._resume(self._reader.expect_command())
-        elif isinstance(event, ev.Unknown):
+        elif kind is ev.Unknown:
             if response.code >= 500:
                 self._count_error()
 
@@ -432,7 +447,14 @@ class ServerConnection:
             enhanced = None
         elif enhanced is None:
             enhanced = _default_enhanced(event, response.code)
-        self._out += self._codec.format_reply(response.code, list(response.lines), enhanced)
+        key = (response, enhanced, self._codec)
+        wire = _wire_cache.get(key)
+        if wire is None:
+            wire = self._codec.format_reply(response.code, list(response.lines), enhanced)
+            if len(_wire_cache) >= _WIRE_CACHE_SIZE:
+                _wire_cache.clear()
+            _wire_cache[key] = wire
+        self._out += wire
 
     def _refuse(self, response: Response, *, error: bool = True) -> None:
         """Answer a command the connection refuses by itself."""
