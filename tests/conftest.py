@@ -8,6 +8,9 @@ from types import ModuleType
 
 import pytest
 
+# Real SMTP peers (smtp-sink, Postfix as relay and as server, swaks) as fixtures.
+pytest_plugins = ["tests.peers"]
+
 BACKENDS = ["rust", "pure"]
 
 
