@@ -282,7 +282,8 @@ class SMTP(asyncio.Protocol):
         )
         self._last_activity = self.loop.time()
         self._timer = self.loop.call_later(self._server.timeout, self._on_timer)
-        log.info("%s connected", _peer_text(peer))
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s connected", _peer_text(peer))
         if self._server.greeting_delay > 0:
             self.loop.call_later(self._server.greeting_delay, self._greet)
         else:
@@ -337,7 +338,8 @@ class SMTP(asyncio.Protocol):
         if self._admitted:
             self._server._release(self)
             self._admitted = False
-            log.info("%s disconnected", _peer_text(self.session.peer if self.session else None))
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s disconnected", self._peer())
         self.transport = None
 
     def pause_writing(self) -> None:
@@ -698,13 +700,14 @@ class SMTP(asyncio.Protocol):
             conn.respond_lmtp([response] * len(conn.recipients))
         else:
             self._respond(status)
-        log.info(
-            "%s message from=<%s> rcpts=%d size=%d",
-            self._peer(),
-            _printable(envelope.mail_from or ""),
-            len(envelope.rcpt_tos),
-            event.size,
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s message from=<%s> rcpts=%d size=%d",
+                self._peer(),
+                _printable(envelope.mail_from or ""),
+                len(envelope.rcpt_tos),
+                event.size,
+            )
         self.envelope = self._create_envelope()
 
     def _on_message_aborted(self, event: ev.MessageAborted) -> Awaitable[None] | None:
