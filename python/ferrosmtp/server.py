@@ -20,6 +20,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
@@ -598,7 +599,8 @@ class SMTP(asyncio.Protocol):
         self._message_open = True
         hook = self._hooks.get("DATA_CHUNK")
         if hook is None:
-            self._chunks.append(event.data)
+            if self._server._reads_content:
+                self._chunks.append(event.data)
             return None
         return self._chunk_hook(hook, event.data)
 
@@ -807,6 +809,23 @@ class SMTP(asyncio.Protocol):
     async def _auth(self, event: ev.Auth) -> None:
         conn, session = self.conn, self.session
         assert conn is not None and session is not None
+        if self._server._auth_blocked(self._peer_key):
+            conn.auth_failed(
+                Response.of(454, "Error: too many authentication failures, try later", "4.7.0")
+            )
+            return
+        failures = conn.auth_failures
+        await self._run_auth(event)
+        if conn.auth_failures > failures:
+            # Checklist B13: every failure costs the guesser time, and counts for its address.
+            self._server._auth_failed(self._peer_key)
+            log.warning("%s failed AUTH %s", self._peer(), event.mechanism)
+            if self._server.auth_failure_delay > 0 and not self._closing:
+                await asyncio.sleep(self._server.auth_failure_delay)
+
+    async def _run_auth(self, event: ev.Auth) -> None:
+        conn, session = self.conn, self.session
+        assert conn is not None and session is not None
         args = [event.mechanism] + ([event.initial] if event.initial is not None else [])
         hook = self._hooks.get("AUTH")
         if hook is not None:
@@ -857,16 +876,16 @@ class SMTP(asyncio.Protocol):
         if conn.auth_in_progress:
             if response.code == 334:
                 conn.auth_challenge(" ".join(response.lines))
+                self._flush()
             elif response.code == 235:
                 if self.session is not None:
                     self.session.authenticated = True
                 conn.auth_succeeded(response)
             else:
                 conn.auth_failed(response)
-        else:
-            self._write(codec.format_reply(response.code, list(response.lines), response.enhanced))
             return
-        self._flush()
+        self._flush()  # replies queued before this one go first
+        self._write(codec.format_reply(response.code, list(response.lines), response.enhanced))
 
     async def challenge_auth(
         self, challenge: str | bytes, encode_to_b64: bool = True, log_client_response: bool = False
@@ -1021,6 +1040,9 @@ class Server:
         max_recipients: int = 1000,
         max_errors: int = 10,
         max_auth_failures: int = 3,
+        auth_failure_delay: float = 1.0,
+        max_auth_failures_per_ip: int | None = 10,
+        auth_failure_window: float = 600.0,
         max_connections: int | None = 2000,
         max_connections_per_ip: int | None = None,
         max_line_length: int | None = None,
@@ -1052,10 +1074,19 @@ class Server:
         self.lmtp = lmtp
         self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip
+        self.auth_failure_delay = auth_failure_delay
+        self.max_auth_failures_per_ip = max_auth_failures_per_ip
+        self.auth_failure_window = auth_failure_window
+        self._auth_failures: dict[str, list[float]] = {}
         self.greeting_delay = greeting_delay
         self._loop = loop
         self.codec = codec
         self._hooks = _Hooks(handler)
+        # Without a DATA hook (or the legacy process_message) nobody reads the content:
+        # do not keep it (aiosmtpd's Sink then needs no memory per message).
+        self._reads_content = self._hooks.get("DATA") is not None or hasattr(
+            handler, "process_message"
+        )
         self._connections: set[SMTP] = set()
         self._per_ip: Counter[str] = Counter()
         self._server: asyncio.base_events.Server | None = None
@@ -1171,6 +1202,31 @@ class Server:
     @property
     def connections(self) -> int:
         return len(self._connections)
+
+    # -- AUTH failures per address (checklist B13) -------------------------------------------
+
+    def _auth_recent(self, key: str | None) -> list[float]:
+        if key is None:
+            return []
+        now = time.monotonic()
+        recent = [t for t in self._auth_failures.get(key, ()) if now - t < self.auth_failure_window]
+        if recent:
+            self._auth_failures[key] = recent
+        else:
+            self._auth_failures.pop(key, None)
+        return recent
+
+    def _auth_blocked(self, key: str | None) -> bool:
+        limit = self.max_auth_failures_per_ip
+        return limit is not None and len(self._auth_recent(key)) >= limit
+
+    def _auth_failed(self, key: str | None) -> None:
+        if key is None or self.max_auth_failures_per_ip is None:
+            return
+        if len(self._auth_failures) >= 100_000 and key not in self._auth_failures:
+            self._auth_failures.pop(next(iter(self._auth_failures)))  # bounded: forget the oldest
+        self._auth_recent(key)
+        self._auth_failures.setdefault(key, []).append(time.monotonic())
 
     # -- lifecycle -----------------------------------------------------------------------------
 

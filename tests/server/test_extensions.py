@@ -423,3 +423,39 @@ def test_ssl_module_context_is_verified_by_default_for_clients() -> None:
     with running(Keep(), ssl_context=certs.server_context()) as c:
         with pytest.raises(ssl.SSLCertVerificationError):
             smtplib.SMTP_SSL(HOST, c.port, timeout=10, context=ssl.create_default_context())
+
+
+def test_auth_failures_are_slowed_down() -> None:
+    wrong = base64.b64encode(b"\0alice\0nope")
+    with running(Keep(), authenticator=login, auth_require_tls=False, auth_failure_delay=0.3) as c:
+        with Raw(c.port) as raw:
+            greet(raw)
+            started = time.monotonic()
+            raw.send(b"AUTH PLAIN " + wrong + b"\r\n")
+            assert raw.reply().startswith(b"535 ")
+            assert time.monotonic() - started >= 0.25
+
+
+def test_auth_failures_are_capped_per_address() -> None:
+    wrong = base64.b64encode(b"\0alice\0nope")
+    right = base64.b64encode(b"\0alice\0pw")
+    options = {"auth_require_tls": False, "auth_failure_delay": 0, "max_auth_failures_per_ip": 2}
+    with running(Keep(), authenticator=login, **options) as c:
+        for _ in range(2):  # two connections, one failure each
+            with Raw(c.port) as raw:
+                greet(raw)
+                raw.send(b"AUTH PLAIN " + wrong + b"\r\n")
+                assert raw.reply().startswith(b"535 ")
+        with Raw(c.port) as raw:  # even the right password is not tried now
+            greet(raw)
+            raw.send(b"AUTH PLAIN " + right + b"\r\n")
+            assert (
+                raw.reply() == b"454 4.7.0 Error: too many authentication failures, try later\r\n"
+            )
+
+
+def test_sink_keeps_no_content() -> None:
+    from ferrosmtp.server import Server
+
+    assert not Server(handlers.Sink())._reads_content
+    assert Server(Keep())._reads_content
