@@ -105,6 +105,12 @@ def add_serve_parser(subparsers: Any) -> None:
         help="bare CR/LF in messages: refuse them (default) or repair them like Postfix",
     )
     p.add_argument("--no-received", action="store_true", help="do not add a Received: header")
+    p.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default), or asyncio's own",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     p.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
     p.set_defaults(run=run_serve)
@@ -213,7 +219,23 @@ def run_serve(args: argparse.Namespace) -> int:
         max_connections_per_ip=args.max_connections_per_ip,
         bare_newline=args.bare_newline,
     )
-    return asyncio.run(_serve(server, args))
+    return _run_loop(_serve(server, args), args.loop)
+
+
+def _run_loop(main: Any, choice: str) -> int:
+    """Run ``main`` on uvloop when asked for or available, else on asyncio's loop."""
+    if choice != "asyncio":
+        try:
+            import uvloop  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            if choice == "uvloop":
+                main.close()
+                print("ferrosmtp serve: --loop uvloop needs: pip install uvloop", file=sys.stderr)
+                return EXIT_USAGE
+        else:
+            result: int = uvloop.run(main)
+            return result
+    return asyncio.run(main)
 
 
 async def _serve(server: Any, args: argparse.Namespace) -> int:
@@ -235,8 +257,10 @@ async def _serve(server: Any, args: argparse.Namespace) -> int:
         )
     )
     proto = "LMTP" if args.lmtp else "SMTP"
+    loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info(
-        "ferrosmtp %s %s listening on %s:%d, %s", __version__, proto, args.host, server.port, where
+        "ferrosmtp %s %s listening on %s:%d (%s loop), %s",
+        *(__version__, proto, args.host, server.port, loop_name, where),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

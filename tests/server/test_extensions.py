@@ -459,3 +459,27 @@ def test_sink_keeps_no_content() -> None:
 
     assert not Server(handlers.Sink())._reads_content
     assert Server(Keep())._reads_content
+
+
+def test_the_server_runs_on_uvloop_with_starttls() -> None:
+    uvloop = pytest.importorskip("uvloop")  # a test dependency: installed by .ci/run
+    from ferrosmtp.server import Controller
+
+    certs = Certs()
+    handler = Keep()
+    controller = Controller(
+        handler,
+        hostname=HOST,
+        port=0,
+        loop=uvloop.new_event_loop(),
+        server_hostname="mx.test",
+        tls_context=certs.server_context(),
+    )
+    controller.start()
+    try:
+        with smtplib.SMTP(HOST, controller.port, timeout=10) as client:
+            client.starttls(context=certs.client_context())
+            client.sendmail("a@example.com", ["b@example.net"], MESSAGE)
+    finally:
+        controller.stop()
+    assert len(handler.envelopes) == 1
