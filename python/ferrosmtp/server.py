@@ -243,7 +243,10 @@ class SMTP(asyncio.Protocol):
         self._input_waiter: asyncio.Future[None] | None = None
         self._tls_buffer: list[bytes] | None = None  # app data that came during start_tls
         self._timer: asyncio.TimerHandle | None = None
-        self._last_activity = 0.0
+        # When the client last completed something (a command, a line, message content).
+        # Bytes alone do not count: a slowloris trickling a byte at a time must not keep
+        # its connection (checklist B9's per-record deadline).
+        self._last_progress = 0.0
         self._greeted = False
         self._admitted = False
         self._closing = False
@@ -281,7 +284,7 @@ class SMTP(asyncio.Protocol):
             self._server._config(implicit_tls=self._server.ssl_context is not None),
             codec=self._server.codec,
         )
-        self._last_activity = self.loop.time()
+        self._last_progress = self.loop.time()
         self._timer = self.loop.call_later(self._server.timeout, self._on_timer)
         if log.isEnabledFor(logging.INFO):
             log.info("%s connected", _peer_text(peer))
@@ -301,7 +304,6 @@ class SMTP(asyncio.Protocol):
         conn = self.conn
         if conn is None or self._closing:
             return
-        self._last_activity = self.loop.time()
         if not self._greeted:
             # Checklist B3: a client that talks before the banner is not a real MTA.
             self._write(codec.format_reply(554, "Error: SMTP protocol synchronization", "5.5.0"))
@@ -407,6 +409,7 @@ class SMTP(asyncio.Protocol):
                 self.transport.resume_reading()  # type: ignore[attr-defined]
 
     def _dispatch(self, event: ev.Event) -> Awaitable[None] | None:
+        self._last_progress = self.loop.time()
         return _HANDLERS[type(event)](self, event)  # type: ignore[no-any-return]
 
     # -- output ------------------------------------------------------------------------------
@@ -447,7 +450,7 @@ class SMTP(asyncio.Protocol):
         if self._closing or self.conn is None:
             return
         timeout = self._server.timeout
-        idle = self.loop.time() - self._last_activity
+        idle = self.loop.time() - self._last_progress
         busy = self._task is not None and self._input_waiter is None
         if busy or idle < timeout:
             self._timer = self.loop.call_later(
@@ -929,6 +932,7 @@ class SMTP(asyncio.Protocol):
                     return None
                 event = conn.next_event()
                 if isinstance(event, ev.AuthLine):
+                    self._last_progress = self.loop.time()
                     return event.data
                 if isinstance(event, ev.AuthAborted) or event is CLOSED:
                     self._flush()

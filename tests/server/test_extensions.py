@@ -483,3 +483,35 @@ def test_the_server_runs_on_uvloop_with_starttls() -> None:
     finally:
         controller.stop()
     assert len(handler.envelopes) == 1
+
+
+def test_a_slowloris_trickling_one_command_is_cut_off() -> None:
+    """Bytes alone do not reset the idle timer: a command must complete (checklist B9)."""
+    with running(Keep(), timeout=1.0) as c, Raw(c.port) as raw:
+        raw.reply()
+        started = time.monotonic()
+        closed = b""
+        for byte in b"EHLO a-very-slow-client.example.test\r\n":
+            try:
+                raw.send(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.2)
+            raw.sock.settimeout(0.01)
+            try:
+                closed += raw.sock.recv(1024)
+            except (TimeoutError, BlockingIOError):
+                continue
+            if closed.startswith(b"421"):
+                break
+        assert closed.startswith(b"421 4.4.2 mx.test Error: timeout exceeded"), closed
+        assert time.monotonic() - started < 5
+
+
+def test_a_slow_but_steady_client_is_not_cut_off() -> None:
+    with running(Keep(), timeout=1.0) as c, Raw(c.port) as raw:
+        raw.reply()
+        for _ in range(6):  # 3 s of commands, each well within the timeout
+            raw.send(b"NOOP\r\n")
+            assert raw.reply() == b"250 2.0.0 OK\r\n"
+            time.sleep(0.5)
