@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import io
 import itertools
 import logging
@@ -136,25 +137,36 @@ class Maildir:
     async def handle_DATA_CHUNK(
         self, server: Any, session: Any, envelope: Any, data: bytes
     ) -> None:
-        state = getattr(envelope, "_maildir", None)
-        if state is None:
-            state = self._open(server, session, envelope)
-            envelope._maildir = state
-        state[0].write(data)
+        if getattr(envelope, "_maildir_error", None) is not None:
+            return  # already failed: the rest of the message is dropped
+        try:
+            state = getattr(envelope, "_maildir", None)
+            if state is None:
+                state = self._open(server, session, envelope)
+                envelope._maildir = state
+            state[0].write(data)
+        except OSError as error:
+            # A full disk, a quota, a file too big: forget the partial file now and say
+            # so at the end of the message (the client is still sending it).
+            envelope._maildir_error = error
+            await self.handle_DATA_ABORT(server, session, envelope)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        error = getattr(envelope, "_maildir_error", None)
         state = getattr(envelope, "_maildir", None)
-        if state is None:  # an empty message: no chunk came
-            state = self._open(server, session, envelope)
         envelope._maildir = None
-        f, tmp, name = state
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, self._commit, f, tmp, name)
-        except OSError as error:
-            log.error("Maildir %s: %s", self.path, error)
-            _remove(tmp)
-            return DISK_FULL if error.errno in (28, 122) else STORAGE_FAILED  # ENOSPC, EDQUOT
-        return f"250 2.0.0 OK: queued as {name.split('.')[1]}"
+        if error is None:
+            try:
+                if state is None:  # an empty message: no chunk came
+                    state = self._open(server, session, envelope)
+                await asyncio.get_running_loop().run_in_executor(None, self._commit, *state)
+                return f"250 2.0.0 OK: queued as {state[2].split('.')[1]}"
+            except OSError as failure:
+                error = failure
+                if state is not None:
+                    _remove(state[1])
+        log.error("Maildir %s: %s", self.path, error)
+        return _storage_reply(error)
 
     def _commit(self, f: io.BufferedWriter, tmp: Path, name: str) -> None:
         try:
@@ -177,6 +189,12 @@ class Maildir:
         if state is not None:
             state[0].close()
             _remove(state[1])
+
+
+def _storage_reply(error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DISK_FULL
+    return STORAGE_FAILED
 
 
 def _remove(path: Path) -> None:
@@ -203,7 +221,7 @@ class Mailbox:
             await asyncio.get_running_loop().run_in_executor(None, self._append, content, sender)
         except OSError as error:
             log.error("mbox %s: %s", self.path, error)
-            return DISK_FULL if error.errno in (28, 122) else STORAGE_FAILED
+            return _storage_reply(error)
         return "250 2.0.0 OK"
 
     def _append(self, content: bytes, sender: str) -> None:

@@ -17,6 +17,7 @@ import enum
 import inspect
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -145,37 +146,41 @@ def get_localhost() -> str:
     return "127.0.0.1"
 
 
+_STATUS_CODE = re.compile(r"[2-5][0-5][0-9]\Z", re.ASCII)
+_ENHANCED_CODE = re.compile(r"([245])\.[0-9]{1,3}\.[0-9]{1,3}\Z", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def parse_status(status: str | bytes) -> Response:
     """Turn a hook's reply string (``"250 OK"``, ``"550 5.1.1 No"``, multi-line with CRLF)
-    into a Response. Raises ValueError for anything that is not a reply."""
+    into a Response. Raises ValueError for anything that is not a reply.
+
+    Checklist B15: a CRLF inside makes a multi-line reply (all lines must carry the same
+    code), never a second reply; other control characters are replaced by "?".
+    """
     if isinstance(status, bytes):
         status = status.decode("utf-8", "replace")
     if not isinstance(status, str):
         raise ValueError(f"a hook returned {type(status).__name__}, not a reply string")
+    status = status.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
     raw = status.replace("\r\n", "\n").rstrip("\n").split("\n")
     code_text = raw[0][:3]
-    if len(code_text) != 3 or not code_text.isdigit():
+    if _STATUS_CODE.match(code_text) is None:
         raise ValueError(f"not an SMTP reply: {status!r}")
     lines = []
     for line in raw:
         if line[:3] != code_text or (len(line) > 3 and line[3] not in " -"):
             raise ValueError(f"not an SMTP reply: {status!r}")
-        lines.append(line[4:])
-    code = int(code_text)
+        lines.append(_CONTROL.sub("?", line[4:]))
     enhanced = None
-    first = lines[0].split(" ", 1)
-    parts = first[0].split(".")
-    if (
-        len(parts) == 3
-        and all(p.isdigit() and 1 <= len(p) <= 3 for p in parts)
-        and parts[0] == code_text[0]
-    ):
-        enhanced = first[0]
+    first = lines[0].split(" ", 1)[0]
+    m = _ENHANCED_CODE.match(first)
+    if m is not None and m.group(1) == code_text[0]:
+        enhanced = first
         lines = [
-            (line[len(enhanced) :].lstrip(" ") if line.startswith(enhanced) else line)
-            for line in lines
+            (line[len(first) :].lstrip(" ") if line.startswith(first) else line) for line in lines
         ]
-    return Response(code, tuple(lines), enhanced)
+    return Response(int(code_text), tuple(lines), enhanced)
 
 
 def _peer_text(peer: Any) -> str:
@@ -248,6 +253,7 @@ class SMTP(asyncio.Protocol):
         # its connection (checklist B9's per-record deadline).
         self._last_progress = 0.0
         self._greeted = False
+        self._write_paused = False
         self._admitted = False
         self._closing = False
         self._peer_key: str | None = None
@@ -347,11 +353,22 @@ class SMTP(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # A client that pipelines and does not read: stop reading until it catches up.
+        self._write_paused = True
         if self.transport is not None and not self._closing:
             self.transport.pause_reading()  # type: ignore[attr-defined]
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self._closing and self._task is None:
+        self._write_paused = False
+        self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        """Read again, unless a hook is running or the client is not reading our replies."""
+        if (
+            self.transport is not None
+            and not self._closing
+            and self._task is None
+            and not self._write_paused
+        ):
             self.transport.resume_reading()  # type: ignore[attr-defined]
 
     # -- the event loop of one connection -------------------------------------------------
@@ -405,8 +422,7 @@ class SMTP(asyncio.Protocol):
             self._abort()
         finally:
             self._task = None
-            if not self._closing and self.transport is not None:
-                self.transport.resume_reading()  # type: ignore[attr-defined]
+            self._resume_reading()
 
     def _dispatch(self, event: ev.Event) -> Awaitable[None] | None:
         self._last_progress = self.loop.time()
@@ -635,8 +651,12 @@ class SMTP(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            # remembered and reported at the end of the message
+            # Remembered and answered at the end of the message; the handler cleans up
+            # what it stored so far now (a half-written file, say).
             self._chunk_error = error
+            abort = self._hooks.get("DATA_ABORT")
+            if abort is not None:
+                await self._abort_hook(abort, self.envelope)
 
     def _on_message_end(self, event: ev.MessageEnd) -> Awaitable[None] | None:
         envelope = self.envelope
@@ -688,12 +708,7 @@ class SMTP(asyncio.Protocol):
         conn, envelope = self.conn, self.envelope
         assert conn is not None and envelope is not None
         if self._server.lmtp and isinstance(status, (list, tuple)):
-            conn.respond_lmtp(
-                [
-                    parse_status(s) if not _is_missing(s) else conn.default_response(event)
-                    for s in status
-                ]
-            )
+            conn.respond_lmtp([self._lmtp_response(s, event) for s in status])
         elif self._server.lmtp:
             if _is_missing(status) or status is None:
                 response = conn.default_response(event)
@@ -714,6 +729,16 @@ class SMTP(asyncio.Protocol):
                 event.size,
             )
         self.envelope = self._create_envelope()
+
+    def _lmtp_response(self, status: Any, event: ev.MessageEnd) -> Response:
+        assert self.conn is not None
+        if _is_missing(status) or status is None:
+            return self.conn.default_response(event)
+        try:
+            return parse_status(status)
+        except ValueError:
+            log.error("%s handler returned %r, not a reply; answering 451", self._peer(), status)
+            return INTERNAL_ERROR
 
     def _on_message_aborted(self, event: ev.MessageAborted) -> Awaitable[None] | None:
         log.info("%s message refused: %s", self._peer(), event.response)
@@ -1057,6 +1082,8 @@ class Server:
         chunking: bool = True,
         dsn: bool = True,
         greeting_delay: float = 0.0,
+        max_junk_commands: int = 100,
+        backlog: int = 1024,
         loop: asyncio.AbstractEventLoop | None = None,
         codec: ModuleType | None = None,
     ) -> None:
@@ -1083,6 +1110,7 @@ class Server:
         self.auth_failure_window = auth_failure_window
         self._auth_failures: dict[str, list[float]] = {}
         self.greeting_delay = greeting_delay
+        self.backlog = backlog
         self._loop = loop
         self.codec = codec
         self._hooks = _Hooks(handler)
@@ -1105,6 +1133,7 @@ class Server:
             max_recipients=max_recipients,
             max_errors=max_errors,
             max_auth_failures=max_auth_failures,
+            max_junk_commands=max_junk_commands,
             smtputf8=enable_SMTPUTF8,
             eightbitmime=not decode_data,
             chunking=chunking,
@@ -1243,6 +1272,8 @@ class Server:
         **kwargs: Any,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        # asyncio's default backlog of 100 makes a burst of connections wait for SYN retries.
+        kwargs.setdefault("backlog", self.backlog)
         if sock is not None:
             self._server = await self._loop.create_server(
                 self.factory,

@@ -45,6 +45,9 @@ AUTH_ENCRYPTION = R(538, "Encryption required for requested authentication mecha
 HTTP_COMMAND = R(502, "Error: HTTP command received, this is an SMTP server", "5.7.0")
 DATA_READY = R(354, "End data with <CR><LF>.<CR><LF>")
 
+# Commands that cost the server work and move no mail (Postfix's smtpd_junk_command_limit).
+JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP"})
+
 # RFC 2920 §3.1: these end a pipelined group; bytes after them are a protocol violation.
 SYNC_VERBS = frozenset({"EHLO", "HELO", "LHLO", "DATA", "NOOP", "VRFY", "EXPN"})
 HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "PATCH"})
@@ -66,6 +69,7 @@ class ServerConfig:
     max_recipients: int = 1000
     max_errors: int = 10
     max_auth_failures: int = 3
+    max_junk_commands: int = 100
     smtputf8: bool = True
     eightbitmime: bool = True
     pipelining: bool = True
@@ -165,7 +169,9 @@ class ServerConnection:
         self.hello_name: str | None = None
         self.authenticated = False
         self.errors = 0
+        self.junk = 0  # junk commands since the last message delivered
         self.auth_failures = 0
+        self._received_any = False
         self._auth_in_progress = False
         self._reset_transaction()
 
@@ -245,6 +251,13 @@ class ServerConnection:
             # Plaintext after our 220 to STARTTLS, before the handshake: never read it.
             self._close()
             return
+        if not self._received_any and data:
+            self._received_any = True
+            if data[0] == 0x16 and not self.tls:
+                # A TLS ClientHello on the plaintext port (checklist B10): it will never
+                # understand a reply; close at once instead of leaving it to time out.
+                self._close()
+                return
         self._items.extend(self._reader.feed(data))
 
     def receive_eof(self) -> None:
@@ -333,6 +346,8 @@ class ServerConnection:
         for response in responses:
             self._send(response, event)
         self._reset_transaction()
+        if any(r.positive for r in responses):
+            self.junk = 0
 
     def _apply(self, event: Event, response: Response) -> None:
         """What an answer changes: the state transition of the event it answers."""
@@ -347,6 +362,8 @@ class ServerConnection:
                 self.recipients.append(event)  # type: ignore[arg-type]
         elif kind is ev.MessageEnd:
             self._reset_transaction()
+            if ok:
+                self.junk = 0  # a client that delivers mail is not looping on junk
         elif kind is ev.Hello:
             if ok:
                 self.hello, self.hello_name = event.verb, event.hostname  # type: ignore[attr-defined]
@@ -456,10 +473,11 @@ class ServerConnection:
             _wire_cache[key] = wire
         self._out += wire
 
-    def _refuse(self, response: Response, *, error: bool = True) -> None:
-        """Answer a command the connection refuses by itself."""
+    def _refuse(self, response: Response, *, error: bool | None = None) -> None:
+        """Answer a command the connection refuses by itself; a permanent (5xx) refusal
+        counts toward max_errors unless ``error`` says otherwise."""
         self._send(response, None)
-        if error:
+        if error if error is not None else response.code >= 500:
             self._count_error()
 
     def _count_error(self) -> None:
@@ -517,6 +535,12 @@ class ServerConnection:
             # RFC 2920 §3.1 / checklist B3: nothing may follow these in one group.
             self._fatal(R(554, "Error: SMTP protocol synchronization", "5.5.0"))
             return None
+        if verb in JUNK_VERBS:
+            self.junk += 1
+            if self.junk > self.config.max_junk_commands:
+                self._count_error()  # from here on each one costs an error (Postfix)
+                if self._closing:
+                    return None
         handler = _COMMANDS.get(verb)
         if handler is None:
             return self._unknown(cmd)
@@ -554,7 +578,7 @@ class ServerConnection:
         if refusal is None:
             refusal = self._mail_params(cmd.params)
         if refusal is not None:
-            self._refuse(refusal, error=refusal.code == 503 or refusal.code == 501)
+            self._refuse(refusal)
             return None
         return ev.MailFrom(cmd.path, cmd.params)
 
@@ -596,13 +620,13 @@ class ServerConnection:
             self._refuse(refusal)
             return None
         if not self.smtputf8 and not cmd.path.address.isascii():
-            self._refuse(NEED_SMTPUTF8, error=False)
+            self._refuse(NEED_SMTPUTF8)
             return None
         refusal = self._rcpt_params(cmd.params)
         if refusal is None and len(self.recipients) >= self.config.max_recipients:
             refusal = TOO_MANY_RECIPIENTS
         if refusal is not None:
-            self._refuse(refusal, error=refusal.code == 501)
+            self._refuse(refusal)
             return None
         return ev.RcptTo(cmd.path, cmd.params)
 
@@ -687,7 +711,7 @@ class ServerConnection:
             violation = item.violation
             if violation is not None:
                 response = R(violation.code, violation.text, violation.enhanced)
-                self._refuse(response, error=violation.kind == "bare_newline")
+                self._refuse(response)
                 self._reset_transaction()
                 return ev.MessageAborted(response)
             return ev.MessageEnd(item.size, item.bare_lf, item.bare_cr)
@@ -701,7 +725,7 @@ class ServerConnection:
             v = item.violation
             refusal = R(v.code, v.text, v.enhanced)
         if refusal is not None:
-            self._refuse(refusal, error=refusal.code in (501, 502, 503))
+            self._refuse(refusal)
             if self._bdat_started:
                 aborted = ev.MessageAborted(refusal)
                 self._bdat_started = False
