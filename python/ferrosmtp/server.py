@@ -257,7 +257,14 @@ class SMTP(asyncio.Protocol):
         self._admitted = False
         self._closing = False
         self._peer_key: str | None = None
-        self._auth_methods = server._auth_methods_for(self)
+        self._auth_methods_cache: dict[str, Callable[..., Awaitable[Any]]] | None = None
+
+    @property
+    def _auth_methods(self) -> dict[str, Callable[..., Awaitable[Any]]]:
+        """Mechanism name -> method, found on first use (most connections never AUTH)."""
+        if self._auth_methods_cache is None:
+            self._auth_methods_cache = self._server._auth_methods_for(self)
+        return self._auth_methods_cache
 
     # -- aiosmtpd's override points -----------------------------------------------------
 

@@ -150,13 +150,7 @@ class ServerConnection:
             bare_newline=c.bare_newline,
             smtputf8=c.smtputf8,
         )
-        self._types: dict[type, Any] = {
-            self._codec.Command: self._command,
-            self._codec.Violation: self._violation,
-            self._codec.Data: self._content,
-            self._codec.DataEnd: self._data_end,
-            self._codec.Line: self._auth_line,
-        }
+        self._types = _item_handlers(self._codec)
         self._items: deque[Any] = deque()
         self._out = bytearray()
         self._awaiting: Event | None = None
@@ -278,7 +272,7 @@ class ServerConnection:
                     return CLOSED
                 return NEED_DATA
             item = self._items.popleft()
-            event = self._types[type(item)](item)
+            event = self._types[type(item)](self, item)
             if event is not None:
                 if event.needs_answer:
                     self._awaiting = event
@@ -803,6 +797,23 @@ class ServerConnection:
 
     def _auth_line(self, item: Any) -> Event | None:
         return ev.AuthLine(item.data)
+
+
+_ITEM_HANDLERS: dict[ModuleType, dict[type, Any]] = {}
+
+
+def _item_handlers(codec: ModuleType) -> dict[type, Any]:
+    """Which method takes which kind of codec item, per backend (made once)."""
+    handlers = _ITEM_HANDLERS.get(codec)
+    if handlers is None:
+        handlers = _ITEM_HANDLERS[codec] = {
+            codec.Command: ServerConnection._command,
+            codec.Violation: ServerConnection._violation,
+            codec.Data: ServerConnection._content,
+            codec.DataEnd: ServerConnection._data_end,
+            codec.Line: ServerConnection._auth_line,
+        }
+    return handlers
 
 
 _COMMANDS = {
