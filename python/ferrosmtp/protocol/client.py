@@ -27,17 +27,20 @@ The rules it enforces, all in this module:
 - Message content goes through ``codec.DotStuffer``: line ends become CRLF, leading dots
   are doubled, and only the client-generated ``.\\r\\n`` can end the data (B2). BDAT
   chunks get the same line-end normalization, without dot-stuffing.
+
+Hot paths (``send_all``, ``receive_data``, the MAIL/RCPT constructors) avoid per-call
+allocations beyond what they return: a client sends thousands of messages a second.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ferrosmtp import codec as _active_codec
 
@@ -51,6 +54,9 @@ __all__ = [
     "RemoteProtocolError",
     "Response",
     "ServerClosing",
+    "check_hello_name",
+    "format_params",
+    "parse_option",
 ]
 
 
@@ -99,9 +105,13 @@ class Phase(enum.Enum):
     AUTH_CHALLENGE = "auth-challenge"  # 334 received: a SASL response line must follow
     CLOSED = "closed"  # QUIT sent, 421 received, or the session is broken
 
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum.__hash__ is Python code, and phases are dictionary keys on every command).
+    __hash__ = object.__hash__
+
 
 # What each phase allows the client to send, and the phase it moves to (optimistically,
-# before the reply; replies correct it below in ``_apply_reply``).
+# before the reply; ``ClientConnection._apply_reply`` corrects it when replies arrive).
 _TRANSITIONS: dict[Phase, dict[str, Phase]] = {
     Phase.GREETING: {},
     Phase.REFUSED: {"QUIT": Phase.CLOSED},
@@ -152,9 +162,10 @@ _TRANSITIONS: dict[Phase, dict[str, Phase]] = {
 }
 
 # Commands after which nothing may be sent until their reply (RFC 2920 §3.1, plus the
-# commands whose reply changes how the session continues).
-_ENDS_GROUP = frozenset(
+# commands whose reply changes how the session continues, and the greeting).
+_WAIT_FOR_REPLY = frozenset(
     {
+        "CONNECT",
         "EHLO",
         "HELO",
         "LHLO",
@@ -169,6 +180,9 @@ _ENDS_GROUP = frozenset(
         "AUTH-RESPONSE",
     }
 )
+
+# Commands that need an extension, checked in ``_check``.
+_NEEDS_EXTENSION = {"STARTTLS": "STARTTLS", "AUTH": "AUTH", "BDAT": "CHUNKING"}
 
 # MAIL/RCPT parameters that may only be used when the server advertises an extension.
 _PARAM_EXTENSION = {
@@ -188,28 +202,32 @@ _BODY_EXTENSION = {"8BITMIME": "8BITMIME", "BINARYMIME": "BINARYMIME"}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*", re.ASCII)
+_ASCII_VALUE = re.compile(r"[!-<>-~]+")  # esmtp-value = 1*(%d33-60 / %d62-126)
+_ASCII_PARAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(?:=[!-<>-~]+)?")  # keyword[=value]
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}", re.ASCII)
+
+Params = tuple[tuple[str, str | None], ...]
 
 
 # --- Commands ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):
     """One validated command line, ready to send.
 
     ``verb`` is what the reply will be matched to; ``argument`` is what the command is
     about (the address for MAIL and RCPT, the name for EHLO); ``line`` is the exact wire
-    form, CRLF included. ``utf8`` says the line needs SMTPUTF8. Build commands with the
-    ``Command.*`` constructors, which refuse anything that could change the line's
-    meaning; ``ClientConnection.send`` then checks that the session allows it now.
+    form, CRLF included; ``utf8`` says the line needs SMTPUTF8; ``params`` are the ESMTP
+    parameters with upper-cased keywords. Build commands with the constructors below,
+    which refuse anything that could change the line's meaning;
+    ``ClientConnection.send`` then checks that the session allows them now.
     """
 
     verb: str
     argument: str
     line: bytes
     utf8: bool = False
-    params: tuple[tuple[str, str | None], ...] = ()  # ESMTP parameters, keywords upper-cased
+    params: Params = ()
 
     def param(self, keyword: str) -> str | None:
         """The value of an ESMTP parameter ("" for one without a value), or None."""
@@ -219,7 +237,10 @@ class Command:
         return None
 
     def has_param(self, keyword: str) -> bool:
-        return any(key == keyword for key, _ in self.params)
+        for key, _ in self.params:
+            if key == keyword:
+                return True
+        return False
 
     @classmethod
     def hello(cls, verb: str, name: str, *, codec: Any = None) -> Command:
@@ -242,11 +263,10 @@ class Command:
 
         ``smtputf8`` allows a UTF-8 address; the SMTPUTF8 parameter itself must be in
         ``params`` (``ClientConnection`` checks that)."""
-        path = _parse_path(sender, smtputf8, "sender", codec)
-        if path.is_postmaster:
+        address, _, postmaster = _canonical_path(sender, smtputf8, "sender", codec)
+        if postmaster:
             raise ValueError("the sender must be a mailbox or <>, not <Postmaster>")
         items, text = format_params(params, smtputf8=smtputf8, codec=codec)
-        address = path.address
         line = _line("MAIL", f"FROM:<{address}>{text}")
         return cls("MAIL", address, line, not line.isascii(), items)
 
@@ -260,11 +280,10 @@ class Command:
         codec: Any = None,
     ) -> Command:
         """RCPT TO:<recipient> [params]."""
-        path = _parse_path(recipient, smtputf8, "recipient", codec)
-        if path.is_null:
+        address, null, _ = _canonical_path(recipient, smtputf8, "recipient", codec)
+        if null:
             raise ValueError("a recipient cannot be the null path <>")
         items, text = format_params(params, smtputf8=smtputf8, codec=codec)
-        address = path.address
         line = _line("RCPT", f"TO:<{address}>{text}")
         return cls("RCPT", address, line, not line.isascii(), items)
 
@@ -290,7 +309,7 @@ class Command:
 
     @classmethod
     def help(cls, topic: str | None = None) -> Command:
-        if topic is None or topic == "":
+        if not topic:
             return cls("HELP", "", b"HELP\r\n")
         if not topic.isascii() or not topic.isprintable() or " " in topic:
             raise ValueError("a HELP topic must be one printable ASCII word")
@@ -319,9 +338,16 @@ class Command:
     @classmethod
     def simple(cls, verb: str) -> Command:
         """A command without arguments: DATA, RSET, NOOP, QUIT or STARTTLS."""
-        if verb not in ("DATA", "RSET", "NOOP", "QUIT", "STARTTLS"):
+        command = _SIMPLE.get(verb)
+        if command is None:
             raise ValueError(f"not an argument-less command: {verb!r}")
-        return cls(verb, "", verb.encode("ascii") + b"\r\n")
+        return command
+
+
+_SIMPLE = {
+    verb: Command(verb, "", verb.encode("ascii") + b"\r\n")
+    for verb in ("DATA", "RSET", "NOOP", "QUIT", "STARTTLS")
+}
 
 
 def check_hello_name(name: str, *, codec: Any = None) -> None:
@@ -342,38 +368,51 @@ def check_hello_name(name: str, *, codec: Any = None) -> None:
 
 def format_params(
     params: Mapping[str, str | None] | None, *, smtputf8: bool = False, codec: Any = None
-) -> tuple[tuple[tuple[str, str | None], ...], str]:
-    """ESMTP parameters as `` KEY=value KEY2`` (leading space), and their keywords.
+) -> tuple[Params, str]:
+    """ESMTP parameters as `` KEY=value KEY2`` (leading space), and their items.
 
     Keywords must match ``(ALPHA / DIGIT) *(ALPHA / DIGIT / "-")`` and values
-    ``1*(%d33-60 / %d62-126)`` (UTF-8 too under SMTPUTF8): the same grammar the server's
-    ``parse_params`` applies, which re-reads the result to be sure it gives back exactly
-    these parameters. ENVID and ORCPT values must already be xtext (``codec.xtext_encode``).
+    ``1*(%d33-60 / %d62-126)``; under SMTPUTF8 a value may also hold UTF-8, and is then
+    checked by the server's own ``parse_params``. A keyword may appear once. ENVID and
+    ORCPT values must already be xtext (``codec.xtext_encode``).
     """
     if not params:
         return (), ""
     words = []
     items: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
     for key, value in params.items():
+        word = key if value is None else f"{key}={value}"
+        if type(key) is str and type(value) in (str, type(None)) and "=" not in key:
+            # The common case, checked by one expression: an ASCII keyword[=value].
+            if _ASCII_PARAM.fullmatch(word) is not None and key.upper() not in seen:
+                seen.add(key.upper())
+                words.append(word)
+                items.append((key.upper(), value))
+                continue
         if not isinstance(key, str) or _KEYWORD.fullmatch(key) is None:
             raise ValueError(f"invalid ESMTP parameter keyword: {key!r}")
+        upper = key.upper()
+        if upper in seen:
+            raise ValueError(f"ESMTP parameter {upper} given twice")
+        seen.add(upper)
         if value is None:
             words.append(key)
-        elif not isinstance(value, str) or not value:
-            raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}")
-        else:
+        elif isinstance(value, str) and _ASCII_VALUE.fullmatch(value) is not None:
             words.append(f"{key}={value}")
-        items.append((key.upper(), value))
-    text = " ".join(words)
-    if _CONTROL.search(text):
-        raise ValueError("ESMTP parameters contain CR, LF, NUL or another control character")
-    try:
-        parsed = (codec or _active_codec).parse_params(text, smtputf8=smtputf8)
-    except ValueError:
-        raise ValueError(f"invalid ESMTP parameters: {text!r}") from None
-    if list(parsed.items()) != items:
-        raise ValueError(f"invalid ESMTP parameters: {text!r}")
-    return tuple(items), " " + text
+        elif isinstance(value, str) and smtputf8 and value and not value.isascii():
+            word = f"{key}={value}"
+            try:
+                parsed = (codec or _active_codec).parse_params(word, smtputf8=True)
+            except ValueError:
+                raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}") from None
+            if parsed != {upper: value}:
+                raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}")
+            words.append(word)
+        else:
+            raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}")
+        items.append((upper, value))
+    return tuple(items), " " + " ".join(words)
 
 
 def parse_option(option: str) -> tuple[str, str | None]:
@@ -390,20 +429,31 @@ def _check_base64(text: str, *, allow_equals: bool) -> None:
             raise ValueError("a SASL response must be base64 text")
 
 
-def _parse_path(text: str, smtputf8: bool, role: str, codec: Any) -> Any:
+def _canonical_path(text: str, smtputf8: bool, role: str, codec: Any) -> tuple[str, bool, bool]:
+    """``(address, is_null, is_postmaster)`` of an address given as ``a@b`` or ``<a@b>``.
+
+    Parsed with the server's parser and re-serialized, so only a valid RFC 5321 path
+    comes out; a source route is dropped (RFC 5321 §4.1.2: clients SHOULD NOT send
+    them). Raises ValueError."""
     if not isinstance(text, str):
         raise ValueError(f"the {role} address must be a str, not {type(text).__name__}")
+    return _canonical_path_cached(text, smtputf8, role, codec or _active_codec)
+
+
+@functools.lru_cache(maxsize=4096)  # pure: bulk senders repeat the same addresses
+def _canonical_path_cached(
+    text: str, smtputf8: bool, role: str, codec: Any
+) -> tuple[str, bool, bool]:
     if _CONTROL.search(text):
         raise ValueError(f"the {role} address contains CR, LF, NUL or another control character")
     if not smtputf8 and not text.isascii():
         raise ValueError(f"the {role} address is not ASCII: it needs SMTPUTF8")
     try:
-        return (codec or _active_codec).parse_path(
-            text if text.startswith("<") else f"<{text}>", smtputf8=smtputf8
-        )
+        path = codec.parse_path(text if text.startswith("<") else f"<{text}>", smtputf8=smtputf8)
     except ValueError as exc:
         reason = getattr(exc, "text", str(exc))
         raise ValueError(f"invalid {role} address {text!r}: {reason}") from None
+    return str(path.address), bool(path.is_null), bool(path.is_postmaster)
 
 
 def _line(verb: str, argument: str) -> bytes:
@@ -417,14 +467,14 @@ def _line(verb: str, argument: str) -> bytes:
 # --- Events ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     """A reply, matched to the command it answers.
 
     ``command`` is the verb (``"CONNECT"`` for the greeting, ``"."`` for the end of DATA
     content, ``"AUTH-RESPONSE"`` for a SASL response line); ``argument`` is the address
-    of a MAIL or RCPT, or the recipient an LMTP end-of-data reply is for; ``reply`` is the
-    codec's ``Reply`` (``code``, ``enhanced``, ``lines``, ``text``).
+    of a MAIL or RCPT, ``"LAST"`` for the last BDAT chunk, or the recipient an LMTP
+    end-of-data reply is for; ``reply`` is the codec's ``Reply`` (``code``,
+    ``enhanced``, ``lines``, ``text``).
     """
 
     command: str
@@ -433,15 +483,15 @@ class Response:
 
     @property
     def code(self) -> int:
-        return int(self.reply.code)
+        code: int = self.reply.code
+        return code
 
     @property
     def ok(self) -> bool:
-        return 200 <= int(self.reply.code) < 400
+        return 200 <= self.code < 400
 
 
-@dataclass(frozen=True, slots=True)
-class ServerClosing:
+class ServerClosing(NamedTuple):
     """A 421 that answered no command: the server is shutting the session down."""
 
     reply: Any
@@ -453,23 +503,35 @@ Event = Response | ServerClosing
 # --- The connection -------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class _Transaction:
     """What the client knows about one mail transaction."""
 
-    smtputf8: bool = False
-    mail_ok: bool | None = None
-    recipients: int = 0  # RCPT commands sent
-    accepted: list[str] = field(default_factory=list)  # recipients the server took
-    stuffer: Any = None  # DotStuffer for DATA content or BDAT chunks
+    __slots__ = ("accepted", "mail_ok", "recipients", "smtputf8", "stuffer")
+
+    def __init__(self, smtputf8: bool) -> None:
+        self.smtputf8 = smtputf8
+        self.mail_ok: bool | None = None
+        self.recipients = 0  # RCPT commands sent
+        self.accepted: list[str] = []  # recipients the server took
+        self.stuffer: Any = None  # DotStuffer for DATA content or BDAT chunks
 
 
-@dataclass(slots=True)
 class _Pending:
-    verb: str
-    argument: str = ""
-    transaction: _Transaction | None = None
-    per_recipient: bool = False  # an LMTP end of data: one reply per accepted recipient
+    """A command waiting for its reply."""
+
+    __slots__ = ("argument", "per_recipient", "transaction", "verb")
+
+    def __init__(
+        self,
+        verb: str,
+        argument: str = "",
+        transaction: _Transaction | None = None,
+        per_recipient: bool = False,
+    ) -> None:
+        self.verb = verb
+        self.argument = argument
+        self.transaction = transaction
+        self.per_recipient = per_recipient  # LMTP end of data: one reply per recipient
 
 
 class ClientConnection:
@@ -498,7 +560,9 @@ class ClientConnection:
         self._pending: deque[_Pending] = deque([_Pending("CONNECT")])
         self._transaction: _Transaction | None = None
         self._extensions: Any = None  # EhloReply after a 250 to EHLO/LHLO
-        self._identified = False
+        self._names: frozenset[str] = frozenset()  # its keywords, upper-cased
+        self._pipelining = False
+        self._max_size: int | None = None
         self._tls = False
         self._authenticated = False
         self._server_open_transaction = False  # MAIL accepted, transaction not finished
@@ -530,8 +594,8 @@ class ClientConnection:
 
     @property
     def tls(self) -> bool:
-        """True once ``tls_started()`` was called (or the caller said the session
-        started on TLS)."""
+        """True once ``tls_started()`` was called (or the caller declared, before the
+        greeting, that the session runs over implicit TLS)."""
         return self._tls
 
     @tls.setter
@@ -556,7 +620,7 @@ class ClientConnection:
         return list(self._transaction.accepted) if self._transaction else []
 
     def supports(self, extension: str) -> bool:
-        return self._extensions is not None and bool(self._extensions.has(extension))
+        return extension.upper() in self._names
 
     def extension_param(self, extension: str) -> str | None:
         if self._extensions is None:
@@ -566,20 +630,18 @@ class ClientConnection:
 
     @property
     def pipelining(self) -> bool:
-        return self.supports("PIPELINING")
+        return self._pipelining
 
     @property
     def max_size(self) -> int | None:
         """The server's SIZE limit in octets; None if it gave none (or 0: no limit)."""
-        value = self.extension_param("SIZE")
-        if value is None or not value.isdigit() or int(value) == 0:
-            return None
-        return int(value)
+        return self._max_size
 
     def can_send(self, verb: str) -> bool:
-        """Whether ``verb`` may be sent now (without raising LocalProtocolError)."""
+        """Whether a ``verb`` command may be sent now (sequencing and extensions)."""
+        last = self._pending[-1].verb if self._pending else None
         try:
-            self._next_phase(self._phase, self._pending, verb)
+            self._check(self._phase, last, Command(verb, "", b""))
         except LocalProtocolError:
             return False
         return True
@@ -594,99 +656,90 @@ class ClientConnection:
         """Several commands written at once (a pipelining group). All are checked before
         any is recorded: on error nothing changes and nothing is produced."""
         phase = self._phase
-        pending_tail: list[_Pending] = list(self._pending)[-1:]
-        txn_utf8 = self._transaction.smtputf8 if self._transaction else False
-        rcpts = self._transaction.recipients if self._transaction else 0
+        pending = self._pending
+        last = pending[-1].verb if pending else None
+        txn = self._transaction
+        utf8_txn = txn.smtputf8 if txn is not None else False
+        rcpts = txn.recipients if txn is not None else 0
         for command in commands:
-            self._check_extensions(command, txn_utf8)
-            if command.verb == "MAIL":
-                txn_utf8 = command.has_param("SMTPUTF8")
-                rcpts = 0
-            elif command.verb == "RCPT":
-                if command.utf8 and not txn_utf8:
+            phase = self._check(phase, last, command)
+            verb = command.verb
+            if verb == "RCPT":
+                if command.utf8 and not utf8_txn:
                     raise LocalProtocolError("a UTF-8 recipient needs MAIL ... SMTPUTF8")
                 rcpts += 1
-            elif command.verb == "DATA" and rcpts == 0:
+            elif verb == "MAIL":
+                utf8_txn = command.has_param("SMTPUTF8")
+                rcpts = 0
+            elif verb == "DATA" and rcpts == 0:
                 raise LocalProtocolError("DATA needs at least one RCPT first")
-            phase = self._next_phase(phase, pending_tail, command.verb)
-            pending_tail = [_Pending(command.verb)]
-        out = []
+            last = verb
+        # Every command is allowed: record them (the transaction each belongs to, the
+        # replies to wait for) and commit the phase the checks arrived at.
         for command in commands:
-            self._record(command)
-            out.append(command.line)
-        return b"".join(out)
+            verb = command.verb
+            if verb == "RCPT":
+                assert txn is not None
+                txn.recipients += 1
+            elif verb == "MAIL":
+                txn = _Transaction(command.has_param("SMTPUTF8"))
+            elif verb in ("RSET", "EHLO", "HELO", "LHLO"):
+                txn = None
+            pending.append(_Pending(verb, command.argument, txn))
+        self._transaction = txn
+        self._phase = phase
+        if len(commands) == 1:
+            return commands[0].line
+        return b"".join([command.line for command in commands])
 
-    def _next_phase(self, phase: Phase, pending: Sequence[_Pending], verb: str) -> Phase:
-        """The one place that says whether ``verb`` may be sent in ``phase`` with these
-        replies outstanding, and what phase follows."""
-        allowed = _TRANSITIONS[phase]
-        if verb not in allowed:
+    def _check(self, phase: Phase, last: str | None, command: Command) -> Phase:
+        """The one place that says whether ``command`` may be sent in ``phase`` after the
+        outstanding command ``last`` (None if nothing is outstanding), and the phase that
+        follows."""
+        verb = command.verb
+        following = _TRANSITIONS[phase].get(verb)
+        if following is None:
             raise LocalProtocolError(f"{verb} is not allowed now (session phase: {phase.value})")
-        if verb in ("EHLO", "HELO") and self.lmtp:
-            raise LocalProtocolError("an LMTP session greets with LHLO")
-        if verb == "LHLO" and not self.lmtp:
-            raise LocalProtocolError("LHLO is only for LMTP sessions")
-        if pending:
-            last = pending[-1]
-            if last.verb in _ENDS_GROUP or last.verb == "CONNECT":
-                raise LocalProtocolError(f"{verb} must wait for the reply to {last.verb}")
-            if not self.pipelining:
+        if last is not None:
+            if last in _WAIT_FOR_REPLY:
+                raise LocalProtocolError(f"{verb} must wait for the reply to {last}")
+            if not self._pipelining:
                 raise LocalProtocolError(
-                    f"{verb} must wait for the reply to {last.verb}: "
+                    f"{verb} must wait for the reply to {last}: "
                     "the server does not offer PIPELINING"
                 )
-        if verb == "STARTTLS":
-            if self._tls:
+        if verb in _NEEDS_EXTENSION:
+            if verb == "STARTTLS" and self._tls:
                 raise LocalProtocolError("TLS is already active")
-            if not self.supports("STARTTLS"):
-                raise ExtensionNotSupported("STARTTLS", "STARTTLS")
-        if verb == "AUTH" and not self.supports("AUTH"):
-            raise ExtensionNotSupported("AUTH", "AUTH")
-        if verb == "BDAT" and not self.supports("CHUNKING"):
-            raise ExtensionNotSupported("CHUNKING", "BDAT")
-        return allowed[verb]
+            extension = _NEEDS_EXTENSION[verb]
+            if extension not in self._names:
+                raise ExtensionNotSupported(extension, verb)
+        elif verb == "MAIL" or verb == "RCPT":
+            self._check_params(command)
+        elif verb in ("EHLO", "HELO", "LHLO") and (verb == "LHLO") != self.lmtp:
+            raise LocalProtocolError(
+                "an LMTP session greets with LHLO" if self.lmtp else "LHLO is only for LMTP"
+            )
+        elif verb in ("VRFY", "EXPN") and command.utf8 and "SMTPUTF8" not in self._names:
+            raise ExtensionNotSupported("SMTPUTF8", f"a UTF-8 {verb} argument")
+        return following
 
-    def _check_extensions(self, command: Command, txn_utf8: bool) -> None:
-        if command.verb == "MAIL":
-            for key, _ in command.params:
-                extension = _PARAM_EXTENSION.get(key)
-                if extension is not None and not self.supports(extension):
-                    raise ExtensionNotSupported(extension, f"the {key} parameter")
-            if command.utf8 and not command.has_param("SMTPUTF8"):
-                raise LocalProtocolError("a UTF-8 sender needs the SMTPUTF8 parameter")
-            body = command.param("BODY")
-            if body is not None:
-                extension = _BODY_EXTENSION.get(body.upper())
-                if extension is not None and not self.supports(extension):
-                    raise ExtensionNotSupported(extension, f"BODY={body}")
-            size = command.param("SIZE")
-            limit = self.max_size
-            if size is not None and limit is not None and size.isdigit() and int(size) > limit:
-                raise MessageTooLarge(int(size), limit)
-        elif command.verb == "RCPT":
-            for key, _ in command.params:
-                extension = _PARAM_EXTENSION.get(key)
-                if extension is not None and not self.supports(extension):
-                    raise ExtensionNotSupported(extension, f"the {key} parameter")
-        elif command.verb in ("VRFY", "EXPN") and command.utf8 and not self.supports("SMTPUTF8"):
-            raise ExtensionNotSupported("SMTPUTF8", f"a UTF-8 {command.verb} argument")
-
-    def _record(self, command: Command) -> None:
-        verb = command.verb
-        self._phase = _TRANSITIONS[self._phase][verb]
-        pending = _Pending(verb, command.argument)
-        if verb == "MAIL":
-            self._transaction = _Transaction(smtputf8=command.has_param("SMTPUTF8"))
-            pending.transaction = self._transaction
-        elif verb == "RCPT":
-            assert self._transaction is not None
-            self._transaction.recipients += 1
-            pending.transaction = self._transaction
-        elif verb == "DATA":
-            pending.transaction = self._transaction
-        elif verb in ("RSET", "EHLO", "HELO", "LHLO"):
-            self._transaction = None
-        self._pending.append(pending)
+    def _check_params(self, command: Command) -> None:
+        names = self._names
+        for key, value in command.params:
+            extension = _PARAM_EXTENSION.get(key)
+            if extension is not None and extension not in names:
+                raise ExtensionNotSupported(extension, f"the {key} parameter")
+            if key == "BODY" and value is not None:
+                extension = _BODY_EXTENSION.get(value.upper())
+                if extension is not None and extension not in names:
+                    raise ExtensionNotSupported(extension, f"BODY={value}")
+            elif key == "SIZE" and value is not None and value.isdigit():
+                limit = self._max_size
+                if limit is not None and int(value) > limit:
+                    raise MessageTooLarge(int(value), limit)
+        if command.verb == "MAIL" and command.utf8 and not command.has_param("SMTPUTF8"):
+            raise LocalProtocolError("a UTF-8 sender needs the SMTPUTF8 parameter")
 
     # Convenience wrappers: each builds the command and sends it.
 
@@ -709,19 +762,19 @@ class ClientConnection:
         return self.send(Command.rcpt(recipient, params, smtputf8=smtputf8, codec=self.codec))
 
     def data(self) -> bytes:
-        return self.send(Command.simple("DATA"))
+        return self.send(_SIMPLE["DATA"])
 
     def rset(self) -> bytes:
-        return self.send(Command.simple("RSET"))
+        return self.send(_SIMPLE["RSET"])
 
     def noop(self) -> bytes:
-        return self.send(Command.simple("NOOP"))
+        return self.send(_SIMPLE["NOOP"])
 
     def quit(self) -> bytes:
-        return self.send(Command.simple("QUIT"))
+        return self.send(_SIMPLE["QUIT"])
 
     def starttls(self) -> bytes:
-        return self.send(Command.simple("STARTTLS"))
+        return self.send(_SIMPLE["STARTTLS"])
 
     def vrfy(self, argument: str) -> bytes:
         return self.send(Command.query("VRFY", argument, smtputf8=True))
@@ -746,12 +799,12 @@ class ClientConnection:
         Feed the message in pieces of any size; only the bytes of this piece (and a CR
         held back from the previous one) are produced, so a large message is never
         copied whole."""
-        if self._phase is not Phase.BODY:
+        txn = self._transaction
+        if self._phase is not Phase.BODY or txn is None:
             raise LocalProtocolError(
                 f"message content is not allowed now (phase: {self._phase.value})"
             )
-        assert self._transaction is not None and self._transaction.stuffer is not None
-        out: bytes = self._transaction.stuffer.feed(data)
+        out: bytes = txn.stuffer.feed(data)
         return out
 
     def end_data(self) -> bytes:
@@ -759,17 +812,18 @@ class ClientConnection:
 
         Also the right thing to send after a 354 when no recipient was accepted (RFC 2920
         §3.1: "the client SMTP should send a single dot")."""
-        if self._phase is not Phase.BODY:
+        txn = self._transaction
+        if self._phase is not Phase.BODY or txn is None:
             raise LocalProtocolError(
                 f"message content is not allowed now (phase: {self._phase.value})"
             )
-        txn = self._transaction
-        assert txn is not None and txn.stuffer is not None
         out: bytes = txn.stuffer.finish()
         txn.stuffer = None
         self._phase = Phase.READY
         self._transaction = None
-        self._pending.append(_Pending(".", transaction=txn, per_recipient=self.lmtp))
+        # Whatever its reply, the server ends the transaction at the end of the content.
+        self._server_open_transaction = False
+        self._pending.append(_Pending(".", "", txn, self.lmtp))
         return out
 
     def send_bdat(self, data: bytes, *, last: bool = False) -> bytes:
@@ -778,8 +832,8 @@ class ClientConnection:
 
         Returns b"" for a non-LAST chunk that normalizes to nothing (a lone CR held back
         for the next chunk), since a ``BDAT 0`` without LAST is refused by servers."""
-        verb = "BDAT"
-        self._next_phase(self._phase, self._pending, verb)
+        last_pending = self._pending[-1].verb if self._pending else None
+        self._check(self._phase, last_pending, Command("BDAT", "", b""))
         txn = self._transaction
         assert txn is not None
         if self._phase is Phase.MAIL and txn.recipients == 0:
@@ -794,13 +848,12 @@ class ClientConnection:
             self._phase = Phase.CHUNKING
             return b""
         header = b"BDAT %d LAST\r\n" % len(chunk) if last else b"BDAT %d\r\n" % len(chunk)
-        self._pending.append(
-            _Pending("BDAT", "LAST" if last else "", txn, per_recipient=last and self.lmtp)
-        )
+        self._pending.append(_Pending("BDAT", "LAST" if last else "", txn, last and self.lmtp))
         if last:
             txn.stuffer = None
             self._phase = Phase.READY
             self._transaction = None
+            self._server_open_transaction = False  # LAST ends it, whatever the reply
         else:
             self._phase = Phase.CHUNKING
         return header + chunk
@@ -813,10 +866,16 @@ class ClientConnection:
         if self._phase is not Phase.TLS_HANDSHAKE:
             raise LocalProtocolError("tls_started() without a 220 reply to STARTTLS")
         self._tls = True
-        self._extensions = None
-        self._identified = False
+        self._set_extensions(None)
         self._authenticated = False
         self._phase = Phase.UNIDENTIFIED
+
+    def _set_extensions(self, extensions: Any) -> None:
+        self._extensions = extensions
+        self._names = frozenset(extensions.extensions) if extensions is not None else frozenset()
+        self._pipelining = "PIPELINING" in self._names
+        size = self.extension_param("SIZE")
+        self._max_size = int(size) if size is not None and size.isdigit() and int(size) else None
 
     # --- Receiving replies ----------------------------------------------------------------
 
@@ -826,9 +885,10 @@ class ClientConnection:
         Raises RemoteProtocolError (and closes the session) on a malformed reply, a
         reply nothing asked for, or bytes after the 220 reply to STARTTLS.
         """
-        if self._phase is Phase.CLOSED:
-            return []  # after QUIT or 421 the server's last words do not matter
-        if self._phase is Phase.TLS_HANDSHAKE:
+        phase = self._phase
+        if phase is Phase.CLOSED and not self._pending:
+            return []  # after the reply to QUIT, or a 421, the server's words do not matter
+        if phase is Phase.TLS_HANDSHAKE:
             self._fail()
             raise RemoteProtocolError("data received after the 220 reply to STARTTLS")
         try:
@@ -837,17 +897,19 @@ class ClientConnection:
             self._fail()
             raise RemoteProtocolError(f"malformed reply: {exc}") from None
         events: list[Event] = []
+        pending = self._pending
         for index, reply in enumerate(replies):
-            if not self._pending:
+            if not pending:
+                self._fail()
                 if reply.code == 421:
-                    self._fail()
                     events.append(ServerClosing(reply))
                     return events
-                self._fail()
                 raise RemoteProtocolError(f"unsolicited reply: {reply.code} {reply.text[:80]!r}")
-            pending = self._next_pending()
-            events.append(Response(pending.verb, pending.argument, reply))
-            phase = self._apply_reply(pending, reply)
+            waiting = pending.popleft()
+            if waiting.per_recipient:
+                waiting = self._per_recipient(waiting)
+            events.append(Response(waiting.verb, waiting.argument, reply))
+            phase = self._apply_reply(waiting, reply)
             if phase is Phase.TLS_HANDSHAKE and (
                 index != len(replies) - 1 or self._reader.buffered or self._reader.in_reply
             ):
@@ -865,17 +927,14 @@ class ClientConnection:
         self._phase = Phase.CLOSED
         self._pending.clear()
 
-    def _next_pending(self) -> _Pending:
-        pending = self._pending.popleft()
-        if pending.per_recipient:
-            # LMTP (RFC 2033 §4.2): after the content, one reply per accepted recipient,
-            # in RCPT order. Every RCPT reply has arrived by now (replies come in order).
-            txn = pending.transaction
-            recipients = txn.accepted if txn is not None and txn.accepted else [""]
-            expanded = [_Pending(pending.verb, rcpt, txn) for rcpt in recipients]
-            self._pending.extendleft(reversed(expanded[1:]))
-            return expanded[0]
-        return pending
+    def _per_recipient(self, pending: _Pending) -> _Pending:
+        # LMTP (RFC 2033 §4.2): after the content, one reply per accepted recipient, in
+        # RCPT order. Every RCPT reply has arrived by now (replies come in order).
+        txn = pending.transaction
+        recipients = txn.accepted if txn is not None and txn.accepted else [""]
+        expanded = [_Pending(pending.verb, rcpt, txn) for rcpt in recipients]
+        self._pending.extendleft(reversed(expanded[1:]))
+        return expanded[0]
 
     def _apply_reply(self, pending: _Pending, reply: Any) -> Phase:
         """How each reply changes the session; returns the phase after it."""
@@ -883,29 +942,9 @@ class ClientConnection:
         verb = pending.verb
         if code == 421:
             self._fail()
-            return self._phase
-        if verb == "CONNECT":
-            self._phase = Phase.UNIDENTIFIED if code == 220 else Phase.REFUSED
-        elif verb in ("EHLO", "LHLO", "HELO"):
-            if code == 250:
-                self._extensions = (
-                    self.codec.parse_ehlo(list(reply.lines)) if verb != "HELO" else None
-                )
-                self._identified = True
-                self._server_open_transaction = False
-                self._phase = Phase.READY
-            else:
-                self._extensions = None
-                self._identified = False
-                self._phase = Phase.UNIDENTIFIED
-        elif verb == "STARTTLS":
-            self._phase = Phase.TLS_HANDSHAKE if code == 220 else Phase.READY
-        elif verb in ("AUTH", "AUTH-RESPONSE"):
-            if code == 334:
-                self._phase = Phase.AUTH_CHALLENGE
-            else:
-                self._authenticated = self._authenticated or code == 235
-                self._phase = Phase.READY
+        elif verb == "RCPT":
+            if 200 <= code < 300 and pending.transaction is not None:
+                pending.transaction.accepted.append(pending.argument)
         elif verb == "MAIL":
             txn = pending.transaction
             assert txn is not None
@@ -915,9 +954,6 @@ class ClientConnection:
                 # Nothing was pipelined after the refused MAIL: no transaction is open.
                 self._transaction = None
                 self._phase = Phase.READY
-        elif verb == "RCPT":
-            if 200 <= code < 300 and pending.transaction is not None:
-                pending.transaction.accepted.append(pending.argument)
         elif verb == "DATA":
             if code == 354:
                 assert self._transaction is not None
@@ -931,13 +967,34 @@ class ClientConnection:
         elif verb == ".":
             self._server_open_transaction = False
         elif verb == "BDAT":
-            if pending.argument == "LAST" or not 200 <= code < 300:
-                # After LAST the transaction is over; after a refused chunk the server
-                # discards the rest (RFC 3030 §2), and the client must RSET.
-                self._server_open_transaction = pending.argument != "LAST"
+            if pending.argument == "LAST" or pending.transaction is None:
+                self._server_open_transaction = False
+            elif not 200 <= code < 300:
+                # A refused chunk: the server discards the rest until LAST (RFC 3030);
+                # the client must RSET if it stops before sending LAST.
+                self._server_open_transaction = True
         elif verb == "RSET":
             if 200 <= code < 300:
                 self._server_open_transaction = False
+        elif verb == "CONNECT":
+            self._phase = Phase.UNIDENTIFIED if code == 220 else Phase.REFUSED
+        elif verb in ("EHLO", "LHLO", "HELO"):
+            if code == 250:
+                ehlo = self.codec.parse_ehlo(list(reply.lines)) if verb != "HELO" else None
+                self._set_extensions(ehlo)
+                self._server_open_transaction = False
+                self._phase = Phase.READY
+            else:
+                self._set_extensions(None)
+                self._phase = Phase.UNIDENTIFIED
+        elif verb == "STARTTLS":
+            self._phase = Phase.TLS_HANDSHAKE if code == 220 else Phase.READY
+        elif verb in ("AUTH", "AUTH-RESPONSE"):
+            if code == 334:
+                self._phase = Phase.AUTH_CHALLENGE
+            else:
+                self._authenticated = self._authenticated or code == 235
+                self._phase = Phase.READY
         elif verb == "QUIT":
             self._fail()
         return self._phase
