@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import enum
 import inspect
 import ipaddress
@@ -28,6 +27,7 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from ferrosmtp import codec
+from ferrosmtp.auth import SASLCancelled, SASLError, decode_response
 from ferrosmtp.protocol import events as ev
 from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Response
 from ferrosmtp.protocol.server import ServerConfig, ServerConnection
@@ -941,17 +941,14 @@ class SMTP(asyncio.Protocol):
             return MISSING
         if log_client_response:
             log.debug("%s AUTH response %r", self._peer(), line)
-        blob = line.strip()
-        if blob == b"*":
-            conn.auth_failed(Response.of(501, "Auth aborted", "5.7.0"))
-            self._flush()
-            return MISSING
         try:
-            return base64.b64decode(blob, validate=True)
-        except (binascii.Error, ValueError):
+            return decode_response(line)
+        except SASLCancelled:
+            conn.auth_failed(Response.of(501, "Auth aborted", "5.7.0"))
+        except SASLError:
             conn.auth_failed(Response.of(501, "Can't decode base64", "5.5.2"))
-            self._flush()
-            return MISSING
+        self._flush()
+        return MISSING
 
     async def _next_auth_line(self) -> bytes | None:
         """Read events until the client's AUTH line; None if the exchange ended."""
@@ -988,10 +985,9 @@ class SMTP(asyncio.Protocol):
             if _is_missing(answer):
                 return AuthResult(success=False)
         else:
-            initial = args[1]
             try:
-                answer = b"" if initial == "=" else base64.b64decode(initial, validate=True)
-            except (binascii.Error, ValueError):
+                answer = decode_response(args[1], initial=True)
+            except SASLError:
                 await self.push("501 5.5.2 Can't decode base64")
                 return AuthResult(success=False, handled=True)
         try:
@@ -1008,8 +1004,8 @@ class SMTP(asyncio.Protocol):
                 return AuthResult(success=False)
         else:
             try:
-                login = base64.b64decode(args[1], validate=True)
-            except (binascii.Error, ValueError):
+                login = decode_response(args[1], initial=True)
+            except SASLError:
                 await self.push("501 5.5.2 Can't decode base64")
                 return AuthResult(success=False, handled=True)
         password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
