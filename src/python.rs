@@ -4,10 +4,14 @@
 //! FFI crossing per socket read). The exceptions are the plain-Python classes of
 //! `ferrosmtp._errors`, so `except CodecError` catches the same class for both backends.
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use std::borrow::Cow;
+
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyList, PyMemoryView, PyString, PyTuple, PyType,
+};
 use pyo3::IntoPyObjectExt;
 
 use crate::address;
@@ -58,6 +62,25 @@ fn reply_err(py: Python<'_>, message: &str) -> PyErr {
 fn utf8<'a>(py: Python<'_>, s: &'a Bound<'_, PyString>) -> PyResult<std::borrow::Cow<'a, str>> {
     s.to_cow()
         .map_err(|_| codec_err(py, error::BAD_UTF8.into()))
+}
+
+/// A bytes argument: `bytes` borrowed without a copy, `bytearray` and `memoryview` copied,
+/// anything else a TypeError (the pure twin's `require_bytes` has the same rule).
+fn bytes_arg<'a>(obj: &'a Bound<'_, PyAny>, name: &str) -> PyResult<Cow<'a, [u8]>> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Cow::Borrowed(b.as_bytes()));
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(Cow::Owned(b.to_vec()));
+    }
+    if obj.is_instance_of::<PyMemoryView>() {
+        let copy = obj.call_method0("tobytes")?;
+        return Ok(Cow::Owned(copy.cast::<PyBytes>()?.as_bytes().to_vec()));
+    }
+    Err(PyTypeError::new_err(format!(
+        "argument '{name}': expected a bytes-like object, not {}",
+        obj.get_type().name()?
+    )))
 }
 
 fn repr<'py, T: IntoPyObject<'py>>(py: Python<'py>, value: T) -> PyResult<String> {
@@ -472,8 +495,13 @@ impl PyServerReader {
             .map_err(PyValueError::new_err)
     }
 
-    fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
-        items_to_list(py, self.0.feed(data))
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let data = bytes_arg(data, "data")?;
+        items_to_list(py, self.0.feed(&data))
     }
 
     fn expect_command<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -603,8 +631,13 @@ impl PyReplyReader {
         PyReplyReader(reply::ReplyReader::new(max_line, max_lines, max_reply))
     }
 
-    fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
-        let replies = self.0.feed(data).map_err(|m| reply_err(py, m))?;
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let data = bytes_arg(data, "data")?;
+        let replies = self.0.feed(&data).map_err(|m| reply_err(py, m))?;
         PyList::new(py, replies.into_iter().map(PyReply))
     }
 
@@ -763,10 +796,15 @@ impl PyDotStuffer {
         PyDotStuffer(dotstuff::DotStuffer::new(dots))
     }
 
-    fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let data = bytes_arg(data, "data")?;
         let mut out = Vec::with_capacity(data.len() + data.len() / 32 + 4);
         self.0
-            .feed(data, &mut out)
+            .feed(&data, &mut out)
             .map_err(PyRuntimeError::new_err)?;
         Ok(PyBytes::new(py, &out))
     }
@@ -779,16 +817,18 @@ impl PyDotStuffer {
 }
 
 #[pyfunction]
-fn dot_stuff<'py>(py: Python<'py>, body: &[u8]) -> Bound<'py, PyBytes> {
-    PyBytes::new(py, &dotstuff::dot_stuff(body))
+fn dot_stuff<'py>(py: Python<'py>, body: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let body = bytes_arg(body, "body")?;
+    Ok(PyBytes::new(py, &dotstuff::dot_stuff(&body)))
 }
 
 // -- parsers ---------------------------------------------------------------------------
 
 #[pyfunction]
 #[pyo3(signature = (line, *, smtputf8 = false))]
-fn parse_command(py: Python<'_>, line: &[u8], smtputf8: bool) -> PyResult<PyCommand> {
-    command::parse_command(line, smtputf8)
+fn parse_command(py: Python<'_>, line: &Bound<'_, PyAny>, smtputf8: bool) -> PyResult<PyCommand> {
+    let line = bytes_arg(line, "line")?;
+    command::parse_command(&line, smtputf8)
         .map(PyCommand)
         .map_err(|e| codec_err(py, e))
 }

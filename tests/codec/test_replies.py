@@ -177,3 +177,21 @@ def test_bdat_form_only_normalizes(codec: ModuleType) -> None:
         s.feed(b"x")
     with pytest.raises(RuntimeError):
         s.finish()
+
+
+def test_byte_arguments_accept_bytes_like_objects_only(codec: ModuleType) -> None:
+    """Both backends take bytes, bytearray or memoryview wherever they take bytes, and
+    refuse anything else with the same TypeError."""
+    calls = [
+        (lambda d: codec.parse_command(d), b"NOOP\r\n"),
+        (lambda d: codec.dot_stuff(d), b"a\n.b"),
+        (lambda d: codec.DotStuffer().feed(d), b"a\n.b"),
+        (lambda d: codec.ServerReader().feed(d), b"NOOP\r\n"),
+        (lambda d: codec.ReplyReader().feed(d), b"250 ok\r\n"),
+    ]
+    for call, data in calls:
+        assert call(bytearray(data)) == call(data)
+        assert call(memoryview(b"x" + data)[1:]) == call(data)
+        for wrong in (data.decode(), None, 5, list(data)):
+            with pytest.raises(TypeError, match="expected a bytes-like object, not"):
+                call(wrong)

@@ -24,6 +24,7 @@ def parse_command(line: bytes, *, smtputf8: bool = False) -> Command:
     and EXPN carry UTF-8, and a MAIL path only with the ``SMTPUTF8`` parameter.
     Raises CodecError carrying the reply to send.
     """
+    line = replies.require_bytes(line, "line")
     if line.endswith(b"\r\n"):
         line = line[:-2]
     if not line:

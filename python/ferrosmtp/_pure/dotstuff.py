@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from ferrosmtp._pure.replies import require_bytes
+
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
@@ -23,6 +25,7 @@ class DotStuffer:
         self._finished = False
 
     def feed(self, data: bytes) -> bytes:
+        data = require_bytes(data, "data")
         if self._finished:
             raise RuntimeError("DotStuffer.feed() after finish()")
         if not data:
@@ -61,4 +64,4 @@ class DotStuffer:
 def dot_stuff(body: bytes) -> bytes:
     """The DATA wire form of ``body``, ending with ``.\\r\\n``."""
     stuffer = DotStuffer()
-    return stuffer.feed(body) + stuffer.finish()
+    return stuffer.feed(require_bytes(body, "body")) + stuffer.finish()

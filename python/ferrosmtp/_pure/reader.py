@@ -103,9 +103,10 @@ class ServerReader:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Item]:
+        data = replies.require_bytes(data, "data")
         if self._mode == CLOSED:
             return []
-        buf = self._buf + data if self._buf else bytes(data)
+        buf = self._buf + data if self._buf else data
         self._buf = b""
         return self._run(buf)
 

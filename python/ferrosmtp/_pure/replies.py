@@ -73,3 +73,13 @@ def require_utf8(text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise error(BAD_UTF8) from None
+
+
+def require_bytes(data: object, name: str) -> bytes:
+    """bytes, bytearray or memoryview (copied), as the Rust core's ``Cow<[u8]>`` arguments
+    take; anything else is a TypeError, as there."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"argument '{name}': expected a bytes-like object, not {type(data).__name__}")

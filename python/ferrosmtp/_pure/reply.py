@@ -73,6 +73,7 @@ class ReplyReader:
         return self._code is not None
 
     def feed(self, data: bytes) -> list[Reply]:
+        data = replies.require_bytes(data, "data")
         buf = self._buf + data if self._buf else data
         out: list[Reply] = []
         pos = 0
