@@ -369,8 +369,10 @@ impl ServerReader {
         }
     }
 
-    fn too_long(&self) -> Item {
-        let canned = if self.mode == Mode::Line {
+    fn too_long(&self, start: &[u8]) -> Item {
+        // RFC 4954 §4: an AUTH line, initial response included, that is too long is 5.5.6
+        let verb = &start[..start.len().min(5)];
+        let canned = if self.mode == Mode::Line || verb.eq_ignore_ascii_case(b"AUTH ") {
             error::AUTH_LINE_TOO_LONG
         } else {
             error::LINE_TOO_LONG
@@ -397,7 +399,7 @@ impl ServerReader {
             Some(found) => found,
             None => {
                 if buf.len() - pos > limit {
-                    out.push(self.too_long());
+                    out.push(self.too_long(&buf[pos..]));
                     self.discarding = true;
                     if self.mode == Mode::Line {
                         self.mode = Mode::Paused;
@@ -408,7 +410,7 @@ impl ServerReader {
             }
         };
         if next - pos > limit {
-            out.push(self.too_long());
+            out.push(self.too_long(&buf[pos..]));
             if self.mode == Mode::Line {
                 self.mode = Mode::Paused;
             }
@@ -704,7 +706,14 @@ impl ServerReader {
     /// `pos` unchanged when the careful path must take the next line.
     fn clean_lines(&mut self, buf: &[u8], pos: usize, content: &mut Vec<u8>) -> usize {
         let n = buf.len();
-        let room = self.cfg.max_text_line.map(|l| l as u64 - 2);
+        // Once the content has stopped, the limits decide nothing more (see the twin).
+        let stopped = self.data.stopped;
+        let room = self
+            .cfg
+            .max_text_line
+            .filter(|_| !stopped)
+            .map(|l| l as u64 - 2);
+        let max_size = self.cfg.max_message_size.filter(|_| !stopped);
         let mut size = self.data.size;
         let mut p = pos;
         while p < n && buf[p] != DOT {
@@ -719,7 +728,7 @@ impl ServerReader {
                 break;
             }
             let next_size = size + (i + 2 - p) as u64;
-            if self.cfg.max_message_size.is_some_and(|m| next_size > m) {
+            if max_size.is_some_and(|m| next_size > m) {
                 break;
             }
             size = next_size;
@@ -727,6 +736,13 @@ impl ServerReader {
         }
         if p > pos {
             self.data.size = size;
+            if self
+                .cfg
+                .max_message_size
+                .is_some_and(|m| self.data.size > m)
+            {
+                self.data.too_big = true; // a flag only: the content stopped before this run
+            }
             self.data.line_len = 0;
             self.data.after_bare_lf = false;
             if !self.data.stopped {

@@ -48,6 +48,9 @@ __all__ = [
 log = logging.getLogger("ferrosmtp.server")
 
 DATA_SIZE_DEFAULT = 32 << 20
+# Events one connection may handle before giving other connections a turn: one read can
+# hold thousands of pipelined commands (checklist B10, fairness under a flood).
+EVENTS_PER_TURN = 256
 INTERNAL_ERROR = Response.of(451, "Error: internal server error", "4.3.0")
 
 
@@ -244,6 +247,8 @@ class SMTP(asyncio.Protocol):
         self._hooks = server._hooks
         self._chunks: list[bytes] = []
         self._message_open = False  # Content was delivered for a message not yet ended
+        self._data_started: float | None = None  # when this message's content began
+        self._data_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._input_waiter: asyncio.Future[None] | None = None
         self._tls_buffer: list[bytes] | None = None  # app data that came during start_tls
@@ -281,17 +286,15 @@ class SMTP(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         refusal = self._server._admit(self, peer)
         if refusal is not None:
-            log.warning("%s refused: %s", _peer_text(peer), refusal)
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(codec.format_reply(421, f"{self.hostname} {refusal}", "4.7.0"))
+            # INFO, not WARNING: a connection flood must not become a log flood.
+            log.info("%s refused: %s", _peer_text(peer), refusal)
+            transport.write(codec.format_reply(421, f"{self.hostname} {refusal}", "4.7.0"))  # type: ignore[attr-defined]
             transport.close()
             self._closing = True
             return
         self._admitted = True
         self.session = self._create_session()
         self.session.peer = peer
-        if self._server.ssl_context is not None:
-            self.session.ssl = self._ssl_info(transport)
         self.envelope = self._create_envelope()
         self.conn = ServerConnection(
             self._server._config(implicit_tls=self._server.ssl_context is not None),
@@ -301,10 +304,49 @@ class SMTP(asyncio.Protocol):
         self._timer = self.loop.call_later(self._server.timeout, self._on_timer)
         if log.isEnabledFor(logging.INFO):
             log.info("%s connected", _peer_text(peer))
+        if self._server.ssl_context is not None:
+            # Implicit TLS (RFC 8314): the connection was admitted (and counted) above, in
+            # plaintext, so a flood of silent handshakes cannot pass max_connections.
+            self._tls_buffer = []
+            self._task = self.loop.create_task(self._implicit_tls())
+        else:
+            self._greet_soon()
+
+    def _greet_soon(self) -> None:
         if self._server.greeting_delay > 0:
             self.loop.call_later(self._server.greeting_delay, self._greet)
         else:
             self._greet()
+
+    async def _implicit_tls(self) -> None:
+        transport = self.transport
+        assert transport is not None and self._server.ssl_context is not None
+        try:
+            new_transport = await self.loop.start_tls(
+                transport,  # type: ignore[arg-type]
+                self,
+                self._server.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self._server.tls_handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as error:
+            log.info("%s TLS handshake failed: %s", self._peer(), error)
+            self._tls_buffer = None
+            self._close_transport()
+            self._task = None
+            return
+        self._task = None
+        if new_transport is None or self._closing:
+            self._close_transport()
+            return
+        self.transport = new_transport
+        if self.session is not None:
+            self.session.ssl = self._ssl_info(new_transport)
+        self._last_progress = self.loop.time()
+        buffered, self._tls_buffer = self._tls_buffer or [], None
+        self._greet_soon()
+        for data in buffered:  # a client that spoke before the banner is refused there
+            self.data_received(data)
 
     def _greet(self) -> None:
         if self._closing or self.conn is None:
@@ -316,6 +358,9 @@ class SMTP(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         if conn is None or self._closing:
+            return
+        if self._tls_buffer is not None and not self._greeted:
+            self._tls_buffer.append(data)  # decrypted data read before start_tls returned
             return
         if not self._greeted:
             # Checklist B3: a client that talks before the banner is not a real MTA.
@@ -385,6 +430,7 @@ class SMTP(asyncio.Protocol):
         hook must be awaited."""
         conn = self.conn
         assert conn is not None
+        budget = EVENTS_PER_TURN
         try:
             while True:
                 event = conn.next_event()
@@ -394,6 +440,9 @@ class SMTP(asyncio.Protocol):
                     self._finish()
                     return
                 step = self._dispatch(event)
+                budget -= 1
+                if step is None and budget <= 0:
+                    step = asyncio.sleep(0)  # let other connections have a turn
                 if step is not None:
                     self._flush()
                     self._pause_reading()
@@ -410,6 +459,7 @@ class SMTP(asyncio.Protocol):
         assert conn is not None
         try:
             await step
+            budget = EVENTS_PER_TURN
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
@@ -421,6 +471,12 @@ class SMTP(asyncio.Protocol):
                 if step2 is not None:
                     self._flush()
                     await step2
+                budget -= 1
+                if budget <= 0:
+                    # A hook that does not suspend never gives the loop back by itself.
+                    self._flush()
+                    await asyncio.sleep(0)
+                    budget = EVENTS_PER_TURN
             self._flush()
         except asyncio.CancelledError:
             raise
@@ -492,6 +548,9 @@ class SMTP(asyncio.Protocol):
         assert conn is not None
         if _is_missing(status) or status is None:
             conn.respond_default()
+            return
+        if isinstance(status, Response):
+            conn.respond_with(status)
             return
         try:
             response = parse_status(status)
@@ -623,6 +682,15 @@ class SMTP(asyncio.Protocol):
 
     def _on_content(self, event: ev.Content) -> Awaitable[None] | None:
         self._message_open = True
+        rate = self._server.data_min_rate
+        if rate:
+            # Checklist B9: message content counts as progress only at the minimum rate,
+            # so a DATA trickled slower than that is cut off by the idle timeout.
+            now = self.loop.time()
+            if self._data_started is None:
+                self._data_started, self._data_bytes = now, 0
+            self._data_bytes += len(event.data)
+            self._last_progress = min(now, self._data_started + self._data_bytes / rate)
         hook = self._hooks.get("DATA_CHUNK")
         if hook is None:
             if self._server._reads_content:
@@ -633,6 +701,7 @@ class SMTP(asyncio.Protocol):
     def _abort_message(self) -> Awaitable[None] | None:
         """Drop a message that will not complete; a streaming handler cleans up."""
         self._chunks = []
+        self._data_started = None
         self.__dict__.pop("_chunk_error", None)
         if not self._message_open:
             return None
@@ -669,6 +738,7 @@ class SMTP(asyncio.Protocol):
         envelope = self.envelope
         assert envelope is not None and self.conn is not None
         self._message_open = False
+        self._data_started = None
         streamed = self._hooks.get("DATA_CHUNK") is not None
         content = b"".join(self._chunks)
         self._chunks = []
@@ -820,7 +890,10 @@ class SMTP(asyncio.Protocol):
         self.session.ssl = self._ssl_info(new_transport)
         self.envelope = self._create_envelope()
         hook = self._hooks.get("STARTTLS")
-        if hook is not None and not hook(self, self.session, self.envelope):
+        accepted = True if hook is None else hook(self, self.session, self.envelope)
+        if inspect.isawaitable(accepted):
+            accepted = await accepted
+        if not accepted:
             log.info("%s handle_STARTTLS refused the TLS session", self._peer())
             conn.close()
             self._close_transport()
@@ -872,7 +945,9 @@ class SMTP(asyncio.Protocol):
             return
         method = self._auth_methods[event.mechanism]
         try:
-            result = await method(self, args)
+            result = method(self, args)
+            while inspect.isawaitable(result):  # an async method, or one returning a coroutine
+                result = await result
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -897,6 +972,8 @@ class SMTP(asyncio.Protocol):
         elif _is_missing(result) or result is False:
             await self.push(invalid)
         else:
+            # aiosmtpd's legacy convention: any other value is the authenticated identity.
+            # (Awaitables were awaited above: a coroutine object can never land here.)
             session.authenticated = True
             session.login_data = result
             await self.push(success)
@@ -995,7 +1072,7 @@ class SMTP(asyncio.Protocol):
         except ValueError:
             await self.push("501 5.5.2 Can't split auth value")
             return AuthResult(success=False, handled=True)
-        return self._authenticate("PLAIN", LoginPassword(login, password))
+        return await self._authenticate("PLAIN", LoginPassword(login, password))
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -1011,15 +1088,22 @@ class SMTP(asyncio.Protocol):
         password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
         if _is_missing(password):
             return AuthResult(success=False)
-        return self._authenticate("LOGIN", LoginPassword(login, password))
+        return await self._authenticate("LOGIN", LoginPassword(login, password))
 
-    def _authenticate(self, mechanism: str, auth_data: LoginPassword) -> AuthResult:
+    async def _authenticate(self, mechanism: str, auth_data: LoginPassword) -> Any:
+        """Ask the authenticator (or the legacy auth_callback); either may be async."""
         server = self._server
         if server.authenticator is not None:
             result = server.authenticator(self, self.session, self.envelope, mechanism, auth_data)
-            return result  # type: ignore[no-any-return]
-        if server.auth_callback is not None and server.auth_callback(mechanism, *auth_data):
-            return AuthResult(success=True, handled=True, auth_data=auth_data)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        if server.auth_callback is not None:
+            ok = server.auth_callback(mechanism, *auth_data)
+            if inspect.isawaitable(ok):
+                ok = await ok
+            if ok is True:
+                return AuthResult(success=True, handled=True, auth_data=auth_data)
         return AuthResult(success=False, handled=False)
 
 
@@ -1086,6 +1170,7 @@ class Server:
         dsn: bool = True,
         greeting_delay: float = 0.0,
         max_junk_commands: int = 100,
+        data_min_rate: float | None = 500.0,
         backlog: int = 1024,
         loop: asyncio.AbstractEventLoop | None = None,
         codec: ModuleType | None = None,
@@ -1113,6 +1198,7 @@ class Server:
         self.auth_failure_window = auth_failure_window
         self._auth_failures: dict[str, list[float]] = {}
         self.greeting_delay = greeting_delay
+        self.data_min_rate = data_min_rate
         self.backlog = backlog
         self._loop = loop
         self.codec = codec
@@ -1281,8 +1367,6 @@ class Server:
             self._server = await self._loop.create_server(
                 self.factory,
                 sock=sock,
-                ssl=self.ssl_context,
-                ssl_handshake_timeout=self.tls_handshake_timeout if self.ssl_context else None,
                 **kwargs,
             )
         else:
@@ -1290,8 +1374,6 @@ class Server:
                 self.factory,
                 host=host,
                 port=port,
-                ssl=self.ssl_context,
-                ssl_handshake_timeout=self.tls_handshake_timeout if self.ssl_context else None,
                 **kwargs,
             )
 

@@ -74,10 +74,16 @@ def test_bare_lf_ends_command_lines_under_normalize(codec: ModuleType) -> None:
 
 
 @pytest.mark.parametrize(
-    ("prefix", "limit"),
-    [(b"NOOP ", 512), (b"MAIL FROM:<a@b> X=", 512 + 1024), (b"AUTH PLAIN ", 12288)],
+    ("prefix", "limit", "enhanced"),
+    [
+        (b"NOOP ", 512, "5.5.2"),
+        (b"MAIL FROM:<a@b> X=", 512 + 1024, "5.5.2"),
+        (b"AUTH PLAIN ", 12288, "5.5.6"),  # RFC 4954 §4
+    ],
 )
-def test_command_line_limits_at_the_boundary(codec: ModuleType, prefix: bytes, limit: int) -> None:
+def test_command_line_limits_at_the_boundary(
+    codec: ModuleType, prefix: bytes, limit: int, enhanced: str
+) -> None:
     def line(total: int) -> bytes:
         return prefix + b"a" * (total - len(prefix) - 2) + b"\r\n"
 
@@ -90,7 +96,7 @@ def test_command_line_limits_at_the_boundary(codec: ModuleType, prefix: bytes, l
     assert (too_long[0].kind, too_long[0].code, too_long[0].enhanced) == (
         "line_too_long",
         500,
-        "5.5.2",
+        enhanced,
     )
     assert too_long[1].verb == "NOOP"
 
@@ -361,3 +367,11 @@ def test_bdat_cr_state_does_not_leak_across_commands(codec: ModuleType) -> None:
     items = drive(codec, [b"BDAT 2\r\na\rRSET\r\nBDAT 2 LAST\r\n\nb"])
     assert ends(items)[0][3:5] == (False, False)
     assert ends(items)[1][3] is True  # the LF after RSET is bare
+
+
+def test_size_limit_still_wins_after_a_bare_newline_stopped_the_content(codec: ModuleType) -> None:
+    # The bare LF stops the content first; the size limit is crossed later, by lines the
+    # fast path takes: the reply must still be the size one, in every chunking.
+    body = b"a\nb\r\n" + b"0123456789\r\n" * 20 + b".\r\n"
+    items = invariant(codec, HEAD + body, max_message_size=50)
+    assert ends(items)[0][5][1] == "message_too_big"

@@ -515,3 +515,25 @@ def test_a_slow_but_steady_client_is_not_cut_off() -> None:
             raw.send(b"NOOP\r\n")
             assert raw.reply() == b"250 2.0.0 OK\r\n"
             time.sleep(0.5)
+
+
+def test_a_data_trickled_below_the_minimum_rate_is_cut_off() -> None:
+    """Checklist B9: content must keep up data_min_rate, or the idle timeout cuts it."""
+    with running(Keep(), timeout=1.0, data_min_rate=100) as c, Raw(c.port) as raw:
+        greet(raw)
+        raw.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+        raw.replies(3)
+        started = time.monotonic()
+        got = b""
+        while time.monotonic() - started < 8 and not got:
+            try:
+                raw.send(b"x")  # 5 octets a second, far below 100
+            except OSError:
+                break
+            time.sleep(0.2)
+            raw.sock.settimeout(0.01)
+            try:
+                got = raw.sock.recv(1024)
+            except (TimeoutError, BlockingIOError):
+                pass
+        assert got.startswith(b"421 4.4.2 mx.test Error: timeout exceeded"), got

@@ -200,8 +200,9 @@ class ServerReader:
             return max(self.max_auth_line, self.max_command_line)
         return self.max_command_line
 
-    def _too_long(self) -> Violation:
-        if self._mode == LINE:
+    def _too_long(self, start: bytes) -> Violation:
+        # RFC 4954 §4: an AUTH line, initial response included, that is too long is 5.5.6
+        if self._mode == LINE or start[:5].upper() == b"AUTH ":
             return _violation("line_too_long", replies.AUTH_LINE_TOO_LONG)
         return _violation("line_too_long", replies.LINE_TOO_LONG)
 
@@ -220,14 +221,14 @@ class ServerReader:
         limit = self._line_limit(buf[pos : pos + 5])
         if end < 0:
             if len(buf) - pos > limit:
-                out.append(self._too_long())
+                out.append(self._too_long(buf[pos : pos + 5]))
                 self._discarding = True
                 if self._mode == LINE:
                     self._mode = PAUSED
                 return self._discard(buf, pos)
             return pos
         if nxt - pos > limit:
-            out.append(self._too_long())
+            out.append(self._too_long(buf[pos : pos + 5]))
             if self._mode == LINE:
                 self._mode = PAUSED
             return nxt
@@ -459,12 +460,18 @@ class ServerReader:
         crlf = region.count(b"\r\n")
         if region.count(b"\r") != crlf or region.count(b"\n") != crlf:
             return pos
-        if self.max_text_line is not None:
-            if max(map(len, region.split(b"\r\n"))) > self.max_text_line - 2:
+        # Once the content has stopped (a limit or a bare line end), the limits decide
+        # nothing more: only the real end and the bare-line-end flags still matter.
+        if not self._stopped:
+            if self.max_text_line is not None:
+                if max(map(len, region.split(b"\r\n"))) > self.max_text_line - 2:
+                    return pos
+            limit = self.max_message_size
+            if limit is not None and self._size + len(region) > limit:
                 return pos
-        if self.max_message_size is not None and self._size + len(region) > self.max_message_size:
-            return pos
         self._size += len(region)
+        if self.max_message_size is not None and self._size > self.max_message_size:
+            self._too_big = True  # a flag only: the content stopped before this region
         self._line_len = 0
         if not self._stopped:
             pieces.append(region)

@@ -524,7 +524,13 @@ class ServerConnection:
         if (
             self.config.strict_pipelining
             and self._pipelined()
-            and (verb in SYNC_VERBS or (verb == "AUTH" and " " not in cmd.arg))
+            and (
+                verb in SYNC_VERBS
+                or (verb == "AUTH" and " " not in cmd.arg)
+                # A client that said HELO was not offered PIPELINING: no groups at all
+                # (Postfix checks every command of a non-ESMTP session).
+                or self.hello == "HELO"
+            )
         ):
             # RFC 2920 §3.1 / checklist B3: nothing may follow these in one group.
             self._fatal(R(554, "Error: SMTP protocol synchronization", "5.5.0"))
