@@ -572,15 +572,16 @@ class ServerConnection:
         return None
 
     def _mail(self, cmd: Any) -> Event | None:
+        params = cmd.params  # each read of a Rust item's field builds a new object
         refusal = self._session_ready()
         if refusal is None and self.mail is not None:
             refusal = NESTED_MAIL
-        if refusal is None:
-            refusal = self._mail_params(cmd.params)
+        if refusal is None and params:
+            refusal = self._mail_params(params)
         if refusal is not None:
             self._refuse(refusal)
             return None
-        return ev.MailFrom(cmd.path, cmd.params)
+        return ev.MailFrom(cmd.path, params)
 
     def _mail_params(self, params: dict[str, str | None]) -> Response | None:
         c = self.config
@@ -619,16 +620,17 @@ class ServerConnection:
         if refusal is not None:
             self._refuse(refusal)
             return None
-        if not self.smtputf8 and not cmd.path.address.isascii():
+        path, params = cmd.path, cmd.params
+        if not self.smtputf8 and not path.address.isascii():
             self._refuse(NEED_SMTPUTF8)
             return None
-        refusal = self._rcpt_params(cmd.params)
+        refusal = self._rcpt_params(params) if params else None
         if refusal is None and len(self.recipients) >= self.config.max_recipients:
             refusal = TOO_MANY_RECIPIENTS
         if refusal is not None:
             self._refuse(refusal)
             return None
-        return ev.RcptTo(cmd.path, cmd.params)
+        return ev.RcptTo(path, params)
 
     def _rcpt_params(self, params: dict[str, str | None]) -> Response | None:
         for key, value in params.items():
