@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 import trustme
 
-import ferrosmtp.client as client_module
+import ferrosmtp._client_session as session_module
 from ferrosmtp.client import Client, SMTPResponse, send
 from ferrosmtp.errors import (
     SMTPConnectError,
@@ -680,7 +680,7 @@ def test_certificate_is_verified_by_default(ca: trustme.CA) -> None:
 def test_cleartext_password_refused_to_a_remote_plaintext_peer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_module, "_is_loopback", lambda peer: False)
+    monkeypatch.setattr(session_module, "_is_loopback", lambda peer: False)
 
     async def main() -> None:
         async with fake_server(capabilities=["AUTH PLAIN LOGIN"], auth=plain_auth) as server:
@@ -748,7 +748,9 @@ def test_other_commands_interleave_safely_with_pipelined_senders() -> None:
             assert all(
                 r == ({}, "2.0.0 Ok: queued") for i, r in enumerate(results) if i not in (3, 4)
             )
-            assert results[3].code == 250 and results[4].code == 250
+            noop, rset = results[3], results[4]
+            assert isinstance(noop, SMTPResponse) and isinstance(rset, SMTPResponse)
+            assert noop.code == 250 and rset.code == 250
             assert len(server.messages) == 6
             assert len(server.sessions) == 1
 

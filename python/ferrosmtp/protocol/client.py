@@ -47,6 +47,7 @@ from ferrosmtp import codec as _active_codec
 __all__ = [
     "ClientConnection",
     "Command",
+    "Event",
     "ExtensionNotSupported",
     "LocalProtocolError",
     "MessageTooLarge",
@@ -456,6 +457,17 @@ def _canonical_path_cached(
     return str(path.address), bool(path.is_null), bool(path.is_postmaster)
 
 
+def _octets(text: str) -> int | None:
+    """A SIZE value (RFC 1870: ASCII digits), or None if it is not one.
+
+    ``str.isdigit()`` is not the test: it takes "²", which ``int()`` refuses, and other
+    Unicode digits, which ``int()`` reads as numbers. Twenty digits are more octets than
+    any message; longer numbers are not read (``int()`` refuses thousands of digits)."""
+    if 0 < len(text) <= 20 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _line(verb: str, argument: str) -> bytes:
     # The last guard against injection: whatever built the argument, a command line
     # never carries a control character.
@@ -734,10 +746,10 @@ class ClientConnection:
                 extension = _BODY_EXTENSION.get(value.upper())
                 if extension is not None and extension not in names:
                     raise ExtensionNotSupported(extension, f"BODY={value}")
-            elif key == "SIZE" and value is not None and value.isdigit():
-                limit = self._max_size
-                if limit is not None and int(value) > limit:
-                    raise MessageTooLarge(int(value), limit)
+            elif key == "SIZE" and value is not None:
+                size, limit = _octets(value), self._max_size
+                if size is not None and limit is not None and size > limit:
+                    raise MessageTooLarge(size, limit)
         if command.verb == "MAIL" and command.utf8 and not command.has_param("SMTPUTF8"):
             raise LocalProtocolError("a UTF-8 sender needs the SMTPUTF8 parameter")
 
@@ -875,7 +887,7 @@ class ClientConnection:
         self._names = frozenset(extensions.extensions) if extensions is not None else frozenset()
         self._pipelining = "PIPELINING" in self._names
         size = self.extension_param("SIZE")
-        self._max_size = int(size) if size is not None and size.isdigit() and int(size) else None
+        self._max_size = (_octets(size) or None) if size is not None else None
 
     # --- Receiving replies ----------------------------------------------------------------
 
@@ -883,11 +895,14 @@ class ClientConnection:
         """Feed bytes from the server; get the replies they complete, matched to commands.
 
         Raises RemoteProtocolError (and closes the session) on a malformed reply, a
-        reply nothing asked for, or bytes after the 220 reply to STARTTLS.
+        reply nothing asked for, or bytes after the 220 reply to STARTTLS. Empty ``data``
+        changes nothing; report the end of the stream with ``connection_lost()``.
         """
         phase = self._phase
         if phase is Phase.CLOSED and not self._pending:
             return []  # after the reply to QUIT, or a 421, the server's words do not matter
+        if not data:
+            return []  # no news (the end of the stream is connection_lost(), not b"")
         if phase is Phase.TLS_HANDSHAKE:
             self._fail()
             raise RemoteProtocolError("data received after the 220 reply to STARTTLS")
@@ -915,7 +930,10 @@ class ClientConnection:
             ):
                 self._fail()
                 raise RemoteProtocolError("data received after the 220 reply to STARTTLS")
-            if phase is Phase.CLOSED:
+            if phase is Phase.CLOSED and not pending:
+                # The session is over (a 421, or the reply to QUIT): what follows does not
+                # matter. The phase alone does not say so: it is CLOSED as soon as a QUIT is
+                # sent, and replies to the commands pipelined before it are still due.
                 break
         return events
 

@@ -1,0 +1,214 @@
+"""The client's asyncio glue: an ``asyncio.Protocol`` that feeds the socket to the sans-IO
+``ClientConnection`` and hands each reply to whoever waits for it.
+
+It owns the transport, the per-reply timeouts (one alarm per connection) and write
+backpressure; it knows nothing of SMTP beyond what ``ClientConnection`` tells it. Any
+failure (lost connection, protocol error, 421, timeout) fails every waiter and makes the
+connection unusable: ``Client`` then raises the stored error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import cast
+
+from ferrosmtp._client_options import WRITE_BUFFER_HIGH
+from ferrosmtp.errors import (
+    SMTPException,
+    SMTPProtocolError,
+    SMTPReadTimeoutError,
+    SMTPServerDisconnected,
+    SMTPServiceUnavailable,
+)
+from ferrosmtp.protocol.client import (
+    ClientConnection,
+    Phase,
+    RemoteProtocolError,
+    Response,
+    ServerClosing,
+)
+
+__all__ = ["SMTPProtocol", "clone_error"]
+
+
+def clone_error(exc: SMTPException) -> SMTPException:
+    """A fresh copy, so that each waiter raises its own exception object (tracebacks
+    attached to a shared instance would pile up)."""
+    return type(exc)(*exc.args)
+
+
+class _Waiter:
+    """Someone waiting for the next ``count`` replies, until ``deadline`` (loop time)."""
+
+    __slots__ = ("count", "deadline", "future", "responses")
+
+    def __init__(
+        self, count: int, future: asyncio.Future[list[Response]], deadline: float | None
+    ) -> None:
+        self.count = count
+        self.future = future
+        self.deadline = deadline
+        self.responses: list[Response] = []
+
+
+class SMTPProtocol(asyncio.Protocol):
+    """Feeds the socket to the ClientConnection and hands replies to waiters in order.
+
+    Waiters are queued in the order their commands were written, so replies reach them in
+    that order whatever the read boundaries. Any failure (lost connection, protocol
+    error, 421, timeout) fails every waiter and makes the protocol unusable.
+
+    Timeouts use one alarm per connection rather than a timer per reply: each waiter
+    has a deadline, and the alarm, set for the earliest one, re-arms itself when it fires
+    early because that waiter has been answered meanwhile.
+    """
+
+    def __init__(
+        self,
+        conn: ClientConnection,
+        loop: asyncio.AbstractEventLoop,
+        greeting_timeout: float | None,
+    ) -> None:
+        self.conn = conn
+        self.loop = loop
+        self.greeting_timeout = greeting_timeout
+        self.greeting: asyncio.Future[list[Response]] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.error: SMTPException | None = None  # why the connection can no longer be used
+        self._waiters: deque[_Waiter] = deque()
+        self._paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._drain_deadline: float | None = None
+        self._alarm: asyncio.TimerHandle | None = None
+        self._alarm_at = 0.0
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # cast, not isinstance: uvloop's transports do not subclass asyncio.Transport.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        # The greeting may arrive before the connecting coroutine resumes: wait for it
+        # from the start.
+        self.greeting = self.expect(1, self.greeting_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except RemoteProtocolError as exc:
+            self.fail(SMTPProtocolError(f"{exc}; connection closed"))
+            return
+        waiters = self._waiters
+        for event in events:
+            if type(event) is ServerClosing or event.reply.code == 421:
+                self.fail(SMTPServiceUnavailable(421, str(event.reply.text)), graceful=True)
+                return
+            if not waiters:  # a reply to a command nobody waits for: cannot happen
+                self.fail(SMTPProtocolError("reply without a waiting command"))
+                return
+            waiter = waiters[0]
+            responses = waiter.responses
+            responses.append(event)  # type: ignore[arg-type]
+            if len(responses) == waiter.count:
+                waiters.popleft()
+                if not waiter.future.done():  # a cancelled waiter just drops its replies
+                    waiter.future.set_result(responses)
+        if self.conn.phase is Phase.TLS_HANDSHAKE and self.transport is not None:
+            # Read nothing more in plaintext: the next bytes belong to the TLS handshake.
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        return False  # close the transport; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.connection_lost()
+        reason = f"Connection lost: {exc}" if exc else "Connection lost"
+        self.fail(SMTPServerDisconnected(reason))
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # used by the client
+
+    def expect(self, count: int, timeout: float | None) -> asyncio.Future[list[Response]]:
+        """Register for the next ``count`` replies (before writing their commands)."""
+        if self.error is not None:
+            raise clone_error(self.error)
+        deadline = None
+        if timeout is not None:
+            deadline = self.loop.time() + timeout
+            if self._alarm is None or deadline < self._alarm_at:
+                self._set_alarm(deadline)
+        waiter = _Waiter(count, self.loop.create_future(), deadline)
+        self._waiters.append(waiter)
+        return waiter.future
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise clone_error(self.error)
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self, timeout: float | None) -> None:
+        """Wait until the transport's buffer is below its low-water mark."""
+        if self.error is not None:
+            raise clone_error(self.error)
+        if not self._paused:
+            return
+        self._drain = self.loop.create_future()
+        if timeout is not None:
+            self._drain_deadline = self.loop.time() + timeout
+            if self._alarm is None or self._drain_deadline < self._alarm_at:
+                self._set_alarm(self._drain_deadline)
+        try:
+            await self._drain
+        finally:
+            self._drain = None
+            self._drain_deadline = None
+
+    def fail(self, exc: SMTPException, *, graceful: bool = False) -> None:
+        """Make the connection unusable: close it, fail every waiter with ``exc``."""
+        if self.error is None:
+            self.error = exc
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+        self.conn.connection_lost()
+        if self.transport is not None and not self.transport.is_closing():
+            if graceful:
+                self.transport.close()
+            else:
+                self.transport.abort()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(clone_error(self.error))
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(clone_error(self.error))
+
+    def _set_alarm(self, when: float) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+        self._alarm = self.loop.call_at(when, self._on_alarm)
+        self._alarm_at = when
+
+    def _on_alarm(self) -> None:
+        self._alarm = None
+        now = self.loop.time() + 0.001  # the loop may run a timer a little early
+        deadlines = [w.deadline for w in self._waiters if w.deadline is not None]
+        if self._drain_deadline is not None:
+            deadlines.append(self._drain_deadline)
+        if not deadlines:
+            return
+        if min(deadlines) <= now:
+            self.fail(SMTPReadTimeoutError("Timed out waiting for server response"))
+        else:
+            self._set_alarm(min(deadlines))

@@ -1,0 +1,78 @@
+"""The lock that gives one transaction (or command exchange) at a time a ``Client``'s
+session, and lets a pipelining transaction hand it straight to the next one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable
+from typing import Any
+
+__all__ = ["FifoLock"]
+
+
+class FifoLock:
+    """A FIFO lock with a synchronous fast path (``try_acquire``): taken once per
+    message, so it should cost nothing when free. Ownership passes to the next waiter
+    directly on release."""
+
+    __slots__ = ("_held", "_waiters")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def locked(self) -> bool:
+        return self._held
+
+    def try_acquire(self) -> bool:
+        if self._held or self._waiters:
+            return False
+        self._held = True
+        return True
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # ownership was handed to us as we were cancelled
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def enqueue(self) -> asyncio.Future[None]:
+        """A place in the queue: the lock is the caller's when the future is done."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def forget(self, waiter: asyncio.Future[None]) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # still held: now by that waiter
+                return
+        self._held = False
+
+    def hand_to(self, waiter: asyncio.Future[None], when: Awaitable[Any] | None) -> None:
+        """Pass the lock to ``waiter`` (ahead of any other), waking it once ``when`` is
+        done: it has nothing to do before then."""
+        self.forget(waiter)
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        if isinstance(when, asyncio.Future) and not when.done():
+            when.add_done_callback(wake)
+        else:
+            wake()
