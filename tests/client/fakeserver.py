@@ -3,7 +3,8 @@
 It records every chunk it reads (so a test can prove that MAIL, RCPT and DATA arrived in
 one read: pipelining), answers like a plain server by default, and can be told to
 misbehave: refuse recipients, inject bytes after its STARTTLS reply, answer 421, send a
-reply nobody asked for, stay silent, give LMTP per-recipient replies, or accept BDAT.
+reply nobody asked for, stay silent, die mid-transaction, give LMTP per-recipient replies,
+or accept BDAT. ``server_proc.py`` runs it in a process of its own, to be killed.
 
 Loopback only; every connection is closed when the server stops.
 """
@@ -55,7 +56,14 @@ class Behaviour:
     helo_ok: bool = True
     auth: Callable[[bytes], bytes] | None = None  # AUTH line or SASL response line -> reply
     data_without_recipients: bool = False  # answer DATA with 354 even if nobody was accepted
-    extra_after: dict[str, bytes] = field(default_factory=dict)  # verb -> bytes after its reply
+    # verb (or "CONNECT", the greeting) -> bytes sent a moment after its reply
+    extra_after: dict[str, bytes] = field(default_factory=dict)
+    capabilities_after_tls: list[str] | None = None  # the EHLO capabilities once TLS is on
+    # Die (``FakeServer.die``: abort the connection, or kill the process) on reading this
+    # verb, before answering it; "content": on the first bytes of message content; "end":
+    # after the end of the content, before the final reply.
+    die_at: str | None = None
+    on_message: Callable[[Received], None] | None = None  # called before the final reply
 
 
 class FakeSession(asyncio.Protocol):
@@ -73,6 +81,7 @@ class FakeSession(asyncio.Protocol):
         self.rcpts: list[str] = []
         self.rcpt_params: list[str] = []
         self.accepted: list[str] = []
+        self.tls = server.implicit_tls is not None
 
     # asyncio
 
@@ -81,6 +90,9 @@ class FakeSession(asyncio.Protocol):
         self.transport = transport
         self.server.sessions.append(self)
         transport.write(self.behaviour.greeting)
+        extra = self.behaviour.extra_after.get("CONNECT")
+        if extra:  # a moment after the greeting, before any command
+            asyncio.get_running_loop().call_later(0.02, self.write, extra)
 
     def data_received(self, data: bytes) -> None:
         self.server.reads.append(data)
@@ -104,6 +116,9 @@ class FakeSession(asyncio.Protocol):
 
     def _process(self) -> None:
         while self.buffer and self.mode not in ("silent", "tls", "wait") and self.transport:
+            if self.mode in ("data", "bdat") and self.behaviour.die_at == "content":
+                self.server.die(self)
+                return
             if self.mode == "data":
                 end = self.buffer.find(b"\r\n.\r\n")
                 start_dot = self.buffer.startswith(b".\r\n") and not self.content
@@ -145,16 +160,15 @@ class FakeSession(asyncio.Protocol):
 
     def _end_message(self, content: bytes, via: str) -> None:
         self.mode = "command"  # or "wait" below, until a delayed reply is sent
-        self.server.messages.append(
-            Received(
-                self.mail_from,
-                self.mail_params,
-                list(self.rcpts),
-                list(self.rcpt_params),
-                content,
-                via,
-            )
+        received = Received(
+            self.mail_from, self.mail_params, list(self.rcpts), list(self.rcpt_params), content, via
         )
+        if self.behaviour.die_at == "end":
+            self.server.die(self)
+            return
+        self.server.messages.append(received)
+        if self.behaviour.on_message is not None:
+            self.behaviour.on_message(received)
         if self.behaviour.lmtp:
             for rcpt in self.accepted:
                 self.write(self.behaviour.lmtp_replies.get(rcpt, b"250 2.0.0 delivered\r\n"))
@@ -184,6 +198,9 @@ class FakeSession(asyncio.Protocol):
         b = self.behaviour
         self.server.commands.append(line)
         verb = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
+        if b.die_at == verb:
+            self.server.die(self)
+            return
         if b.close_after == verb:
             self.close()
             return
@@ -216,7 +233,10 @@ class FakeSession(asyncio.Protocol):
             if (verb == "LHLO") != b.lmtp:
                 self.write(b"500 5.5.1 command unrecognized\r\n")
                 return
-            lines = ["fake.test greets you", *b.capabilities]
+            capabilities = b.capabilities
+            if self.tls and b.capabilities_after_tls is not None:
+                capabilities = b.capabilities_after_tls
+            lines = ["fake.test greets you", *capabilities]
             out = "".join(
                 f"250{'-' if i < len(lines) - 1 else ' '}{text}\r\n" for i, text in enumerate(lines)
             )
@@ -300,6 +320,7 @@ class FakeSession(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.mode = "command"
+        self.tls = True
         self.server.tls_completed += 1
         self._process()  # what arrived over TLS before start_tls() returned
 
@@ -313,6 +334,8 @@ class FakeServer:
         *,
         implicit_tls: ssl.SSLContext | None = None,
         unix_path: str | None = None,
+        port: int = 0,
+        die: Callable[[FakeSession], None] | None = None,
     ) -> None:
         self.behaviour = behaviour or Behaviour()
         self.implicit_tls = implicit_tls  # TLS from the first byte (RFC 8314)
@@ -324,7 +347,9 @@ class FakeServer:
         self.tls_started = 0  # handshakes the server began
         self.tls_completed = 0  # handshakes that succeeded
         self.allow_rcpt_without_mail = False
-        self.port = 0
+        self.port = port  # 0: an ephemeral port, known once listening
+        self.deaths = 0  # times ``die`` ran
+        self._die = die
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> FakeServer:
@@ -335,7 +360,7 @@ class FakeServer:
             )
             return self
         self._server = await loop.create_server(
-            lambda: FakeSession(self), "127.0.0.1", 0, ssl=self.implicit_tls
+            lambda: FakeSession(self), "127.0.0.1", self.port, ssl=self.implicit_tls
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -347,6 +372,16 @@ class FakeServer:
             self._server.close()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def die(self, session: FakeSession) -> None:
+        """``Behaviour.die_at`` was reached: by default the connection is aborted (the
+        client sees a reset, as from a crashed server); ``die`` may kill the process."""
+        self.deaths += 1
+        if self._die is not None:
+            self._die(session)
+        elif session.transport is not None:
+            session.transport.abort()
+        session.mode = "silent"
 
     def read_containing(self, *needles: bytes) -> bytes | None:
         """The first single read that contains every needle, if any."""
