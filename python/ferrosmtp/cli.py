@@ -11,6 +11,7 @@ import logging
 import signal
 import ssl
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return _run_loop(_serve(server, args), args.loop)
 
 
-def _run_loop(main: Any, choice: str) -> int:
+def _run_loop(main: Coroutine[Any, Any, int], choice: str) -> int:
     """Run ``main`` on uvloop when asked for or available, else on asyncio's loop."""
     if choice != "asyncio":
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 _choice = os.environ.get("FERROSMTP_BACKEND", "").strip().lower() or "default"
 if _choice not in ("default", "rust", "pure"):
@@ -35,7 +36,14 @@ DataEnd = backend.DataEnd
 DotStuffer = backend.DotStuffer
 EhloReply = backend.EhloReply
 Line = backend.Line
-Path = backend.Path
+if TYPE_CHECKING:
+    # ``backend`` is only known at run time, so every name here is typed Any, and a
+    # variable cannot annotate anything. Path is used in annotations (events.MailFrom,
+    # events.RcptTo): the type checker sees the class the stub declares, whose interface
+    # the pure twin's Path shares. At run time it is the chosen backend's class, as before.
+    from ferrosmtp._core import Path as Path
+else:
+    Path = backend.Path
 Reply = backend.Reply
 ReplyReader = backend.ReplyReader
 ServerReader = backend.ServerReader

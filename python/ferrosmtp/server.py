@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard, cast
 
 from ferrosmtp import codec
 from ferrosmtp.auth import SASLCancelled, SASLError, decode_response
@@ -90,6 +90,12 @@ class AuthResult:
         return (
             f"AuthResult(success={self.success}, handled={self.handled}, message={self.message!r})"
         )
+
+
+def _is_auth_result(value: object) -> TypeGuard[AuthResult]:
+    # aiosmtpd's own AuthResult counts too (authenticators written for it import theirs);
+    # it has the same four attributes, which is all that is read from either.
+    return isinstance(value, AuthResult) or type(value).__name__ == "AuthResult"
 
 
 class LoginPassword(NamedTuple):
@@ -323,7 +329,9 @@ class SMTP(asyncio.Protocol):
         assert transport is not None and self._server.ssl_context is not None
         try:
             new_transport = await self.loop.start_tls(
-                transport,  # type: ignore[arg-type]
+                # A stream socket's transport, so a WriteTransport, which 3.11+'s
+                # start_tls asks for; the attribute is typed with the base class.
+                cast(asyncio.WriteTransport, transport),
                 self,
                 self._server.ssl_context,
                 server_side=True,
@@ -489,7 +497,7 @@ class SMTP(asyncio.Protocol):
 
     def _dispatch(self, event: ev.Event) -> Awaitable[None] | None:
         self._last_progress = self.loop.time()
-        return _HANDLERS[type(event)](self, event)  # type: ignore[no-any-return]
+        return _HANDLERS[type(event)](self, event)
 
     # -- output ------------------------------------------------------------------------------
 
@@ -866,7 +874,9 @@ class SMTP(asyncio.Protocol):
         self._tls_buffer = []
         try:
             new_transport = await self.loop.start_tls(
-                transport,  # type: ignore[arg-type]
+                # A stream socket's transport, so a WriteTransport, which 3.11+'s
+                # start_tls asks for; the attribute is typed with the base class.
+                cast(asyncio.WriteTransport, transport),
                 self,
                 self.tls_context,
                 server_side=True,
@@ -957,7 +967,7 @@ class SMTP(asyncio.Protocol):
             return
         success = "235 2.7.0 Authentication successful"
         invalid = "535 5.7.8 Authentication credentials invalid"
-        if isinstance(result, AuthResult) or type(result).__name__ == "AuthResult":
+        if _is_auth_result(result):
             if result.success:
                 session.authenticated = True
                 session.auth_data = result.auth_data
@@ -1090,14 +1100,16 @@ class SMTP(asyncio.Protocol):
             return AuthResult(success=False)
         return await self._authenticate("LOGIN", LoginPassword(login, password))
 
-    async def _authenticate(self, mechanism: str, auth_data: LoginPassword) -> Any:
+    async def _authenticate(self, mechanism: str, auth_data: LoginPassword) -> AuthResult:
         """Ask the authenticator (or the legacy auth_callback); either may be async."""
         server = self._server
         if server.authenticator is not None:
             result = server.authenticator(self, self.session, self.envelope, mechanism, auth_data)
             if inspect.isawaitable(result):
                 result = await result
-            return result
+            # An authenticator returns an AuthResult, ferrosmtp's or aiosmtpd's (same
+            # attributes). It is passed on unchecked; _run_auth checks what it got.
+            return cast(AuthResult, result)
         if server.auth_callback is not None:
             ok = server.auth_callback(mechanism, *auth_data)
             if inspect.isawaitable(ok):
