@@ -199,8 +199,13 @@ def _peer_text(peer: Any) -> str:
     return repr(peer)
 
 
+_NO_PEER = object()
+
+
 def _printable(text: str, limit: int = 200) -> str:
     """Text safe to log: control characters escaped, length capped."""
+    if len(text) <= limit and text.isprintable():
+        return text
     out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit])
     return out + ("..." if len(text) > limit else "")
 
@@ -267,6 +272,8 @@ class SMTP(asyncio.Protocol):
         self._write_paused = False
         self._admitted = False
         self._closing = False
+        self._labelled_peer: Any = _NO_PEER  # the peer _peer_label was made for
+        self._peer_label = ""
         self._peer_key: str | None = None
         self._auth_methods_cache: dict[str, Callable[..., Awaitable[Any]]] | None = None
 
@@ -531,7 +538,11 @@ class SMTP(asyncio.Protocol):
             self.transport.pause_reading()  # type: ignore[attr-defined]
 
     def _peer(self) -> str:
-        return _peer_text(self.session.peer if self.session else None)
+        """The client's address for log lines, formatted once (a line per message)."""
+        peer = self.session.peer if self.session else None
+        if peer is not self._labelled_peer:
+            self._labelled_peer, self._peer_label = peer, _peer_text(peer)
+        return self._peer_label
 
     def _on_timer(self) -> None:
         if self._closing or self.conn is None:
