@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -15,11 +17,12 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from ferrosmtp import __version__
+from ferrosmtp import __version__, _log
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_STARTUP = 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 log = logging.getLogger("ferrosmtp")
 
@@ -112,6 +115,13 @@ def add_serve_parser(subparsers: Any) -> None:
         default="auto",
         help="event loop: uvloop when installed (auto, the default), or asyncio's own",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT), supervised and restarted "
+        "if they die; limits apply per worker (default 1)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     p.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
     p.set_defaults(run=run_serve)
@@ -203,7 +213,14 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    server = Server(
+    if args.workers < 1 or (args.workers > 1 and args.port == 0):
+        print(
+            "ferrosmtp serve: --workers needs a count of 1 or more and a fixed --port",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    make_server = functools.partial(
+        Server,
         handler,
         hostname=args.hostname,
         data_size_limit=args.max_size,
@@ -220,7 +237,18 @@ def run_serve(args: argparse.Namespace) -> int:
         max_connections_per_ip=args.max_connections_per_ip,
         bare_newline=args.bare_newline,
     )
-    return _run_loop(_serve(server, args), args.loop)
+    if args.workers == 1:
+        return _run_loop(_serve(make_server(), args), args.loop)
+
+    from ferrosmtp._workers import supervise
+
+    def run_worker(index: int) -> int:
+        # The pid in every line tells the workers' logs apart; fixed once per worker, it
+        # costs nothing per record.
+        _log.set_format(LOG_FORMAT.replace("%(name)s", f"%(name)s[{os.getpid()}]"))
+        return _run_loop(_serve(make_server(), args, reuse_port=True), args.loop)
+
+    return supervise(args.workers, run_worker, startup_failure=EXIT_STARTUP)
 
 
 def _run_loop(main: Coroutine[Any, Any, int], choice: str) -> int:
@@ -239,9 +267,12 @@ def _run_loop(main: Coroutine[Any, Any, int], choice: str) -> int:
     return asyncio.run(main)
 
 
-async def _serve(server: Any, args: argparse.Namespace) -> int:
+async def _serve(server: Any, args: argparse.Namespace, *, reuse_port: bool = False) -> int:
     try:
-        await server.start(args.host, args.port)
+        if reuse_port:
+            await server.start(args.host, args.port, reuse_port=True)
+        else:
+            await server.start(args.host, args.port)
     except OSError as error:
         print(
             f"ferrosmtp serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
@@ -310,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.WARNING
     if getattr(args, "verbose", False):
         level = logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log.install(level, LOG_FORMAT, sys.stderr)
     _lighten_log_records()
     result: int = args.run(args)
     return result

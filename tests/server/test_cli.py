@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -103,3 +105,102 @@ def test_help() -> None:
         "--lmtp",
     ]:
         assert flag in result.stdout
+
+
+SERVE = [sys.executable, "-m", "ferrosmtp", "serve", "--hostname", "mx.test"]
+
+
+def _children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(child) for child in path.read_text().split()}
+
+
+def _wait_for(predicate: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def _send(port: int, count: int, tag: str) -> None:
+    for number in range(count):
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail(
+                "a@example.com", ["b@example.net"], f"Subject: {tag} {number}\r\n\r\nhi\r\n"
+            )
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_workers_share_the_port_are_restarted_and_stop_together(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SERVE, "--port", str(port), "--workers", "2", "--maildir", str(tmp_path / "box")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc)
+        _wait_for(lambda: len(_children(proc.pid)) == 2)
+        first = _children(proc.pid)
+        _send(port, 30, "before")
+        # A worker killed outright is replaced, and the port keeps answering meanwhile.
+        victim = min(first)
+        # (Connections the kernel had queued on its socket die with it, as with any
+        # SO_REUSEPORT listener: wait until it is gone.)
+        os.kill(victim, signal.SIGKILL)
+        _wait_for(lambda: victim not in _children(proc.pid))
+        _send(port, 5, "during")
+        _wait_for(lambda: len(_children(proc.pid)) == 2 and victim not in _children(proc.pid))
+        replaced = _children(proc.pid)
+        _send(port, 30, "after")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = out.decode()
+    assert proc.returncode == 0, log
+    assert len(list((tmp_path / "box" / "new").iterdir())) == 65
+    # Both workers took connections (the kernel spreads them; 30 all to one worker would
+    # be a 1 in 2**29 chance), and every worker is gone after the stop.
+    served = {int(pid) for pid in re.findall(r"ferrosmtp\.server\[(\d+)\]: \S+ connected", log)}
+    assert len(served & first) == 2 and served & (replaced - first), log
+    assert "restarting it" in log and "supervisor stopping 2 workers" in log
+    for pid in first | replaced:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
+
+
+def test_workers_stop_when_the_port_is_taken() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run(
+            [*SERVE, "--port", str(port), "--workers", "2", "--sink"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    assert out.returncode == 3, out
+    assert b"could not start" in out.stderr
+
+
+def test_workers_need_a_fixed_port(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "0", "--workers", "2", "--sink"]) == 2
+    assert main(["serve", "--workers", "0", "--sink"]) == 2
+    assert "--workers needs" in capsys.readouterr().err
+
+
+def test_log_lines_look_like_basic_config_lines() -> None:
+    from ferrosmtp._log import LineFormatter
+
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fast, usual = LineFormatter(fmt), logging.Formatter(fmt)
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
+        record = logging.LogRecord("ferrosmtp.server", logging.INFO, "x", 1, "%s hi", ("p",), None)
+        record.created, record.msecs = created, int(created % 1 * 1000)
+        assert fast.format(record) == usual.format(record)
