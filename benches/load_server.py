@@ -6,8 +6,8 @@ Servers (each in its own process, on its own 127.0.0.1 port, all started up fron
 * ``aiosmtpd``: ``python -m aiosmtpd -n -l 127.0.0.1:PORT -c aiosmtpd.handlers.Sink``
 * ``smtp-sink``: Postfix's C sink, the fast reference
 * ``ferrosmtp`` / ``ferrosmtp-pure``: ``python -m ferrosmtp serve --host 127.0.0.1 --port PORT
-  --sink -q`` (no log line per message, like the other two) with FERROSMTP_BACKEND=rust / pure; skipped with a message while that command does
-  not exist yet
+  --sink -q`` (no log line per message, like the other two) with FERROSMTP_BACKEND=rust /
+  pure; skipped with a message while that command does not exist yet
 * ``ferrosmtp-2w``: the same with ``--workers 2`` (two processes on one port; peak RSS
   counts the whole process tree)
 * anything else with ``--server NAME='command ... {port} ...'``
