@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 from ferrosmtp import codec
 from ferrosmtp._errors import CodecError, ReplyError
-from ferrosmtp.client import Client, Pool, SendResult, SMTPResponse, send
+from ferrosmtp.client import Client, Pool, SendResult, SMTPResponse, SMTPStatus, send
 from ferrosmtp.errors import (
     SMTPAuthenticationError,
     SMTPConnectError,
@@ -70,6 +70,7 @@ __all__ = [
     "SMTPSenderRefused",
     "SMTPServerDisconnected",
     "SMTPServiceUnavailable",
+    "SMTPStatus",
     "SMTPTimeoutError",
     "SendResult",
     "Server",

@@ -592,6 +592,39 @@ class Client:
 
         return await self._locked(run)
 
+    async def execute_command(self, *args: bytes | str, timeout: Timeout = DEFAULT) -> SMTPResponse:
+        """Send one command (``args`` joined by spaces, bytes as UTF-8) and return its
+        reply whatever its code, like aiosmtplib's ``execute_command``.
+
+        NOOP, RSET, QUIT (which then closes), HELP, VRFY and EXPN go out as themselves.
+        The other commands the session tracks (EHLO, MAIL, RCPT, DATA, BDAT, STARTTLS,
+        AUTH, ...) raise ``ValueError``: their methods keep the session in step. Anything
+        else (ETRN, an extension) may be sent outside a mail transaction and is never
+        pipelined. The session greets the server first if it has not yet. CR, LF, NUL and
+        other control characters raise ``ValueError``."""
+        text = " ".join(a.decode("utf-8") if isinstance(a, bytes) else a for a in args)
+        verb, _, rest = text.partition(" ")
+        upper = verb.upper()
+        if upper in ("NOOP", "RSET", "QUIT") and not rest:
+            command = Command.simple(upper)
+        elif upper == "HELP":
+            command = Command.help(rest or None)
+        elif upper in ("VRFY", "EXPN"):
+            command = Command.query(upper, rest, smtputf8=True)
+        else:
+            command = Command.other(text)
+
+        async def run() -> SMTPResponse:
+            try:
+                if upper != "QUIT":
+                    await self._ehlo_or_helo_if_needed()  # as the other command methods
+                return await self._command(command, timeout)
+            finally:
+                if upper == "QUIT":
+                    self.close()
+
+        return await self._locked(run)
+
     async def vrfy(
         self, address: str, /, *, options: Iterable[str] | None = None, timeout: Timeout = DEFAULT
     ) -> SMTPResponse:

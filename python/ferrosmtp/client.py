@@ -45,7 +45,7 @@ from ferrosmtp._client_options import SMTPTokenGenerator as SMTPTokenGenerator
 from ferrosmtp._client_options import SocketPathType as SocketPathType
 from ferrosmtp._client_options import Timeout as Timeout
 from ferrosmtp._client_pool import Pool
-from ferrosmtp._client_results import SendResult, SMTPResponse
+from ferrosmtp._client_results import SendResult, SMTPResponse, SMTPStatus
 from ferrosmtp._client_send import send
 from ferrosmtp._client_session import Client
 
@@ -55,6 +55,7 @@ __all__ = [
     "Client",
     "Pool",
     "SMTPResponse",
+    "SMTPStatus",
     "SendResult",
     "send",
 ]

@@ -702,3 +702,26 @@ def test_an_empty_read_changes_nothing_even_before_the_tls_handshake(backend: Mo
     assert conn.phase is Phase.TLS_HANDSHAKE
     conn.tls_started()
     assert conn.phase is Phase.UNIDENTIFIED
+
+
+def test_other_commands_only_between_transactions_and_never_pipelined(
+    backend: ModuleType,
+) -> None:
+    conn = ready(backend)
+    etrn = Command.other("ETRN example.org")
+    assert conn.send(etrn) == b"ETRN example.org\r\n"
+    with pytest.raises(LocalProtocolError, match="wait for the reply"):
+        conn.noop()  # not pipelined: its reply may change what the server expects
+    (reply,) = responses(conn.receive_data(b"250 queuing started\r\n"))
+    assert reply.command == "OTHER" and reply.code == 250 and conn.phase is Phase.READY
+    conn.mail("a@example.org")
+    conn.receive_data(b"250 ok\r\n")
+    with pytest.raises(LocalProtocolError, match="not allowed now"):
+        conn.send(etrn)  # inside a transaction: the server's state would be unknown
+    assert conn.outstanding == 0 and conn.phase is Phase.MAIL
+    for modelled in ("MAIL FROM:<a@b>", "data", "StartTLS", "AUTH PLAIN", "LHLO x", "BDAT 1"):
+        with pytest.raises(ValueError, match="changes the session"):
+            Command.other(modelled)
+    for bad in ("", " ", "ETRN\r\nRSET", "X\x00", "X" * 511, "(ETRN)"):
+        with pytest.raises(ValueError):
+            Command.other(bad)

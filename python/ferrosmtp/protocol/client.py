@@ -123,6 +123,7 @@ _TRANSITIONS: dict[Phase, dict[str, Phase]] = {
         "RSET": Phase.UNIDENTIFIED,
         "NOOP": Phase.UNIDENTIFIED,
         "HELP": Phase.UNIDENTIFIED,
+        "OTHER": Phase.UNIDENTIFIED,
         "QUIT": Phase.CLOSED,
     },
     Phase.READY: {
@@ -137,6 +138,7 @@ _TRANSITIONS: dict[Phase, dict[str, Phase]] = {
         "VRFY": Phase.READY,
         "EXPN": Phase.READY,
         "HELP": Phase.READY,
+        "OTHER": Phase.READY,
         "QUIT": Phase.CLOSED,
     },
     Phase.MAIL: {
@@ -179,7 +181,15 @@ _WAIT_FOR_REPLY = frozenset(
         "STARTTLS",
         "AUTH",
         "AUTH-RESPONSE",
+        "OTHER",
     }
+)
+
+# The verbs whose effect on the session this machine tracks; ``Command.other`` refuses
+# them.
+MODELLED_VERBS = frozenset(
+    {"EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT"}
+    | {"STARTTLS", "AUTH", "VRFY", "EXPN", "HELP"}
 )
 
 # Commands that need an extension, checked in ``_check``.
@@ -335,6 +345,28 @@ class Command(NamedTuple):
         if response != "*":
             _check_base64(response, allow_equals=False)
         return cls("AUTH-RESPONSE", "", response.encode("ascii") + b"\r\n")
+
+    @classmethod
+    def other(cls, text: str) -> Command:
+        """A command this state machine does not model, such as ETRN or a vendor
+        extension: the whole line without its CRLF. It may only be sent outside a mail
+        transaction, is never pipelined, and its reply does not change the session.
+
+        The commands the machine models (EHLO, MAIL, DATA, AUTH, ...) are refused here:
+        sent this way they would desynchronize the session; use their own constructors."""
+        if not isinstance(text, str) or not text.strip(" "):
+            raise ValueError("a command needs a verb")
+        if _CONTROL.search(text):
+            raise ValueError("command contains CR, LF, NUL or another control character")
+        verb = text.split(" ", 1)[0]
+        if _KEYWORD.fullmatch(verb) is None:
+            raise ValueError(f"not a command verb: {verb!r}")
+        if verb.upper() in MODELLED_VERBS:
+            raise ValueError(f"{verb.upper()} changes the session: use its own method")
+        line = text.encode("utf-8") + b"\r\n"
+        if len(line) > 512:  # RFC 5321 §4.5.3.1.4
+            raise ValueError("command line longer than 512 octets")
+        return cls("OTHER", text, line, not text.isascii())
 
     @classmethod
     def simple(cls, verb: str) -> Command:
