@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import enum
+import functools
 import inspect
 import ipaddress
 import logging
@@ -200,6 +201,20 @@ def _peer_text(peer: Any) -> str:
 
 
 _NO_PEER = object()
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_key(host: str) -> str:
+    """The key under which a client address is counted: the address, or its /64 for
+    IPv6 (one client per /64). Cached: clients come back, and parsing is most of the cost
+    of admitting a connection."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 6 and getattr(ip, "ipv4_mapped", None) is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(getattr(ip, "ipv4_mapped", None) or ip)
 
 
 def _printable(text: str, limit: int = 200) -> str:
@@ -1314,13 +1329,7 @@ class Server:
     @staticmethod
     def _ip_key(peer: Any) -> str:
         host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return str(host)
-        if ip.version == 6 and getattr(ip, "ipv4_mapped", None) is None:
-            return str(ipaddress.ip_network(f"{ip}/64", strict=False))  # one client per /64
-        return str(getattr(ip, "ipv4_mapped", None) or ip)
+        return _address_key(str(host))
 
     def _admit(self, smtp: SMTP, peer: Any) -> str | None:
         if self.max_connections is not None and len(self._connections) >= self.max_connections:
