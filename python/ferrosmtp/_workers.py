@@ -89,16 +89,20 @@ def _watch(
         if info is not None and info.si_signo in (signal.SIGINT, signal.SIGTERM):
             log.info("supervisor stopping %d workers", len(workers))
             return 0
-        for pid, status in _reap():
+        failed = False
+        for pid, status in _reap():  # every one of them: a reaped pid must leave ``workers``
             index = workers.pop(pid, None)
             if index is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
             if code == startup_failure:
                 log.error("worker %d could not start; stopping", index)
-                return startup_failure
-            log.error("worker %d (pid %d) exited with %d; restarting it", index, pid, code)
-            due.append((time.monotonic() + RESTART_DELAY, index))
+                failed = True
+            else:
+                log.error("worker %d (pid %d) exited with %d; restarting it", index, pid, code)
+                due.append((time.monotonic() + RESTART_DELAY, index))
+        if failed:
+            return startup_failure
         now = time.monotonic()
         for entry in [entry for entry in due if entry[0] <= now]:
             due.remove(entry)
@@ -131,7 +135,10 @@ def _stop(workers: dict[int, int]) -> None:
     for pid in workers:
         log.error("worker pid %d did not stop in %.0f s; killing it", pid, STOP_GRACE)
         _signal(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
     workers.clear()
 
 
