@@ -287,6 +287,7 @@ class SMTP(asyncio.Protocol):
         self._write_paused = False
         self._admitted = False
         self._closing = False
+        self._budget = EVENTS_PER_TURN  # events left before giving other connections a turn
         self._labelled_peer: Any = _NO_PEER  # the peer _peer_label was made for
         self._peer_label = ""
         self._peer_key: str | None = None
@@ -456,58 +457,25 @@ class SMTP(asyncio.Protocol):
     # -- the event loop of one connection -------------------------------------------------
 
     def _process(self) -> None:
-        """Answer events until the connection needs data; hand over to a task when a
-        hook must be awaited."""
-        conn = self.conn
-        assert conn is not None
-        budget = EVENTS_PER_TURN
+        """Answer the events that have arrived; hand over to a task when a hook must be
+        awaited (until then, no task and no coroutine: the fast path)."""
+        self._budget = EVENTS_PER_TURN  # called from the event loop: a new turn
         try:
-            while True:
-                event = conn.next_event()
-                if event is NEED_DATA:
-                    break
-                if event is CLOSED:
-                    self._finish()
-                    return
-                step = self._dispatch(event)
-                budget -= 1
-                if step is None and budget <= 0:
-                    step = asyncio.sleep(0)  # let other connections have a turn
-                if step is not None:
-                    self._flush()
-                    self._pause_reading()
-                    self._task = self.loop.create_task(self._process_async(step))
-                    return
+            step = self._advance()
         except Exception:
             log.exception("%s internal error", self._peer())
             self._abort()
             return
-        self._flush()
+        if step is not None:
+            self._pause_reading()  # no new input until the hook has answered
+            self._task = self.loop.create_task(self._process_async(step))
 
-    async def _process_async(self, step: Awaitable[None]) -> None:
-        conn = self.conn
-        assert conn is not None
+    async def _process_async(self, first: Awaitable[None]) -> None:
+        step: Awaitable[None] | None = first
         try:
-            await step
-            budget = EVENTS_PER_TURN
-            while True:
-                event = conn.next_event()
-                if event is NEED_DATA:
-                    break
-                if event is CLOSED:
-                    self._finish()
-                    return
-                step2 = self._dispatch(event)
-                if step2 is not None:
-                    self._flush()
-                    await step2
-                budget -= 1
-                if budget <= 0:
-                    # A hook that does not suspend never gives the loop back by itself.
-                    self._flush()
-                    await asyncio.sleep(0)
-                    budget = EVENTS_PER_TURN
-            self._flush()
+            while step is not None:
+                await step
+                step = self._advance()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -516,6 +484,32 @@ class SMTP(asyncio.Protocol):
         finally:
             self._task = None
             self._resume_reading()
+
+    def _advance(self) -> Awaitable[None] | None:
+        """Answer events until the connection needs data or closes (None), or until one
+        must be awaited: a hook, or ``asyncio.sleep(0)`` once this turn's budget of events
+        is spent (checklist B10: a read of thousands of pipelined commands must not keep
+        the loop from other connections, and a hook that does not suspend never gives it
+        back by itself). The replies written so far go out before any wait."""
+        conn = self.conn
+        assert conn is not None
+        while True:
+            if self._budget <= 0:
+                self._budget = EVENTS_PER_TURN
+                self._flush()
+                return asyncio.sleep(0)
+            event = conn.next_event()
+            if event is NEED_DATA:
+                self._flush()
+                return None
+            if event is CLOSED:
+                self._finish()
+                return None
+            self._budget -= 1
+            step = self._dispatch(event)
+            if step is not None:
+                self._flush()
+                return step
 
     def _dispatch(self, event: ev.Event) -> Awaitable[None] | None:
         self._last_progress = self.loop.time()
