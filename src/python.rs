@@ -311,63 +311,46 @@ impl PyViolation {
     }
 }
 
-#[pyclass(module = "ferrosmtp._core", name = "Data", frozen, freelist = 64)]
-pub struct PyData {
-    #[pyo3(get)]
-    data: Py<PyBytes>,
-}
-
-#[pymethods]
-impl PyData {
-    #[new]
-    fn new(data: Py<PyBytes>) -> Self {
-        PyData { data }
-    }
-
-    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> bool {
-        match other.cast::<PyData>() {
-            Ok(o) => self.data.as_bytes(py) == o.get().data.as_bytes(py),
-            Err(_) => false,
+/// A reader item that carries one bytes object, equal to another of its class when the
+/// bytes are: `Data` (message content) and `Line` (a line read in single-line mode).
+macro_rules! bytes_item {
+    ($rust:ident, $name:literal) => {
+        #[pyclass(module = "ferrosmtp._core", name = $name, frozen, freelist = 64)]
+        pub struct $rust {
+            #[pyo3(get)]
+            data: Py<PyBytes>,
         }
-    }
 
-    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
-        self.data.bind(py).hash()
-    }
+        #[pymethods]
+        impl $rust {
+            #[new]
+            fn new(data: Py<PyBytes>) -> Self {
+                $rust { data }
+            }
 
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!("Data(data={})", self.data.bind(py).repr()?))
-    }
-}
+            fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> bool {
+                match other.cast::<$rust>() {
+                    Ok(o) => self.data.as_bytes(py) == o.get().data.as_bytes(py),
+                    Err(_) => false,
+                }
+            }
 
-#[pyclass(module = "ferrosmtp._core", name = "Line", frozen)]
-pub struct PyLine {
-    #[pyo3(get)]
-    data: Py<PyBytes>,
-}
+            fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+                self.data.bind(py).hash()
+            }
 
-#[pymethods]
-impl PyLine {
-    #[new]
-    fn new(data: Py<PyBytes>) -> Self {
-        PyLine { data }
-    }
-
-    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> bool {
-        match other.cast::<PyLine>() {
-            Ok(o) => self.data.as_bytes(py) == o.get().data.as_bytes(py),
-            Err(_) => false,
+            fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+                Ok(format!(
+                    concat!($name, "(data={})"),
+                    self.data.bind(py).repr()?
+                ))
+            }
         }
-    }
-
-    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
-        self.data.bind(py).hash()
-    }
-
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!("Line(data={})", self.data.bind(py).repr()?))
-    }
+    };
 }
+
+bytes_item!(PyData, "Data");
+bytes_item!(PyLine, "Line");
 
 #[pyclass(module = "ferrosmtp._core", name = "DataEnd", frozen, eq, hash)]
 #[derive(Clone, PartialEq, Eq, Hash)]
