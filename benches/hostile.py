@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from tests.security.support import (  # noqa: E402
     MemorySampler,
     Prober,
+    ReplyCounter,
     ServerProcess,
     cli_server,
     codes,
@@ -112,40 +113,6 @@ def greet(sock: socket.socket) -> None:
         data += sock.recv(10000)
 
 
-class Reader:
-    """Reads replies in a thread (a client that does read) into ``data``."""
-
-    def __init__(self, sock: socket.socket, seconds: float) -> None:
-        self.sock = sock.dup()  # its own timeout, independent of the writer's
-        self.seconds = seconds
-        self.data = b""
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        try:
-            while time.monotonic() < deadline:
-                self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-                try:
-                    chunk = self.sock.recv(1 << 16)
-                except (TimeoutError, ConnectionResetError):
-                    break
-                if not chunk:
-                    break
-                self.data += chunk
-        finally:
-            self.sock.close()
-
-    def wait(self, count: int, timeout: float) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while len(codes(self.data)) < count and time.monotonic() < deadline:
-            if not self.thread.is_alive():
-                break
-            time.sleep(0.05)
-        return codes(self.data)
-
-
 def measured(
     name: str,
     sent: str,
@@ -191,12 +158,12 @@ def long_line(srv: ServerProcess) -> str:
 def endless_data(srv: ServerProcess) -> str:
     with connect(srv.port) as sock:
         greet(sock)
-        reader = Reader(sock, 90)
+        reader = ReplyCounter(sock, 90).start()
         sock.sendall(b"MAIL FROM:<big@example.com>\r\nRCPT TO:<r@example.net>\r\nDATA\r\n")
-        reader.wait(3, 10)
+        reader.wait_for(3, 10)
         push(sock, (b"B" * 1022 + b"\r\n") * 64, 100 * MIB, 60)
         sock.sendall(b"\r\n.\r\nQUIT\r\n")
-        reader.thread.join(30)
+        reader.join(30)
         return summarize(codes(reader.data))
 
 
@@ -204,16 +171,16 @@ def rcpt_flood(srv: ServerProcess) -> str:
     n = 100_000
     with connect(srv.port) as sock:
         greet(sock)
-        reader = Reader(sock, 90)
+        reader = ReplyCounter(sock, 90).start()
         sock.sendall(b"MAIL FROM:<many@example.com>\r\n")
         batch = b"".join(b"RCPT TO:<r%d@example.net>\r\n" % i for i in range(1000))
         for _ in range(n // 1000):
             sock.sendall(batch)
-        reader.wait(n + 1, 60)
+        reader.wait_for(n + 1, 60)
         sock.sendall(b"DATA\r\n")
-        reader.wait(n + 2, 10)
+        reader.wait_for(n + 2, 10)
         sock.sendall(b"Subject: many\r\n\r\nx\r\n.\r\nQUIT\r\n")
-        reader.thread.join(30)
+        reader.join(30)
         return summarize(codes(reader.data))
 
 
@@ -226,8 +193,8 @@ def rcpt_flood_no_read(srv: ServerProcess) -> str:
         writer = threading.Thread(target=push, args=(sock, payload, len(payload), 30))
         writer.start()
         time.sleep(3)  # the client reads nothing for 3 s
-        reader = Reader(sock, 60)
-        seen = reader.wait(n + 1, 60)
+        reader = ReplyCounter(sock, 60).start()
+        seen = reader.wait_for(n + 1, 60)
         writer.join(30)
         return summarize(seen)
 
@@ -235,9 +202,9 @@ def rcpt_flood_no_read(srv: ServerProcess) -> str:
 def junk_flood(srv: ServerProcess) -> str:
     with connect(srv.port) as sock:
         greet(sock)
-        reader = Reader(sock, 15)
+        reader = ReplyCounter(sock, 15).start()
         sent = push(sock, b"XYZZY junk\r\n" * 5000, 200 * MIB, 10)
-        reader.thread.join(20)
+        reader.join(20)
         return summarize(codes(reader.data)) + f", EOF ({sent} bytes written)"
 
 
@@ -254,8 +221,8 @@ def noops_no_read(srv: ServerProcess) -> str:
         sock.sendall(b"NOOP\r\n" * 5000)
         sent = push(sock, b"NOOP\r\n" * 10_000, 1 * MIB, 5)
         time.sleep(1)
-        reader = Reader(sock, 60)
-        return summarize(reader.wait(5000 + sent // 6, 60))
+        reader = ReplyCounter(sock, 60).start()
+        return summarize(reader.wait_for(5000 + sent // 6, 60))
 
 
 def bdat_flood(srv: ServerProcess) -> str:
@@ -263,12 +230,12 @@ def bdat_flood(srv: ServerProcess) -> str:
     sync point, no junk command), as fast as the server answers, for 8 s."""
     with connect(srv.port) as sock:
         greet(sock)
-        reader = Reader(sock, 30)
+        reader = ReplyCounter(sock, 30).start()
         sent = push(sock, BDAT_GROUP * 1000, 1 << 40, 8)
         offset = sent % len(BDAT_GROUP)
         sock.sendall(BDAT_GROUP[offset:] if offset else b"")  # end on a whole group
         sock.sendall(b"QUIT\r\n")
-        reader.thread.join(30)
+        reader.join(30)
         return summarize(codes(reader.data))
 
 

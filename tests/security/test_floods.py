@@ -19,6 +19,7 @@ from tests.security.support import (
     LOOPS,
     MemorySampler,
     Prober,
+    ReplyCounter,
     codes,
     connect,
     push,
@@ -50,48 +51,6 @@ def read_until(sock: socket.socket, marker: bytes, timeout: float = 10.0) -> byt
             raise ConnectionError(f"closed before {marker!r}; got {out[-200:]!r}")
         out += chunk
     return out
-
-
-class ReplyCounter:
-    """Reads replies in a thread while the test writes (a client that does read)."""
-
-    def __init__(self, sock: socket.socket, seconds: float = 60.0) -> None:
-        # A socket object of its own: its timeout must not change the writer's.
-        self.sock = sock.dup()
-        self.seconds = seconds
-        self.data = b""
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        try:
-            while time.monotonic() < deadline:
-                self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-                try:
-                    chunk = self.sock.recv(1 << 16)
-                except (TimeoutError, ConnectionResetError):
-                    break
-                if not chunk:
-                    break
-                self.data += chunk
-        finally:
-            self.sock.close()
-
-    def start(self) -> ReplyCounter:
-        self._thread.start()
-        return self
-
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while len(codes(self.data)) < count and time.monotonic() < deadline:
-            if not self._thread.is_alive():
-                break
-            time.sleep(0.05)
-        return codes(self.data)
-
-    def join(self, timeout: float = 30.0) -> list[int]:
-        self._thread.join(timeout)
-        return codes(self.data)
 
 
 def assert_probes_ok(prober: Prober) -> None:
