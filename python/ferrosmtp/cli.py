@@ -8,6 +8,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import signal
@@ -95,8 +96,16 @@ def add_serve_parser(subparsers: Any) -> None:
     p.add_argument(
         "--max-connections-per-ip",
         type=int,
-        default=None,
-        help="per client address (default: none)",
+        default=50,
+        help="simultaneous connections per client address, IPv6 per /64; 0 for no limit "
+        "(default 50, as Postfix)",
+    )
+    p.add_argument(
+        "--connection-limit-exempt",
+        action="append",
+        metavar="NETWORK",
+        help="clients in this network are not held to --max-connections-per-ip "
+        "(repeatable; default: loopback, 127.0.0.0/8 and ::1)",
     )
     p.add_argument(
         "--timeout", type=float, default=300, help="idle timeout in seconds (default 300)"
@@ -213,6 +222,14 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    try:
+        exempt = [
+            str(ipaddress.ip_network(network, strict=False))
+            for network in args.connection_limit_exempt or ["127.0.0.0/8", "::1/128"]
+        ]
+    except ValueError as error:
+        print(f"ferrosmtp serve: --connection-limit-exempt: {error}", file=sys.stderr)
+        return EXIT_USAGE
     if args.workers < 1 or (args.workers > 1 and args.port == 0):
         print(
             "ferrosmtp serve: --workers needs a count of 1 or more and a fixed --port",
@@ -234,7 +251,8 @@ def run_serve(args: argparse.Namespace) -> int:
         lmtp=args.lmtp,
         max_recipients=args.max_recipients,
         max_connections=args.max_connections,
-        max_connections_per_ip=args.max_connections_per_ip,
+        max_connections_per_ip=args.max_connections_per_ip or None,
+        connection_limit_exempt=exempt,
         bare_newline=args.bare_newline,
     )
     if args.workers == 1:

@@ -1193,6 +1193,7 @@ class Server:
         auth_failure_window: float = 600.0,
         max_connections: int | None = 2000,
         max_connections_per_ip: int | None = None,
+        connection_limit_exempt: Iterable[str] = (),
         max_line_length: int | None = None,
         command_size_limit: int = 512,
         bare_newline: str = "reject",
@@ -1225,6 +1226,12 @@ class Server:
         self.lmtp = lmtp
         self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip
+        # Networks whose clients max_connections_per_ip does not count (Postfix exempts
+        # $mynetworks the same way): a local relay feeding many connections at once.
+        self.connection_limit_exempt = tuple(
+            ipaddress.ip_network(network, strict=False) for network in connection_limit_exempt
+        )
+        self._exempt_cache: dict[str, bool] = {}
         self.auth_failure_delay = auth_failure_delay
         self.max_auth_failures_per_ip = max_auth_failures_per_ip
         self.auth_failure_window = auth_failure_window
@@ -1332,12 +1339,32 @@ class Server:
         if (
             self.max_connections_per_ip is not None
             and self._per_ip[key] >= self.max_connections_per_ip
+            and not self._exempt(peer)
         ):
             return "Error: too many connections from your address"
         self._connections.add(smtp)
         self._per_ip[key] += 1
         smtp._peer_key = key
         return None
+
+    def _exempt(self, peer: Any) -> bool:
+        """Whether the client's address is in ``connection_limit_exempt``."""
+        if not self.connection_limit_exempt:
+            return False
+        host = str(peer[0] if isinstance(peer, tuple) and peer else peer)
+        exempt = self._exempt_cache.get(host)
+        if exempt is None:
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                exempt = False
+            else:
+                ip = getattr(ip, "ipv4_mapped", None) or ip
+                exempt = any(ip in network for network in self.connection_limit_exempt)
+            if len(self._exempt_cache) >= 4096:
+                self._exempt_cache.clear()
+            self._exempt_cache[host] = exempt
+        return exempt
 
     def _release(self, smtp: SMTP) -> None:
         self._connections.discard(smtp)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ferrosmtp.cli import main
+from ferrosmtp.cli import build_parser, main
 
 
 def free_port() -> int:
@@ -204,3 +204,39 @@ def test_log_lines_look_like_basic_config_lines() -> None:
         record = logging.LogRecord("ferrosmtp.server", logging.INFO, "x", 1, "%s hi", ("p",), None)
         record.created, record.msecs = created, int(created % 1 * 1000)
         assert fast.format(record) == usual.format(record)
+
+
+def _banners(port: int, count: int) -> list[bytes]:
+    """The first bytes each of ``count`` simultaneous connections gets."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+    try:
+        return [sock.recv(200) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("exempt", [None, "10.0.0.0/8"])
+def test_per_address_limit_spares_loopback_by_default(exempt: str | None) -> None:
+    port = free_port()
+    args = [*SERVE, "--port", str(port), "--sink", "--max-connections-per-ip", "2"]
+    if exempt:
+        args += ["--connection-limit-exempt", exempt]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        banners = _banners(port, 4)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    if exempt is None:  # loopback is exempt unless the exemptions are replaced
+        assert all(b.startswith(b"220 ") for b in banners), banners
+    else:
+        assert [b[:4] for b in banners] == [b"220 ", b"220 ", b"421 ", b"421 "], banners
+
+
+def test_per_address_limit_options(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["serve"])
+    assert args.max_connections_per_ip == 50
+    assert main(["serve", "--connection-limit-exempt", "not-a-network", "--sink"]) == 2
+    assert "--connection-limit-exempt" in capsys.readouterr().err

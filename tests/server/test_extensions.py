@@ -295,6 +295,22 @@ def test_connection_limits() -> None:
             )
 
 
+def test_exempt_networks_are_not_held_to_the_per_address_limit() -> None:
+    with (
+        running(Keep(), max_connections_per_ip=1, connection_limit_exempt=["127.0.0.0/8"]) as c,
+        Raw(c.port) as a,
+        Raw(c.port) as b,
+    ):
+        assert a.reply().startswith(b"220 ") and b.reply().startswith(b"220 ")
+    with (
+        running(Keep(), max_connections_per_ip=1, connection_limit_exempt=["10.0.0.0/8"]) as c,
+        Raw(c.port) as a,
+    ):
+        a.reply()
+        with Raw(c.port) as second:
+            assert second.read_to_eof().startswith(b"421 4.7.0 mx.test Error: too many")
+
+
 def test_early_talker_gets_554_and_no_banner() -> None:
     with running(Keep(), greeting_delay=0.3) as c, Raw(c.port) as raw:
         raw.send(b"EHLO client.test\r\n")
