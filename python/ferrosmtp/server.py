@@ -542,6 +542,15 @@ class SMTP(asyncio.Protocol):
         )
         self._close_transport()
 
+    def _shut_down(self) -> None:
+        """The server is stopping: say so (RFC 5321 §3.8: 421, then close), whatever the
+        session was doing. A message not yet answered is not kept; its client will retry."""
+        if self._closing or self.transport is None:
+            return
+        if self._greeted:
+            self._write(codec.format_reply(421, f"{self.hostname} Service shutting down", "4.3.2"))
+        self._close_transport()
+
     def _pause_reading(self) -> None:
         if self.transport is not None and not self._closing:
             self.transport.pause_reading()  # type: ignore[attr-defined]
@@ -1446,8 +1455,7 @@ class Server:
         if self._server is not None:
             self._server.close()
         for smtp in list(self._connections):
-            if smtp.transport is not None:
-                smtp.transport.close()
+            smtp._shut_down()
 
     async def wait_closed(self) -> None:
         if self._server is not None:

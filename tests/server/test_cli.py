@@ -240,3 +240,39 @@ def test_per_address_limit_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert args.max_connections_per_ip == 50
     assert main(["serve", "--connection-limit-exempt", "not-a-network", "--sink"]) == 2
     assert "--connection-limit-exempt" in capsys.readouterr().err
+
+
+def test_sigterm_tells_connected_clients_421_and_keeps_no_partial_message(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    box = tmp_path / "box"
+    proc = subprocess.Popen(
+        [*SERVE, "--port", str(port), "--maildir", str(box), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc)
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        busy = socket.create_connection(("127.0.0.1", port), timeout=10)
+        for sock in (idle, busy):
+            assert sock.recv(200).startswith(b"220 ")
+        busy.sendall(b"EHLO c.example\r\n")
+        busy.recv(1000)
+        busy.sendall(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+        _wait_for(lambda: (box / "tmp").exists())
+        busy.sendall(b"Subject: cut short\r\n\r\n" + b"x" * 100_000 + b"\r\n")
+        _wait_for(lambda: any((box / "tmp").iterdir()))  # the message is being written
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        for sock in (idle, busy):
+            data = b""
+            while chunk := sock.recv(1000):
+                data += chunk
+            assert data.endswith(b"421 4.3.2 mx.test Service shutting down\r\n"), data
+            sock.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not any((box / "new").iterdir()) and not any((box / "tmp").iterdir())
