@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import ModuleType
 from typing import Any, NamedTuple, TypeGuard, cast
 
-from ferrosmtp import codec
+from ferrosmtp import codec, proxy
 from ferrosmtp.auth import SASLCancelled, SASLError, decode_response
 from ferrosmtp.protocol import events as ev
 from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Response
@@ -288,6 +288,8 @@ class SMTP(asyncio.Protocol):
         self._admitted = False
         self._closing = False
         self._budget = EVENTS_PER_TURN  # events left before giving other connections a turn
+        self._proxy_buffer: bytearray | None = None  # waiting for a PROXY header
+        self._proxy_timer: asyncio.TimerHandle | None = None
         self._labelled_peer: Any = _NO_PEER  # the peer _peer_label was made for
         self._peer_label = ""
         self._peer_key: str | None = None
@@ -333,6 +335,13 @@ class SMTP(asyncio.Protocol):
         self._timer = self.loop.call_later(self._server.timeout, self._on_timer)
         if log.isEnabledFor(logging.INFO):
             log.info("%s connected", _peer_text(peer))
+        if self._server.proxy_protocol_timeout is not None:
+            # The load balancer's header first; the greeting once it has been accepted.
+            self._proxy_buffer = bytearray()
+            self._proxy_timer = self.loop.call_later(
+                self._server.proxy_protocol_timeout, self._proxy_refused, "PROXY header timeout"
+            )
+            return
         if self._server.ssl_context is not None:
             # Implicit TLS (RFC 8314): the connection was admitted (and counted) above, in
             # plaintext, so a flood of silent handshakes cannot pass max_connections.
@@ -340,6 +349,66 @@ class SMTP(asyncio.Protocol):
             self._task = self.loop.create_task(self._implicit_tls())
         else:
             self._greet_soon()
+
+    # -- the PROXY protocol header (proxy.py), before the greeting ---------------------------
+
+    def _proxy_received(self, data: bytes) -> None:
+        buffer = self._proxy_buffer
+        assert buffer is not None and self.session is not None
+        buffer += data
+        found = proxy.read_header(bytes(buffer))
+        if found is None:
+            return  # incomplete; read_header bounds how long a header may grow
+        header, used = found
+        self._proxy_buffer = None
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
+        self.session.proxy_data = header
+        if not header.valid:
+            self._proxy_refused(header.error)
+            return
+        if len(buffer) > used:
+            # Bytes after the header, before our greeting: an early talker (checklist B3).
+            self._greeted = True
+            self._write(codec.format_reply(554, "Error: SMTP protocol synchronization", "5.5.0"))
+            self._close_transport()
+            return
+        hook = self._hooks.get("PROXY")
+        if hook is None:
+            self._greet_soon()
+        else:
+            self._pause_reading()
+            self._task = self.loop.create_task(self._proxy_hook(hook, header))
+
+    async def _proxy_hook(self, hook: Callable[..., Any], header: proxy.ProxyData) -> None:
+        """aiosmtpd's rule: a true value accepts the connection. A hook that raises
+        refuses it (never an accident that lets an unchecked client in)."""
+        try:
+            result = hook(self, self.session, self.envelope, header)
+            if inspect.isawaitable(result):
+                result = await result
+            accepted = bool(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s handle_PROXY failed", self._peer())
+            accepted = False
+        finally:
+            self._task = None
+        if self._closing:
+            return
+        if accepted:
+            self._resume_reading()
+            self._greet_soon()
+        else:
+            self._proxy_refused("refused by handle_PROXY")
+
+    def _proxy_refused(self, why: str) -> None:
+        """No greeting and no reply: whoever sent this is not the load balancer."""
+        if self._closing:
+            return
+        log.info("%s PROXY: %s", self._peer(), why)
+        self._close_transport()
 
     def _greet_soon(self) -> None:
         if self._server.greeting_delay > 0:
@@ -389,6 +458,9 @@ class SMTP(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         if conn is None or self._closing:
+            return
+        if self._proxy_buffer is not None:
+            self._proxy_received(data)
             return
         if self._tls_buffer is not None and not self._greeted:
             self._tls_buffer.append(data)  # decrypted data read before start_tls returned
@@ -1203,6 +1275,7 @@ class Server:
         max_connections: int | None = 2000,
         max_connections_per_ip: int | None = None,
         connection_limit_exempt: Iterable[str] = (),
+        proxy_protocol_timeout: float | None = None,
         max_line_length: int | None = None,
         command_size_limit: int = 512,
         bare_newline: str = "reject",
@@ -1241,6 +1314,12 @@ class Server:
             ipaddress.ip_network(network, strict=False) for network in connection_limit_exempt
         )
         self._exempt_cache: dict[str, bool] = {}
+        # aiosmtpd's option: expect a PROXY protocol header (proxy.py) before the greeting.
+        if proxy_protocol_timeout is not None and proxy_protocol_timeout <= 0:
+            raise ValueError("proxy_protocol_timeout must be > 0")
+        if proxy_protocol_timeout is not None and ssl_context is not None:
+            raise ValueError("the PROXY protocol with implicit TLS is not supported")
+        self.proxy_protocol_timeout = proxy_protocol_timeout
         self.auth_failure_delay = auth_failure_delay
         self.max_auth_failures_per_ip = max_auth_failures_per_ip
         self.auth_failure_window = auth_failure_window
