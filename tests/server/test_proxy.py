@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ferrosmtp.proxy import AF, PROTO, V2_CMD, V2_SIGNATURE, ProxyData, read_header
 from ferrosmtp.server import Server
@@ -187,3 +189,30 @@ def test_swaks_sends_the_header(version: str) -> None:
     assert data.version == int(version) and data.valid
     assert data.src_addr == ipaddress.ip_address("198.51.100.9") and data.src_port == 5555
     assert len(handler.messages) == 1
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(lambda tail: b"PROXY " + tail, st.binary(max_size=200)),
+        st.builds(lambda tail: V2_SIGNATURE + tail, st.binary(max_size=300)),
+    )
+)
+@settings(max_examples=2000, deadline=None)
+def test_arbitrary_bytes_never_raise_and_stay_bounded(raw: bytes) -> None:
+    found = read_header(raw)
+    if found is None:
+        # Waiting for more is only allowed while a header can still come, and a v1 header
+        # cannot grow past 107 octets.
+        assert (
+            raw.startswith((b"PROXY", V2_SIGNATURE))
+            or V2_SIGNATURE.startswith(raw)
+            or (b"PROXY".startswith(raw[:5]))
+        )
+        assert not raw.startswith(b"PROXY") or len(raw) < 107
+        return
+    header, used = found
+    assert 0 < used <= len(raw) or (used == 0 and raw == b"")
+    assert header.whole_raw == raw[:used] or not header.valid
+    if header.valid:
+        assert header.version in (1, 2)
