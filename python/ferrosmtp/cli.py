@@ -110,6 +110,13 @@ def add_serve_parser(subparsers: Any) -> None:
     p.add_argument(
         "--timeout", type=float, default=300, help="idle timeout in seconds (default 300)"
     )
+    p.add_argument(
+        "--proxy-protocol",
+        type=float,
+        metavar="SECONDS",
+        help="expect a PROXY protocol v1/v2 header (HAProxy) within SECONDS before the "
+        "greeting; only for a port that nothing but the load balancer can reach",
+    )
     p.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033) instead of SMTP")
     p.add_argument(
         "--bare-newline",
@@ -201,6 +208,12 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.implicit_tls and args.tls_cert is None:
         print("ferrosmtp serve: --implicit-tls needs --tls-cert and --tls-key", file=sys.stderr)
         return EXIT_USAGE
+    if args.proxy_protocol is not None and (args.proxy_protocol <= 0 or args.implicit_tls):
+        print(
+            "ferrosmtp serve: --proxy-protocol needs a positive timeout and no --implicit-tls",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.require_starttls and (args.tls_cert is None or args.implicit_tls):
         print(
             "ferrosmtp serve: --require-starttls needs --tls-cert/--tls-key, "
@@ -253,6 +266,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         max_connections_per_ip=args.max_connections_per_ip or None,
         connection_limit_exempt=exempt,
+        proxy_protocol_timeout=args.proxy_protocol,
         bare_newline=args.bare_newline,
     )
     if args.workers == 1:

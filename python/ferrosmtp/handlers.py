@@ -82,6 +82,9 @@ def received_header(
     """
     peer = session.peer
     ip = peer[0] if isinstance(peer, tuple) else str(peer or "unknown")
+    proxied = getattr(session, "proxy_data", None)
+    if proxied is not None and proxied.valid and proxied.src_addr is not None:
+        ip = str(proxied.src_addr)  # behind a load balancer: the client it speaks for
     helo = session.host_name or "unknown"
     by = getattr(server, "hostname", None) or socket.getfqdn()
     parts = [

@@ -278,3 +278,29 @@ def test_sigterm_tells_connected_clients_421_and_keeps_no_partial_message(
         if proc.poll() is None:
             proc.kill()
     assert not any((box / "new").iterdir()) and not any((box / "tmp").iterdir())
+
+
+def test_proxy_protocol_option_names_the_real_client_in_received(tmp_path: Path) -> None:
+    port = free_port()
+    box = tmp_path / "box"
+    proc = subprocess.Popen(
+        [*SERVE, "--port", str(port), "--maildir", str(box), "--proxy-protocol", "5", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc)  # (a probe without a header: closed by the server)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"PROXY TCP4 198.51.100.9 192.0.2.25 5555 25\r\n")
+        client = smtplib.SMTP()
+        client.sock, client.file = sock, None
+        assert client.getreply()[0] == 220
+        client.ehlo("c.example")
+        client.sendmail("a@example.com", ["b@example.net"], b"Subject: proxied\r\n\r\nhi\r\n")
+        client.quit()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    [stored] = list((box / "new").iterdir())
+    assert stored.read_bytes().startswith(b"Received: from c.example ([198.51.100.9])")
+    assert main(["serve", "--proxy-protocol", "0", "--sink"]) == 2
