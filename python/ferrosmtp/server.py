@@ -541,6 +541,10 @@ class SMTP(asyncio.Protocol):
         if step is not None:
             self._pause_reading()  # no new input until the hook has answered
             self._task = self.loop.create_task(self._process_async(step))
+            limit = self._server.hook_timeout
+            if limit is not None and limit < self._server.timeout and self._timer is not None:
+                self._timer.cancel()  # the hook's deadline comes before the idle one
+                self._timer = self.loop.call_later(limit, self._on_timer)
 
     async def _process_async(self, first: Awaitable[None]) -> None:
         step: Awaitable[None] | None = first
@@ -637,13 +641,21 @@ class SMTP(asyncio.Protocol):
     def _on_timer(self) -> None:
         if self._closing or self.conn is None:
             return
-        timeout = self._server.timeout
-        idle = self.loop.time() - self._last_progress
+        # While a hook runs (a task, not waiting for input), the time since its event was
+        # dispatched is the hook's time, held to hook_timeout instead of the idle timeout.
         busy = self._task is not None and self._input_waiter is None
-        if busy or idle < timeout:
-            self._timer = self.loop.call_later(
-                max(timeout - idle, 0.01) if not busy else timeout, self._on_timer
+        limit = self._server.hook_timeout if busy else self._server.timeout
+        idle = self.loop.time() - self._last_progress
+        if limit is None or idle < limit:
+            wait = self._server.timeout if limit is None else max(limit - idle, 0.01)
+            self._timer = self.loop.call_later(wait, self._on_timer)
+            return
+        if busy:
+            log.warning("%s handler did not answer in %.0f s; closing", self._peer(), limit)
+            self._write(
+                codec.format_reply(421, f"{self.hostname} Error: handler timed out", "4.3.0")
             )
+            self._close_transport()  # connection_lost() cancels the hook's task
             return
         log.info("%s idle timeout", self._peer())
         self.conn.timeout()
@@ -1259,6 +1271,7 @@ class Server:
         require_starttls: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 300,
+        hook_timeout: float | None = 300,
         tls_handshake_timeout: float = 30,
         auth_required: bool = False,
         auth_require_tls: bool = True,
@@ -1300,6 +1313,12 @@ class Server:
         self.require_starttls = require_starttls
         self.ssl_context = ssl_context
         self.timeout = timeout
+        # A handler hook that has not answered after this long (a hung database, a stuck
+        # milter-like check) ends the connection with 421 4.3.0, as Postfix does for a
+        # policy service or milter that times out; None waits for ever.
+        if hook_timeout is not None and hook_timeout <= 0:
+            raise ValueError("hook_timeout must be > 0")
+        self.hook_timeout = hook_timeout
         self.tls_handshake_timeout = tls_handshake_timeout
         self.auth_required = auth_required
         self.auth_require_tls = auth_require_tls
