@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import pytest
+import trustme
 
 from tests.conftest import BACKENDS, load_backend
 from tests.peers import (  # noqa: F401  (fixtures, used by name)
@@ -51,3 +52,9 @@ def backend(
     ferrosmtp.protocol.client._canonical_path_cached.cache_clear()
     yield module
     ferrosmtp.protocol.client._canonical_path_cached.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A certificate authority made at test time (trustme), one per test module."""
+    return trustme.CA()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import email.message
-import ssl
 from pathlib import Path
 from types import ModuleType
 
@@ -36,6 +35,7 @@ from ferrosmtp.errors import (
 
 from .conftest import run
 from .fakeserver import FakeServer, fake_server
+from .tls import client_context, server_context
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: test\r\n\r\nHello.\r\n"
 
@@ -577,23 +577,6 @@ def test_send_helper_with_message_object() -> None:
 
 
 # --- STARTTLS and AUTH (B6) -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
-
-
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 def plain_auth(line: bytes) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.message
-import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from ferrosmtp.client import Client
 from ferrosmtp.errors import SMTPAuthenticationError, SMTPException
 
 from .conftest import run
+from .tls import client_context, server_context
 
 SERVERS = ["aiosmtpd", "ferrosmtp"]
 USERS = {"alice": "wonderland", "jösé": "pässwörd"}
@@ -75,23 +75,6 @@ def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth
     if isinstance(password, bytes):
         password = password.decode()
     return AuthResult(success=USERS.get(login) == password, handled=False, auth_data=auth_data)
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
-
-
-def client_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 @contextlib.contextmanager
@@ -215,9 +198,9 @@ def test_starttls(kind: str, ca: trustme.CA) -> None:
 
     async def main() -> None:
         async with serving(
-            kind, recorder, tls_context=server_tls(ca), require_starttls=True
+            kind, recorder, tls_context=server_context(ca), require_starttls=True
         ) as port:
-            async with connect(port, tls_context=client_tls(ca)) as c:
+            async with connect(port, tls_context=client_context(ca)) as c:
                 assert c.is_tls
                 await c.sendmail("a@example.org", ["b@example.org"], b"Subject: tls\r\n\r\nx\r\n")
             with pytest.raises(SMTPException):  # the test CA is not in the system store
@@ -238,19 +221,19 @@ def test_auth(kind: str, method: str, ca: trustme.CA) -> None:
             recorder,
             authenticator=authenticator,
             auth_require_tls=True,
-            tls_context=server_tls(ca),
+            tls_context=server_context(ca),
         ) as port:
-            async with connect(port, tls_context=client_tls(ca)) as c:
+            async with connect(port, tls_context=client_context(ca)) as c:
                 response = await getattr(c, method)("jösé", "pässwörd")
                 assert response.code == 235
                 await c.sendmail("a@example.org", ["b@example.org"], b"Subject: auth\r\n\r\nx\r\n")
-            async with connect(port, tls_context=client_tls(ca)) as c:
+            async with connect(port, tls_context=client_context(ca)) as c:
                 with pytest.raises(SMTPAuthenticationError) as info:
                     await getattr(c, method)("alice", "wrong")
                 assert info.value.code == 535
             # and through the constructor, as aiosmtplib users do
             async with connect(
-                port, tls_context=client_tls(ca), username="alice", password="wonderland"
+                port, tls_context=client_context(ca), username="alice", password="wonderland"
             ):
                 pass
         assert len(recorder.messages) == 1

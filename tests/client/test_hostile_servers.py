@@ -52,6 +52,7 @@ from ferrosmtp.server import Controller
 
 from .conftest import run
 from .fakeserver import FakeServer, FakeSession, fake_server
+from .tls import client_context, server_context
 
 REPO = Path(__file__).resolve().parents[2]
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hostile\r\n\r\nHello.\r\n"
@@ -306,23 +307,6 @@ def test_pool_never_resends_a_message_whose_content_went_out() -> None:
 
 
 # --- STARTTLS (B6) ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
-
-
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 def accept_plain(line: bytes) -> bytes:
