@@ -132,7 +132,10 @@ def _send(port: int, count: int, tag: str) -> None:
             )
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/task").exists(),
+    reason="finds the worker processes through Linux /proc (SO_REUSEPORT spreading is Linux's)",
+)
 def test_workers_share_the_port_are_restarted_and_stop_together(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
