@@ -51,6 +51,7 @@ from tests.security.support import (  # noqa: E402
     connect,
     push,
     read_replies,
+    read_until,
     server_process,
 )
 from tests.server.support import HOST  # noqa: E402
@@ -360,17 +361,8 @@ def idle_connections(srv: ServerProcess) -> str:
         seen: list[int] = []
         eof = 0
         for sock in idle:
-            data = b""
-            while time.monotonic() < deadline:
-                sock.settimeout(max(deadline - time.monotonic(), 0.01))
-                try:
-                    chunk = sock.recv(4096)
-                except (TimeoutError, ConnectionResetError):
-                    break
-                if not chunk:
-                    eof += 1
-                    break
-                data += chunk
+            data, closed = read_until(sock, deadline)
+            eof += closed
             seen += codes(data)
         return summarize(seen) + f"; {eof}/{SESSIONS} closed by the server"
     finally:

@@ -288,22 +288,25 @@ def push(sock: socket.socket, data: bytes, total: int, seconds: float) -> int:
     return sent
 
 
-def read_replies(sock: socket.socket, seconds: float) -> bytes:
-    """Everything the server sends until EOF or ``seconds`` (a reset counts as EOF)."""
-    deadline = time.monotonic() + seconds
+def read_until(sock: socket.socket, deadline: float) -> tuple[bytes, bool]:
+    """Everything the server sends until EOF, a reset or ``deadline`` (a
+    ``time.monotonic()`` value), and whether the server closed the connection (EOF)."""
     out = b""
     while time.monotonic() < deadline:
         sock.settimeout(max(deadline - time.monotonic(), 0.01))
         try:
             chunk = sock.recv(1 << 16)
-        except TimeoutError:
-            break
-        except ConnectionResetError:
+        except (TimeoutError, ConnectionResetError):
             break
         if not chunk:
-            break
+            return out, True
         out += chunk
-    return out
+    return out, False
+
+
+def read_replies(sock: socket.socket, seconds: float) -> bytes:
+    """Everything the server sends until EOF or ``seconds`` (a reset counts as EOF)."""
+    return read_until(sock, time.monotonic() + seconds)[0]
 
 
 def codes(replies: bytes) -> list[int]:
