@@ -270,6 +270,13 @@ def test_implicit_tls_offers_auth(auth: Authenticator) -> None:
             tls.close()
 
 
+# swaks with AUTH PLAIN as alice, and a message
+SWAKS_AUTH_PLAIN = (
+    *("--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "secret"),
+    *("--from", "a@example.com", "--to", "b@example.net"),
+)
+
+
 @pytest.mark.interop
 def test_swaks_cannot_authenticate_over_plaintext(auth: Authenticator) -> None:
     """A real client asked to AUTH over a plaintext connection: the server offers no AUTH,
@@ -278,19 +285,7 @@ def test_swaks_cannot_authenticate_over_plaintext(auth: Authenticator) -> None:
 
     certs = Certs()
     with running(auth, authenticator=auth, tls_context=certs.server_context()) as c:
-        result = swaks(
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "alice",
-            "--auth-password",
-            "secret",
-            "--from",
-            "a@example.com",
-            "--to",
-            "b@example.net",
-            port=c.port,
-        )
+        result = swaks(*SWAKS_AUTH_PLAIN, port=c.port)
     assert result.returncode != 0, result.stdout
     assert "AUTH PLAIN" not in result.stdout  # never even sent
     assert auth.calls == []
@@ -302,20 +297,7 @@ def test_swaks_authenticates_after_starttls(auth: Authenticator) -> None:
 
     certs = Certs()
     with running(auth, authenticator=auth, tls_context=certs.server_context()) as c:
-        result = swaks(
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "alice",
-            "--auth-password",
-            "secret",
-            "--from",
-            "a@example.com",
-            "--to",
-            "b@example.net",
-            port=c.port,
-        )
+        result = swaks("--tls", *SWAKS_AUTH_PLAIN, port=c.port)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "235 2.7.0 Authentication successful" in result.stdout
     assert auth.calls == [b"alice"]
