@@ -204,17 +204,26 @@ _NO_PEER = object()
 
 
 @functools.lru_cache(maxsize=4096)
-def _address_key(host: str) -> str:
-    """The key under which a client address is counted: the address, or its /64 for
-    IPv6 (one client per /64). Cached: clients come back, and parsing is most of the cost
+def _client_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address (an IPv4-mapped IPv6 address as the IPv4 one), None if the
+    peer is not an IP address. Cached: clients come back, and parsing is most of the cost
     of admitting a connection."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
+        return None
+    return getattr(ip, "ipv4_mapped", None) or ip
+
+
+def _address_key(host: str) -> str:
+    """The key under which a client address is counted: the address, or its /64 for
+    IPv6 (one client per /64)."""
+    ip = _client_ip(host)
+    if ip is None:
         return host
-    if ip.version == 6 and getattr(ip, "ipv4_mapped", None) is None:
+    if ip.version == 6:
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(getattr(ip, "ipv4_mapped", None) or ip)
+    return str(ip)
 
 
 def _printable(text: str, limit: int = 200) -> str:
@@ -1332,7 +1341,6 @@ class Server:
         self.connection_limit_exempt = tuple(
             ipaddress.ip_network(network, strict=False) for network in connection_limit_exempt
         )
-        self._exempt_cache: dict[str, bool] = {}
         # aiosmtpd's option: expect a PROXY protocol header (proxy.py) before the greeting.
         if proxy_protocol_timeout is not None and proxy_protocol_timeout <= 0:
             raise ValueError("proxy_protocol_timeout must be > 0")
@@ -1435,9 +1443,12 @@ class Server:
     # -- connection limits -------------------------------------------------------------------
 
     @staticmethod
-    def _ip_key(peer: Any) -> str:
-        host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
-        return _address_key(str(host))
+    def _host(peer: Any) -> str:
+        return str(peer[0] if isinstance(peer, tuple) and peer else peer)
+
+    @classmethod
+    def _ip_key(cls, peer: Any) -> str:
+        return _address_key(cls._host(peer))
 
     def _admit(self, smtp: SMTP, peer: Any) -> str | None:
         if self.max_connections is not None and len(self._connections) >= self.max_connections:
@@ -1458,20 +1469,8 @@ class Server:
         """Whether the client's address is in ``connection_limit_exempt``."""
         if not self.connection_limit_exempt:
             return False
-        host = str(peer[0] if isinstance(peer, tuple) and peer else peer)
-        exempt = self._exempt_cache.get(host)
-        if exempt is None:
-            try:
-                ip = ipaddress.ip_address(host)
-            except ValueError:
-                exempt = False
-            else:
-                ip = getattr(ip, "ipv4_mapped", None) or ip
-                exempt = any(ip in network for network in self.connection_limit_exempt)
-            if len(self._exempt_cache) >= 4096:
-                self._exempt_cache.clear()
-            self._exempt_cache[host] = exempt
-        return exempt
+        ip = _client_ip(self._host(peer))
+        return ip is not None and any(ip in net for net in self.connection_limit_exempt)
 
     def _release(self, smtp: SMTP) -> None:
         self._connections.discard(smtp)
