@@ -468,16 +468,17 @@ class SMTP(asyncio.Protocol):
         conn = self.conn
         if conn is None or self._closing:
             return
-        if self._proxy_buffer is not None:
-            self._proxy_received(data)
-            return
-        if self._tls_buffer is not None and not self._greeted:
-            self._tls_buffer.append(data)  # decrypted data read before start_tls returned
-            return
-        if not self._greeted:
-            # Checklist B3: a client that talks before the banner is not a real MTA.
-            self._write(codec.format_reply(554, "Error: SMTP protocol synchronization", "5.5.0"))
-            self._close_transport()
+        if not self._greeted:  # the rare cases before the banner, off the hot path
+            if self._proxy_buffer is not None:
+                self._proxy_received(data)
+            elif self._tls_buffer is not None:
+                self._tls_buffer.append(data)  # decrypted data read before start_tls returned
+            else:
+                # Checklist B3: a client that talks before the banner is not a real MTA.
+                self._write(
+                    codec.format_reply(554, "Error: SMTP protocol synchronization", "5.5.0")
+                )
+                self._close_transport()
             return
         if self._tls_buffer is not None:
             self._tls_buffer.append(data)  # encrypted-channel data, read before start_tls returned
