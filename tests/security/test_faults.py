@@ -139,9 +139,7 @@ def reset(sock: socket.socket) -> None:
 
 def vanish_mid_data(port: int, rst: bool) -> None:
     raw = Raw(port)
-    raw.reply()
-    raw.send(b"EHLO c.example\r\n")
-    raw.reply()
+    raw.greet()
     raw.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
     raw.replies(3)
     raw.send(b"Subject: half\r\n\r\n" + b"x" * 200_000)
@@ -154,9 +152,7 @@ def vanish_mid_data(port: int, rst: bool) -> None:
 
 def vanish_mid_bdat(port: int) -> None:
     with Raw(port) as raw:
-        raw.reply()
-        raw.send(b"EHLO c.example\r\n")
-        raw.reply()
+        raw.greet()
         raw.send(
             b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 100\r\n" + b"y" * 100
         )
@@ -167,36 +163,28 @@ def vanish_mid_bdat(port: int) -> None:
 
 def vanish_in_a_slow_hook(port: int) -> None:
     with Raw(port) as raw:
-        raw.reply()
-        raw.send(b"EHLO c.example\r\n")
-        raw.reply()
+        raw.greet()
         raw.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n")
         time.sleep(0.05)  # gone while handle_RCPT sleeps
 
 
 def vanish_after_data_without_content(port: int) -> None:
     with Raw(port) as raw:
-        raw.reply()
-        raw.send(b"EHLO c.example\r\n")
-        raw.reply()
+        raw.greet()
         raw.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
         raw.replies(3)
 
 
 def vanish_mid_auth(port: int) -> None:
     with Raw(port) as raw:
-        raw.reply()
-        raw.send(b"EHLO c.example\r\n")
-        raw.reply()
+        raw.greet()
         raw.send(b"AUTH LOGIN\r\n")
         raw.reply()
 
 
 def vanish_after_starttls(port: int) -> None:
     with Raw(port) as raw:
-        raw.reply()
-        raw.send(b"EHLO c.example\r\n")
-        raw.reply()
+        raw.greet()
         raw.send(b"STARTTLS\r\n")
         raw.reply()
         raw.send(b"\x16\x03\x01\x00")  # the start of a ClientHello, then gone

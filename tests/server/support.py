@@ -60,6 +60,12 @@ class Raw:
             if len(line) < 4 or line[3:4] != b"-":
                 return out
 
+    def greet(self, name: str = "c.example") -> bytes:
+        """Read the banner, send EHLO, return the EHLO reply."""
+        self.reply()
+        self.send(f"EHLO {name}\r\n".encode())
+        return self.reply()
+
     def replies(self, n: int) -> list[bytes]:
         return [self.reply() for _ in range(n)]
 

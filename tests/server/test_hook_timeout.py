@@ -27,9 +27,7 @@ class HungHandler:
 def test_a_hook_that_never_answers_ends_the_connection_at_hook_timeout() -> None:
     handler = HungHandler()
     with running(handler, hook_timeout=0.5, timeout=300) as c, Raw(c.port) as raw:
-        raw.reply()
-        raw.send(b"EHLO c.example\r\n")
-        raw.reply()
+        raw.greet()
         raw.send(b"MAIL FROM:<a@b.example>\r\n")
         raw.reply()
         raw.send(b"RCPT TO:<hang@d.example>\r\n")
