@@ -311,7 +311,9 @@ impl<'a> Run<'a> {
             assert!(content.len() as u64 <= max, "content over max_message_size");
         }
         if let Some(max) = self.cfg.max_text_line {
-            for line in split_crlf(content) {
+            // `uncut`: a message cut at max_message_size may end between the CR and the LF
+            // of a line end, and that CR is not line text.
+            for line in split_crlf(uncut) {
                 assert!(
                     line.len() <= max - 2,
                     "line of {} over max_text_line",
