@@ -1,0 +1,318 @@
+"""The handler's hooks: found once by name, then called for each event of a connection.
+
+``HookCalls`` answers the events of the mail transaction (HELO/EHLO, MAIL, RCPT, the
+message, RSET and the simple commands) with the handler's hook when it has one, and with
+ServerConnection's default reply when it does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ferrosmtp.protocol import events as ev
+from ferrosmtp.protocol.events import Response
+from ferrosmtp.server.base import ConnectionBase
+from ferrosmtp.server.peers import printable
+from ferrosmtp.server.status import INTERNAL_ERROR, parse_status
+from ferrosmtp.server.values import Envelope, is_missing
+
+__all__ = ["HookCalls", "Hooks"]
+
+log = logging.getLogger("ferrosmtp.server")
+
+
+class Hooks:
+    """The hooks of one handler, found once by name (aiosmtpd's discovery rules)."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+        self.by_name: dict[str, Callable[..., Any]] = {}
+        for name in dir(handler):
+            if name.startswith("handle_"):
+                value = getattr(handler, name, None)
+                if callable(value):
+                    self.by_name[name[len("handle_") :]] = value
+        self.ehlo_form: str | None = None
+        ehlo = self.by_name.get("EHLO")
+        if ehlo is not None:
+            arity = len(inspect.signature(ehlo).parameters)
+            if arity == 4:
+                self.ehlo_form = "old"
+            elif arity == 5:
+                self.ehlo_form = "new"
+            else:
+                raise RuntimeError("Unsupported EHLO Hook")
+
+    def get(self, name: str) -> Callable[..., Any] | None:
+        return self.by_name.get(name)
+
+
+class HookCalls(ConnectionBase):
+    """The transaction's events, answered through the handler's hooks."""
+
+    def _simple(self, name: str, *args: Any) -> Awaitable[None] | None:
+        hook = self._hooks.get(name)
+        if hook is None:
+            self.conn.respond_default()  # type: ignore[union-attr]
+            return None
+        return self._hooked(hook, *args)
+
+    async def _hooked(self, hook: Callable[..., Any], *args: Any) -> None:
+        self._respond(await self._call(hook, *args))
+
+    def _on_hello(self, event: ev.Hello) -> Awaitable[None] | None:
+        aborted = self._abort_message()
+        if aborted is not None:
+            return self._sequence(aborted, self._on_hello(event))
+        self.envelope = self._create_envelope()
+        session = self.session
+        assert session is not None
+        extended = event.verb != "HELO"
+        hook = self._hooks.get("EHLO" if extended else "HELO")
+        if hook is None:
+            session.host_name = event.hostname
+            session.extended_smtp = extended
+            self.conn.respond_default()  # type: ignore[union-attr]
+            return None
+        return self._hello_hook(hook, event)
+
+    async def _hello_hook(self, hook: Callable[..., Any], event: ev.Hello) -> None:
+        session = self.session
+        assert session is not None and self.conn is not None
+        if event.verb == "HELO":
+            status = await self._call(hook, event.hostname)
+            if is_missing(status):
+                session.host_name = event.hostname
+                status = f"250 {self.hostname}"
+        else:
+            session.extended_smtp = True
+            lines = [self.hostname, *event.extensions]
+            if self._hooks.ehlo_form == "new":
+                responses = [
+                    f"250{'-' if i < len(lines) - 1 else ' '}{line}" for i, line in enumerate(lines)
+                ]
+                status = await self._call(hook, event.hostname, responses)
+                if isinstance(status, (list, tuple)):
+                    status = "\r\n".join(str(s) for s in status)
+            else:  # the deprecated form: our lines, then whatever the hook says
+                said = await self._call(hook, event.hostname)
+                said_response = parse_status(said) if isinstance(said, (str, bytes)) else None
+                if said_response is not None and said_response.code == 250:
+                    status = "\r\n".join(
+                        [f"250-{line}" for line in lines[:-1]]
+                        + [f"250-{x}" for x in said_response.lines[:-1]]
+                        + [f"250 {said_response.lines[-1]}"]
+                    )
+                else:
+                    status = said
+        self._respond(status)
+        if self.conn.hello is not None and session.host_name is None:
+            session.host_name = event.hostname
+
+    def _on_mail(self, event: ev.MailFrom) -> Awaitable[None] | None:
+        envelope = self.envelope
+        assert envelope is not None
+        address = "<>" if event.path.is_null else event.address
+        options = [(k if v is None else f"{k}={v}").upper() for k, v in event.params.items()]
+        envelope.smtp_utf8 = "SMTPUTF8" in event.params
+        envelope.mail_params = dict(event.params)
+        hook = self._hooks.get("MAIL")
+        if hook is None:
+            envelope.mail_from = address
+            envelope.mail_options.extend(options)
+            self.conn.respond_default()  # type: ignore[union-attr]
+            return None
+        return self._hooked(hook, address, options)
+
+    def _on_rcpt(self, event: ev.RcptTo) -> Awaitable[None] | None:
+        envelope = self.envelope
+        assert envelope is not None
+        address = event.address
+        options = [(k if v is None else f"{k}={v}").upper() for k, v in event.params.items()]
+        envelope.rcpt_params[address] = dict(event.params)
+        hook = self._hooks.get("RCPT")
+        if hook is None:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+            self.conn.respond_default()  # type: ignore[union-attr]
+            return None
+        return self._hooked(hook, address, options)
+
+    def _on_content(self, event: ev.Content) -> Awaitable[None] | None:
+        self._message_open = True
+        rate = self._server.data_min_rate
+        if rate:
+            # Checklist B9: message content counts as progress only at the minimum rate,
+            # so a DATA trickled slower than that is cut off by the idle timeout.
+            now = self.loop.time()
+            if self._data_started is None:
+                self._data_started, self._data_bytes = now, 0
+            self._data_bytes += len(event.data)
+            self._last_progress = min(now, self._data_started + self._data_bytes / rate)
+        hook = self._hooks.get("DATA_CHUNK")
+        if hook is None:
+            if self._server._reads_content:
+                self._chunks.append(event.data)
+            return None
+        return self._chunk_hook(hook, event.data)
+
+    def _abort_message(self) -> Awaitable[None] | None:
+        """Drop a message that will not complete; a streaming handler cleans up."""
+        self._chunks = []
+        self._data_started = None
+        self.__dict__.pop("_chunk_error", None)
+        if not self._message_open:
+            return None
+        self._message_open = False
+        hook = self._hooks.get("DATA_ABORT")
+        if hook is None or self._hooks.get("DATA_CHUNK") is None:
+            return None
+        return self._abort_hook(hook, self.envelope)
+
+    async def _abort_hook(self, hook: Callable[..., Any], envelope: Envelope | None) -> None:
+        try:
+            result = hook(self, self.session, envelope)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("%s handle_DATA_ABORT failed", self._peer())
+
+    async def _chunk_hook(self, hook: Callable[..., Any], data: bytes) -> None:
+        try:
+            result = hook(self, self.session, self.envelope, data)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # Remembered and answered at the end of the message; the handler cleans up
+            # what it stored so far now (a half-written file, say).
+            self._chunk_error = error
+            abort = self._hooks.get("DATA_ABORT")
+            if abort is not None:
+                await self._abort_hook(abort, self.envelope)
+
+    def _on_message_end(self, event: ev.MessageEnd) -> Awaitable[None] | None:
+        envelope = self.envelope
+        assert envelope is not None and self.conn is not None
+        self._message_open = False
+        self._data_started = None
+        streamed = self._hooks.get("DATA_CHUNK") is not None
+        content = b"".join(self._chunks)
+        self._chunks = []
+        envelope.original_content = None if streamed else content
+        envelope.content = None if streamed else content
+        if self._server.decode_data and not streamed:
+            if self.enable_SMTPUTF8:
+                envelope.content = content.decode("utf-8", errors="surrogateescape")
+            else:
+                try:
+                    envelope.content = content.decode("ascii")
+                except UnicodeDecodeError:
+                    self._end_message(Response.of(500, "Error: strict ASCII mode", "5.6.0"), event)
+                    return None
+        hook = self._hooks.get("DATA")
+        legacy = getattr(self.event_handler, "process_message", None) if hook is None else None
+        if hook is None and legacy is None and not hasattr(self, "_chunk_error"):
+            self._end_message(None, event)
+            return None
+        return self._message_hook(hook, legacy, event)
+
+    async def _message_hook(
+        self, hook: Callable[..., Any] | None, legacy: Any, event: ev.MessageEnd
+    ) -> None:
+        chunk_error = self.__dict__.pop("_chunk_error", None)
+        if chunk_error is not None:
+            status: Any = await self._handle_exception(chunk_error)
+        elif hook is not None:
+            status = await self._call(hook)
+        else:
+            session, envelope = self.session, self.envelope
+            assert session is not None and envelope is not None
+            try:
+                status = legacy(
+                    session.peer, envelope.mail_from, envelope.rcpt_tos, envelope.content
+                )
+                if inspect.isawaitable(status):
+                    status = await status
+            except Exception as error:
+                status = await self._handle_exception(error)
+        self._end_message(status, event)
+
+    def _end_message(self, status: Any, event: ev.MessageEnd) -> None:
+        conn, envelope = self.conn, self.envelope
+        assert conn is not None and envelope is not None
+        if self._server.lmtp and isinstance(status, (list, tuple)):
+            conn.respond_lmtp([self._lmtp_response(s, event) for s in status])
+        elif self._server.lmtp:
+            if is_missing(status) or status is None:
+                response = conn.default_response(event)
+            else:
+                try:
+                    response = parse_status(status)
+                except ValueError:
+                    response = INTERNAL_ERROR
+            conn.respond_lmtp([response] * len(conn.recipients))
+        else:
+            self._respond(status)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s message from=<%s> rcpts=%d size=%d",
+                self._peer(),
+                printable(envelope.mail_from or ""),
+                len(envelope.rcpt_tos),
+                event.size,
+            )
+        self.envelope = self._create_envelope()
+
+    def _lmtp_response(self, status: Any, event: ev.MessageEnd) -> Response:
+        assert self.conn is not None
+        if is_missing(status) or status is None:
+            return self.conn.default_response(event)
+        try:
+            return parse_status(status)
+        except ValueError:
+            log.error("%s handler returned %r, not a reply; answering 451", self._peer(), status)
+            return INTERNAL_ERROR
+
+    def _on_message_aborted(self, event: ev.MessageAborted) -> Awaitable[None] | None:
+        log.info("%s message refused: %s", self._peer(), event.response)
+        step = self._abort_message()
+        self.envelope = self._create_envelope()
+        return step
+
+    def _on_reset(self, event: ev.Reset) -> Awaitable[None] | None:
+        aborted = self._abort_message()
+        self.envelope = self._create_envelope()
+        step = self._simple("RSET")
+        if aborted is None:
+            return step
+        return self._sequence(aborted, step)
+
+    async def _sequence(self, *steps: Awaitable[None] | None) -> None:
+        for step in steps:
+            if step is not None:
+                await step
+
+    def _on_noop(self, event: ev.Noop) -> Awaitable[None] | None:
+        return self._simple("NOOP", event.arg)
+
+    def _on_verify(self, event: ev.Verify) -> Awaitable[None] | None:
+        return self._simple("VRFY", event.arg)
+
+    def _on_expand(self, event: ev.Expand) -> Awaitable[None] | None:
+        return self._simple("EXPN", event.arg)
+
+    def _on_help(self, event: ev.Help) -> Awaitable[None] | None:
+        return self._simple("HELP", event.arg)
+
+    def _on_quit(self, event: ev.Quit) -> Awaitable[None] | None:
+        return self._simple("QUIT")
+
+    def _on_unknown(self, event: ev.Unknown) -> Awaitable[None] | None:
+        self.conn.respond_default()  # type: ignore[union-attr]
+        return None

@@ -1,0 +1,421 @@
+"""The asyncio protocol of one SMTP connection: existing aiosmtpd handlers, unchanged, on
+the sans-IO ServerConnection.
+
+One ``SMTP`` protocol object per connection (it is the ``server`` argument handlers
+receive, with aiosmtpd's attribute names). Bytes from the socket go to the connection
+in whole chunks; its events are answered synchronously when the handler has no hook for
+them, and through a task, with reading paused, when a hook has to be awaited. Replies
+are batched: one ``transport.write`` per batch of events (RFC 2920).
+
+This module holds the transport's life (PROXY header, implicit TLS, STARTTLS, timers) and
+the event loop; the hooks are called by ``HookCalls`` (hooks.py) and AUTH runs in
+``SASL`` (sasl.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from ferrosmtp import codec, proxy
+from ferrosmtp.protocol import events as ev
+from ferrosmtp.protocol.events import CLOSED, NEED_DATA
+from ferrosmtp.protocol.server import ServerConnection
+from ferrosmtp.server.base import EVENTS_PER_TURN
+from ferrosmtp.server.hooks import HookCalls
+from ferrosmtp.server.peers import peer_text
+from ferrosmtp.server.sasl import SASL
+
+__all__ = ["EVENTS_PER_TURN", "SMTP"]
+
+log = logging.getLogger("ferrosmtp.server")
+
+
+class SMTP(HookCalls, SASL):
+    """One SMTP connection; what aiosmtpd handlers receive as ``server``."""
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        refusal = self._server._admit(self, peer)
+        if refusal is not None:
+            # INFO, not WARNING: a connection flood must not become a log flood.
+            log.info("%s refused: %s", peer_text(peer), refusal)
+            transport.write(codec.format_reply(421, f"{self.hostname} {refusal}", "4.7.0"))  # type: ignore[attr-defined]
+            transport.close()
+            self._closing = True
+            return
+        self._admitted = True
+        self.session = self._create_session()
+        self.session.peer = peer
+        self.envelope = self._create_envelope()
+        self.conn = ServerConnection(
+            self._server._config(implicit_tls=self._server.ssl_context is not None),
+            codec=self._server.codec,
+        )
+        self._last_progress = self.loop.time()
+        self._timer = self.loop.call_later(self._server.timeout, self._on_timer)
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s connected", peer_text(peer))
+        if self._server.proxy_protocol_timeout is not None:
+            # The load balancer's header first; the greeting once it has been accepted.
+            self._proxy_buffer = bytearray()
+            self._proxy_timer = self.loop.call_later(
+                self._server.proxy_protocol_timeout, self._proxy_refused, "PROXY header timeout"
+            )
+            return
+        if self._server.ssl_context is not None:
+            # Implicit TLS (RFC 8314): the connection was admitted (and counted) above, in
+            # plaintext, so a flood of silent handshakes cannot pass max_connections.
+            self._tls_buffer = []
+            self._task = self.loop.create_task(self._implicit_tls())
+        else:
+            self._greet_soon()
+
+    # -- the PROXY protocol header (proxy.py), before the greeting ---------------------------
+
+    def _proxy_received(self, data: bytes) -> None:
+        buffer = self._proxy_buffer
+        assert buffer is not None and self.session is not None
+        buffer += data
+        found = proxy.read_header(bytes(buffer))
+        if found is None:
+            return  # incomplete; read_header bounds how long a header may grow
+        header, used = found
+        self._proxy_buffer = None
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
+        self.session.proxy_data = header
+        if not header.valid:
+            self._proxy_refused(header.error)
+            return
+        if len(buffer) > used:
+            # Bytes after the header, before our greeting: an early talker (checklist B3).
+            self._greeted = True
+            self._write(codec.format_reply(554, "Error: SMTP protocol synchronization", "5.5.0"))
+            self._close_transport()
+            return
+        hook = self._hooks.get("PROXY")
+        if hook is None:
+            self._greet_soon()
+        else:
+            self._pause_reading()
+            self._task = self.loop.create_task(self._proxy_hook(hook, header))
+
+    async def _proxy_hook(self, hook: Callable[..., Any], header: proxy.ProxyData) -> None:
+        """aiosmtpd's rule: a true value accepts the connection. A hook that raises
+        refuses it (never an accident that lets an unchecked client in)."""
+        try:
+            result = hook(self, self.session, self.envelope, header)
+            if inspect.isawaitable(result):
+                result = await result
+            accepted = bool(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s handle_PROXY failed", self._peer())
+            accepted = False
+        finally:
+            self._task = None
+        if self._closing:
+            return
+        if accepted:
+            self._resume_reading()
+            self._greet_soon()
+        else:
+            self._proxy_refused("refused by handle_PROXY")
+
+    def _proxy_refused(self, why: str) -> None:
+        """No greeting and no reply: whoever sent this is not the load balancer."""
+        if self._closing:
+            return
+        log.info("%s PROXY: %s", self._peer(), why)
+        self._close_transport()
+
+    def _greet_soon(self) -> None:
+        if self._server.greeting_delay > 0:
+            self.loop.call_later(self._server.greeting_delay, self._greet)
+        else:
+            self._greet()
+
+    async def _implicit_tls(self) -> None:
+        transport = self.transport
+        assert transport is not None and self._server.ssl_context is not None
+        try:
+            new_transport = await self.loop.start_tls(
+                # A stream socket's transport, so a WriteTransport, which 3.11+'s
+                # start_tls asks for; the attribute is typed with the base class.
+                cast(asyncio.WriteTransport, transport),
+                self,
+                self._server.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self._server.tls_handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as error:
+            log.info("%s TLS handshake failed: %s", self._peer(), error)
+            self._tls_buffer = None
+            self._close_transport()
+            self._task = None
+            return
+        self._task = None
+        if new_transport is None or self._closing:
+            self._close_transport()
+            return
+        self.transport = new_transport
+        if self.session is not None:
+            self.session.ssl = self._ssl_info(new_transport)
+        self._last_progress = self.loop.time()
+        buffered, self._tls_buffer = self._tls_buffer or [], None
+        self._greet_soon()
+        for data in buffered:  # a client that spoke before the banner is refused there
+            self.data_received(data)
+
+    def _greet(self) -> None:
+        if self._closing or self.conn is None:
+            return
+        self._greeted = True
+        self.conn.start()
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None or self._closing:
+            return
+        if not self._greeted:  # the rare cases before the banner, off the hot path
+            if self._proxy_buffer is not None:
+                self._proxy_received(data)
+            elif self._tls_buffer is not None:
+                self._tls_buffer.append(data)  # decrypted data read before start_tls returned
+            else:
+                # Checklist B3: a client that talks before the banner is not a real MTA.
+                self._write(
+                    codec.format_reply(554, "Error: SMTP protocol synchronization", "5.5.0")
+                )
+                self._close_transport()
+            return
+        if self._tls_buffer is not None:
+            self._tls_buffer.append(data)  # encrypted-channel data, read before start_tls returned
+            return
+        conn.receive_data(data)
+        waiter = self._input_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._task is None:
+            self._process()
+
+    def eof_received(self) -> bool | None:
+        if self.conn is not None:
+            self.conn.receive_eof()
+            if self._task is None and not self._closing:
+                self._process()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+        waiter = self._input_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        aborted = self._abort_message()  # a client that vanished mid-DATA: store nothing
+        if aborted is not None:
+            self.loop.create_task(aborted)  # type: ignore[arg-type]
+        if self._admitted:
+            self._server._release(self)
+            self._admitted = False
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s disconnected", self._peer())
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        # A client that pipelines and does not read: stop reading until it catches up.
+        self._write_paused = True
+        if self.transport is not None and not self._closing:
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        """Read again, unless a hook is running or the client is not reading our replies."""
+        if (
+            self.transport is not None
+            and not self._closing
+            and self._task is None
+            and not self._write_paused
+        ):
+            self.transport.resume_reading()  # type: ignore[attr-defined]
+
+    # -- the event loop of one connection -------------------------------------------------
+
+    def _process(self) -> None:
+        """Answer the events that have arrived; hand over to a task when a hook must be
+        awaited (until then, no task and no coroutine: the fast path)."""
+        self._budget = EVENTS_PER_TURN  # called from the event loop: a new turn
+        try:
+            step = self._advance()
+        except Exception:
+            log.exception("%s internal error", self._peer())
+            self._abort()
+            return
+        if step is not None:
+            self._pause_reading()  # no new input until the hook has answered
+            self._task = self.loop.create_task(self._process_async(step))
+            limit = self._server.hook_timeout
+            if limit is not None and limit < self._server.timeout and self._timer is not None:
+                self._timer.cancel()  # the hook's deadline comes before the idle one
+                self._timer = self.loop.call_later(limit, self._on_timer)
+
+    async def _process_async(self, first: Awaitable[None]) -> None:
+        step: Awaitable[None] | None = first
+        try:
+            while step is not None:
+                await step
+                step = self._advance()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s internal error", self._peer())
+            self._abort()
+        finally:
+            self._task = None
+            self._resume_reading()
+
+    def _advance(self) -> Awaitable[None] | None:
+        """Answer events until the connection needs data or closes (None), or until one
+        must be awaited: a hook, or ``asyncio.sleep(0)`` once this turn's budget of events
+        is spent (checklist B10: a read of thousands of pipelined commands must not keep
+        the loop from other connections, and a hook that does not suspend never gives it
+        back by itself). The replies written so far go out before any wait."""
+        conn = self.conn
+        assert conn is not None
+        while True:
+            if self._budget <= 0:
+                self._budget = EVENTS_PER_TURN
+                self._flush()
+                return asyncio.sleep(0)
+            event = conn.next_event()
+            if event is NEED_DATA:
+                self._flush()
+                return None
+            if event is CLOSED:
+                self._finish()
+                return None
+            self._budget -= 1
+            step = self._dispatch(event)
+            if step is not None:
+                self._flush()
+                return step
+
+    def _dispatch(self, event: ev.Event) -> Awaitable[None] | None:
+        self._last_progress = self.loop.time()
+        return _HANDLERS[type(event)](self, event)
+
+    def _on_timer(self) -> None:
+        if self._closing or self.conn is None:
+            return
+        # While a hook runs (a task, not waiting for input), the time since its event was
+        # dispatched is the hook's time, held to hook_timeout instead of the idle timeout.
+        busy = self._task is not None and self._input_waiter is None
+        limit = self._server.hook_timeout if busy else self._server.timeout
+        idle = self.loop.time() - self._last_progress
+        if limit is None or idle < limit:
+            wait = self._server.timeout if limit is None else max(limit - idle, 0.01)
+            self._timer = self.loop.call_later(wait, self._on_timer)
+            return
+        if busy:
+            log.warning("%s handler did not answer in %.0f s; closing", self._peer(), limit)
+            self._write(
+                codec.format_reply(421, f"{self.hostname} Error: handler timed out", "4.3.0")
+            )
+            self._close_transport()  # connection_lost() cancels the hook's task
+            return
+        log.info("%s idle timeout", self._peer())
+        self.conn.timeout()
+        self._finish()
+
+    # -- STARTTLS ----------------------------------------------------------------------------
+
+    def _on_starttls(self, event: ev.StartTLS) -> Awaitable[None] | None:
+        return self._starttls()
+
+    async def _starttls(self) -> None:
+        conn, transport = self.conn, self.transport
+        assert conn is not None and transport is not None and self.tls_context is not None
+        conn.respond_default()  # 220
+        self._flush()
+        self._tls_buffer = []
+        try:
+            new_transport = await self.loop.start_tls(
+                # A stream socket's transport, so a WriteTransport, which 3.11+'s
+                # start_tls asks for; the attribute is typed with the base class.
+                cast(asyncio.WriteTransport, transport),
+                self,
+                self.tls_context,
+                server_side=True,
+                ssl_handshake_timeout=self._server.tls_handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as error:
+            log.info("%s TLS handshake failed: %s", self._peer(), error)
+            self._tls_buffer = None
+            conn.close()
+            self._close_transport()
+            return
+        if new_transport is None:
+            self._close_transport()
+            return
+        self.transport = new_transport
+        conn.tls_established()
+        peer = self.session.peer if self.session else None
+        # RFC 3207 §4.2: nothing learned before TLS survives it.
+        self.session = self._create_session()
+        self.session.peer = peer
+        self.session.ssl = self._ssl_info(new_transport)
+        self.envelope = self._create_envelope()
+        hook = self._hooks.get("STARTTLS")
+        accepted = True if hook is None else hook(self, self.session, self.envelope)
+        if inspect.isawaitable(accepted):
+            accepted = await accepted
+        if not accepted:
+            log.info("%s handle_STARTTLS refused the TLS session", self._peer())
+            conn.close()
+            self._close_transport()
+            return
+        buffered, self._tls_buffer = self._tls_buffer, None
+        for data in buffered:
+            conn.receive_data(data)
+
+    @staticmethod
+    def _ssl_info(transport: asyncio.BaseTransport) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        for key in ("ssl_object", "cipher", "peercert", "compression"):
+            info[key] = transport.get_extra_info(key)
+        return info
+
+
+_HANDLERS: dict[type, Callable[[SMTP, Any], Awaitable[None] | None]] = {
+    ev.Hello: SMTP._on_hello,
+    ev.MailFrom: SMTP._on_mail,
+    ev.RcptTo: SMTP._on_rcpt,
+    ev.Content: SMTP._on_content,
+    ev.MessageEnd: SMTP._on_message_end,
+    ev.MessageAborted: SMTP._on_message_aborted,
+    ev.Reset: SMTP._on_reset,
+    ev.Noop: SMTP._on_noop,
+    ev.Verify: SMTP._on_verify,
+    ev.Expand: SMTP._on_expand,
+    ev.Help: SMTP._on_help,
+    ev.Quit: SMTP._on_quit,
+    ev.StartTLS: SMTP._on_starttls,
+    ev.Auth: SMTP._on_auth,
+    ev.Unknown: SMTP._on_unknown,
+}

@@ -1,0 +1,48 @@
+"""A hook's reply string (``"250 OK"``, ``"550 5.1.1 No"``) as a Response."""
+
+from __future__ import annotations
+
+import re
+
+from ferrosmtp.protocol.events import Response
+
+__all__ = ["INTERNAL_ERROR", "parse_status"]
+
+INTERNAL_ERROR = Response.of(451, "Error: internal server error", "4.3.0")
+
+
+_STATUS_CODE = re.compile(r"[2-5][0-5][0-9]\Z", re.ASCII)
+_ENHANCED_CODE = re.compile(r"([245])\.[0-9]{1,3}\.[0-9]{1,3}\Z", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def parse_status(status: str | bytes) -> Response:
+    """Turn a hook's reply string (``"250 OK"``, ``"550 5.1.1 No"``, multi-line with CRLF)
+    into a Response. Raises ValueError for anything that is not a reply.
+
+    Checklist B15: a CRLF inside makes a multi-line reply (all lines must carry the same
+    code), never a second reply; other control characters are replaced by "?".
+    """
+    if isinstance(status, bytes):
+        status = status.decode("utf-8", "replace")
+    if not isinstance(status, str):
+        raise ValueError(f"a hook returned {type(status).__name__}, not a reply string")
+    status = status.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
+    raw = status.replace("\r\n", "\n").rstrip("\n").split("\n")
+    code_text = raw[0][:3]
+    if _STATUS_CODE.match(code_text) is None:
+        raise ValueError(f"not an SMTP reply: {status!r}")
+    lines = []
+    for line in raw:
+        if line[:3] != code_text or (len(line) > 3 and line[3] not in " -"):
+            raise ValueError(f"not an SMTP reply: {status!r}")
+        lines.append(_CONTROL.sub("?", line[4:]))
+    enhanced = None
+    first = lines[0].split(" ", 1)[0]
+    m = _ENHANCED_CODE.match(first)
+    if m is not None and m.group(1) == code_text[0]:
+        enhanced = first
+        lines = [
+            (line[len(first) :].lstrip(" ") if line.startswith(first) else line) for line in lines
+        ]
+    return Response(int(code_text), tuple(lines), enhanced)

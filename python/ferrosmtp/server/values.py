@@ -1,0 +1,110 @@
+"""The values aiosmtpd handlers see and return: Session, Envelope, AuthResult,
+LoginPassword, MISSING and the ``auth_mechanism`` decorator, with aiosmtpd's names and
+meanings (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeGuard
+
+__all__ = [
+    "MISSING",
+    "AuthResult",
+    "Envelope",
+    "LoginPassword",
+    "Session",
+    "auth_mechanism",
+    "is_auth_result",
+    "is_missing",
+]
+
+
+class _Missing(enum.Enum):
+    MISSING = object()
+
+
+MISSING = _Missing.MISSING
+"""What a hook returns to say "do what you would have done without me" (aiosmtpd)."""
+
+
+def is_missing(value: object) -> bool:
+    # aiosmtpd's own MISSING counts too: handlers written for it import theirs.
+    return value is MISSING or type(value).__name__ == "_Missing"
+
+
+class AuthResult:
+    """What an authenticator or an ``auth_<MECH>`` method returns (aiosmtpd's shape).
+
+    ``handled`` means the method already answered the client itself.
+    """
+
+    def __init__(
+        self,
+        *,
+        success: bool,
+        handled: bool = True,
+        message: str | None = None,
+        auth_data: Any = None,
+    ) -> None:
+        self.success = success
+        self.handled = handled
+        self.message = message
+        self.auth_data = auth_data
+
+    def __repr__(self) -> str:
+        return (
+            f"AuthResult(success={self.success}, handled={self.handled}, message={self.message!r})"
+        )
+
+
+def is_auth_result(value: object) -> TypeGuard[AuthResult]:
+    # aiosmtpd's own AuthResult counts too (authenticators written for it import theirs);
+    # it has the same four attributes, which is all that is read from either.
+    return isinstance(value, AuthResult) or type(value).__name__ == "AuthResult"
+
+
+class LoginPassword(NamedTuple):
+    login: bytes
+    password: bytes
+
+
+def auth_mechanism(actual_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Name an ``auth_...`` method's mechanism when the name is not a valid identifier."""
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        func.__auth_mechanism_name__ = actual_name  # type: ignore[attr-defined]
+        return func
+
+    return decorator
+
+
+class Session:
+    """Per-connection state handlers see (aiosmtpd's attributes; add your own freely)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.peer: Any = None
+        self.ssl: dict[str, Any] | None = None
+        self.host_name: str | None = None
+        self.extended_smtp = False
+        self.loop = loop
+        self.proxy_data: Any = None
+        self.auth_data: Any = None
+        self.authenticated: bool | None = None
+        self.login_data: Any = None
+
+
+class Envelope:
+    """One mail transaction (aiosmtpd's attributes, plus the ESMTP parameters as sent)."""
+
+    def __init__(self) -> None:
+        self.mail_from: str | None = None
+        self.mail_options: list[str] = []
+        self.mail_params: dict[str, str | None] = {}
+        self.smtp_utf8 = False
+        self.content: bytes | str | None = None
+        self.original_content: bytes | None = None
+        self.rcpt_tos: list[str] = []
+        self.rcpt_options: list[str] = []
+        self.rcpt_params: dict[str, dict[str, str | None]] = {}
