@@ -1,5 +1,5 @@
 //! Every reply the codec itself decides, in one table (mirrored by
-//! `python/ferrosmtp/_pure/replies.py`; differential tests compare the texts byte for byte).
+//! `python/ferrosmtp/_pure/error.py`; differential tests compare the texts byte for byte).
 
 use std::borrow::Cow;
 use std::fmt;

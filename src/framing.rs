@@ -1,6 +1,6 @@
 //! `ServerReader`: the server side of the wire, fed whole socket chunks.
 //!
-//! The module documentation of `python/ferrosmtp/_pure/reader.py` describes the modes
+//! The module documentation of `python/ferrosmtp/_pure/framing.py` describes the modes
 //! and the line-end policies; this is the same machine, state for state, with memchr
 //! fast paths over clean lines.
 

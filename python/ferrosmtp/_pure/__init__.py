@@ -6,11 +6,10 @@ core is differentially tested against, and the "pure Python" side of every bench
 
 from ferrosmtp._errors import CodecError, ReplyError
 from ferrosmtp._pure.address import Path, parse_path
-from ferrosmtp._pure.command import parse_command
+from ferrosmtp._pure.command import Command, parse_command
 from ferrosmtp._pure.dotstuff import DotStuffer, dot_stuff
-from ferrosmtp._pure.items import Command, Data, DataEnd, Line, Violation
+from ferrosmtp._pure.framing import Data, DataEnd, Line, ServerReader, Violation
 from ferrosmtp._pure.params import parse_params, xtext_decode, xtext_encode
-from ferrosmtp._pure.reader import ServerReader
 from ferrosmtp._pure.reply import EhloReply, Reply, ReplyReader, format_reply, parse_ehlo
 
 __all__ = [

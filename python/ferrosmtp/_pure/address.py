@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ferrosmtp._errors import CodecError
-from ferrosmtp._pure import replies
-from ferrosmtp._pure.replies import Reply
+from ferrosmtp._pure import error
+from ferrosmtp._pure.error import Canned
 
 MAX_LOCAL_PART = 64  # octets, RFC 5321 §4.5.3.1.1
 MAX_DOMAIN = 255  # octets, §4.5.3.1.2
@@ -200,15 +200,15 @@ class _Reason(Exception):
 def parse_path(text: str, *, smtputf8: bool = False) -> Path:
     """Parse an RFC 5321 path: ``<local@domain>``, ``<>``, ``<Postmaster>``, a source-routed
     ``<@a,@b:local@domain>``, or a bare ``local@domain``. Raises CodecError."""
-    return parse_path_as(text, smtputf8, replies.ADDRESS_PREFIX)
+    return parse_path_as(text, smtputf8, error.ADDRESS_PREFIX)
 
 
-def parse_path_as(text: str, smtputf8: bool, prefix: Reply) -> Path:
+def parse_path_as(text: str, smtputf8: bool, prefix: Canned) -> Path:
     """parse_path, with errors worded for a sender, a recipient or a bare address."""
     try:
         wire = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise replies.error(replies.BAD_UTF8) from None
+        raise error.error(error.BAD_UTF8) from None
     try:
         return _parse(text, wire, smtputf8)
     except _Reason as reason:
@@ -230,7 +230,7 @@ def _parse(text: str, wire: int, smtputf8: bool) -> Path:
     if wire > MAX_PATH:
         raise _Reason("path too long")
     if not smtputf8 and not text.isascii():
-        raise replies.error(replies.NEED_UTF8)
+        raise error.error(error.NEED_UTF8)
     if not inner:
         return Path("", "")
 

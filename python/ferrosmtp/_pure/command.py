@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ferrosmtp._pure import replies
-from ferrosmtp._pure.address import domain_problem, is_address_literal, parse_path_as
-from ferrosmtp._pure.items import Command
+from dataclasses import dataclass, field
+
+from ferrosmtp._pure import error
+from ferrosmtp._pure.address import Path, domain_problem, is_address_literal, parse_path_as
 from ferrosmtp._pure.params import parse_params
 
 MAX_VERB = 32
@@ -17,6 +18,23 @@ _HELLO = frozenset({"HELO", "EHLO", "LHLO"})
 _NO_ARGUMENT = frozenset({"DATA", "RSET", "QUIT", "STARTTLS"})
 
 
+@dataclass(frozen=True)
+class Command:
+    """One parsed command line.
+
+    ``verb`` is upper-cased; ``arg`` is the text after the verb with surrounding spaces
+    removed. MAIL and RCPT carry their parsed ``path`` and ESMTP ``params``; BDAT carries
+    ``chunk_size`` and ``last``.
+    """
+
+    verb: str
+    arg: str
+    path: Path | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    chunk_size: int | None = None
+    last: bool = False
+
+
 def parse_command(line: bytes, *, smtputf8: bool = False) -> Command:
     """Parse one command line (a trailing CRLF is allowed and ignored).
 
@@ -24,13 +42,13 @@ def parse_command(line: bytes, *, smtputf8: bool = False) -> Command:
     and EXPN carry UTF-8, and a MAIL path only with the ``SMTPUTF8`` parameter.
     Raises CodecError carrying the reply to send.
     """
-    line = replies.require_bytes(line, "line")
+    line = error.require_bytes(line, "line")
     if line.endswith(b"\r\n"):
         line = line[:-2]
     if not line:
-        raise replies.error(replies.EMPTY_COMMAND)
+        raise error.error(error.EMPTY_COMMAND)
     if any(b < 0x20 or b == 0x7F for b in line):
-        raise replies.error(replies.BAD_CHARACTER)
+        raise error.error(error.BAD_CHARACTER)
     verb_bytes, _, rest = line.partition(b" ")
     if (
         not verb_bytes
@@ -38,7 +56,7 @@ def parse_command(line: bytes, *, smtputf8: bool = False) -> Command:
         or verb_bytes[0] not in _VERB_START
         or not all(b in _VERB_REST for b in verb_bytes)
     ):
-        raise replies.error(replies.BAD_VERB)
+        raise error.error(error.BAD_VERB)
     verb = verb_bytes.decode("ascii").upper()
     arg = _decode_argument(verb, rest.strip(b" "), smtputf8)
 
@@ -48,16 +66,16 @@ def parse_command(line: bytes, *, smtputf8: bool = False) -> Command:
         return _parse_mail_rcpt(verb, arg, smtputf8)
     elif verb in _NO_ARGUMENT:
         if arg:
-            raise replies.error(replies.usage(verb))
+            raise error.error(error.usage(verb))
     elif verb == "VRFY" or verb == "EXPN":
         if not arg:
-            raise replies.error(replies.usage(verb))
+            raise error.error(error.usage(verb))
     elif verb == "AUTH":
         words = [w for w in arg.split(" ") if w]
         if not 1 <= len(words) <= 2 or not 1 <= len(words[0]) <= 20:
-            raise replies.error(replies.usage(verb))
+            raise error.error(error.usage(verb))
         if not all(c in _MECH_CHARS for c in words[0]):
-            raise replies.error(replies.usage(verb))
+            raise error.error(error.usage(verb))
     elif verb == "BDAT":
         return _parse_bdat(arg)
     return Command(verb, arg)
@@ -68,44 +86,44 @@ def _decode_argument(verb: str, raw: bytes, smtputf8: bool) -> str:
         return raw.decode("ascii")
     if verb == "MAIL" or verb == "RCPT":
         if not smtputf8:
-            raise replies.error(replies.NEED_UTF8)
+            raise error.error(error.NEED_UTF8)
     elif not (smtputf8 and (verb == "VRFY" or verb == "EXPN")):
-        raise replies.error(replies.EIGHT_BIT)
+        raise error.error(error.EIGHT_BIT)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise replies.error(replies.BAD_UTF8) from None
+        raise error.error(error.BAD_UTF8) from None
 
 
 def _check_hello(verb: str, arg: str) -> None:
     if not arg or " " in arg:
-        raise replies.error(replies.usage(verb))
+        raise error.error(error.usage(verb))
     if arg.startswith("["):
         if not is_address_literal(arg):
-            raise replies.error(replies.BAD_DOMAIN)
+            raise error.error(error.BAD_DOMAIN)
     elif domain_problem(arg, allow_underscore=True) is not None:
-        raise replies.error(replies.BAD_DOMAIN)
+        raise error.error(error.BAD_DOMAIN)
 
 
 def _parse_mail_rcpt(verb: str, arg: str, smtputf8: bool) -> Command:
     prefix = "FROM:" if verb == "MAIL" else "TO:"
     if arg[: len(prefix)].upper() != prefix:
-        raise replies.error(replies.usage(verb))
+        raise error.error(error.usage(verb))
     rest = arg[len(prefix) :].lstrip(" ")
     if not rest:
-        raise replies.error(replies.usage(verb))
+        raise error.error(error.usage(verb))
     path_text, params_text = _split_path(verb, rest)
     params = parse_params(params_text, smtputf8=smtputf8)
     if verb == "MAIL":
         # RFC 6531 §3.4: the SMTPUTF8 parameter on this very line permits a UTF-8 path.
         utf8_path = smtputf8 and "SMTPUTF8" in params
-        path = parse_path_as(path_text, utf8_path, replies.SENDER_PREFIX)
+        path = parse_path_as(path_text, utf8_path, error.SENDER_PREFIX)
     else:
         # Whether this transaction declared SMTPUTF8 is the protocol's to check.
-        path = parse_path_as(path_text, smtputf8, replies.RECIPIENT_PREFIX)
+        path = parse_path_as(path_text, smtputf8, error.RECIPIENT_PREFIX)
         if path.is_null:
-            code, enhanced, text = replies.RECIPIENT_PREFIX
-            raise replies.error((code, enhanced, text + ": null path not allowed"))
+            code, enhanced, text = error.RECIPIENT_PREFIX
+            raise error.error((code, enhanced, text + ": null path not allowed"))
     return Command(verb, arg, path, params)
 
 
@@ -128,7 +146,7 @@ def _split_path(verb: str, rest: str) -> tuple[str, str]:
         elif c == ">":
             params = rest[i + 1 :]
             if params and params[0] != " ":
-                raise replies.error(replies.usage(verb))
+                raise error.error(error.usage(verb))
             return rest[: i + 1], params
         i += 1
     return rest, ""
@@ -137,14 +155,14 @@ def _split_path(verb: str, rest: str) -> tuple[str, str]:
 def _parse_bdat(arg: str) -> Command:
     words = [w for w in arg.split(" ") if w]
     if not 1 <= len(words) <= 2:
-        raise replies.error(replies.usage("BDAT"))
+        raise error.error(error.usage("BDAT"))
     size = words[0]
     if not 1 <= len(size) <= MAX_BDAT_DIGITS or not all("0" <= c <= "9" for c in size):
-        raise replies.error(replies.usage("BDAT"))
+        raise error.error(error.usage("BDAT"))
     chunk_size = int(size)
     if chunk_size > _U64_MAX:
-        raise replies.error(replies.usage("BDAT"))
+        raise error.error(error.usage("BDAT"))
     last = len(words) == 2
     if last and words[1].upper() != "LAST":
-        raise replies.error(replies.usage("BDAT"))
+        raise error.error(error.usage("BDAT"))
     return Command("BDAT", arg, chunk_size=chunk_size, last=last)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ferrosmtp._pure.replies import require_bytes
+from ferrosmtp._pure.error import require_bytes
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferrosmtp._pure import replies
+from ferrosmtp._pure import error
 from ferrosmtp._pure.address import _allowed_non_ascii
 
 _KEYWORD_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -24,26 +24,26 @@ def parse_params(text: str, *, smtputf8: bool = False) -> dict[str, str | None]:
     Keywords are upper-cased, values kept as sent; a keyword given twice is refused.
     Raises CodecError (501 5.5.4).
     """
-    replies.require_utf8(text)
+    error.require_utf8(text)
     params: dict[str, str | None] = {}
     for word in text.split(" "):
         if not word:
             continue
         key, eq, value = word.partition("=")
         if not key or key[0] not in _KEYWORD_START or not all(c in _KEYWORD_REST for c in key):
-            raise replies.error(replies.BAD_PARAMS)
+            raise error.error(error.BAD_PARAMS)
         if eq and (not value or not all(_is_value_char(c, smtputf8) for c in value)):
-            raise replies.error(replies.BAD_PARAMS)
+            raise error.error(error.BAD_PARAMS)
         key = key.upper()
         if key in params:
-            raise replies.error(replies.DUPLICATE_PARAM)
+            raise error.error(error.DUPLICATE_PARAM)
         params[key] = value if eq else None
     return params
 
 
 def xtext_decode(text: str) -> str:
     """Decode RFC 3461 xtext (``+XX`` hex escapes) to the UTF-8 string it encodes."""
-    replies.require_utf8(text)
+    error.require_utf8(text)
     out = bytearray()
     i = 0
     while i < len(text):
@@ -52,24 +52,24 @@ def xtext_decode(text: str) -> str:
         if c == "+":
             pair = text[i + 1 : i + 3]
             if len(pair) != 2 or not all(h in "0123456789abcdefABCDEF" for h in pair):
-                raise replies.error(replies.BAD_XTEXT)
+                raise error.error(error.BAD_XTEXT)
             out.append(int(pair, 16))
             i += 3
         elif 33 <= o <= 126 and c != "=":
             out.append(o)
             i += 1
         else:
-            raise replies.error(replies.BAD_XTEXT)
+            raise error.error(error.BAD_XTEXT)
     try:
         return out.decode("utf-8")
     except UnicodeDecodeError:
-        raise replies.error(replies.BAD_XTEXT) from None
+        raise error.error(error.BAD_XTEXT) from None
 
 
 def xtext_encode(text: str) -> str:
     """Encode a string as RFC 3461 xtext: octets outside ``!``..``~``, ``+`` and ``=``
     become ``+XX``."""
-    replies.require_utf8(text)
+    error.require_utf8(text)
     out = []
     for b in text.encode("utf-8"):
         if 33 <= b <= 126 and b != 0x2B and b != 0x3D:

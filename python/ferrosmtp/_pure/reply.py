@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ferrosmtp._errors import ReplyError
-from ferrosmtp._pure import replies
+from ferrosmtp._pure import error
 
 MAX_REPLY_LINE = 512  # octets including CRLF that format_reply writes (RFC 5321 §4.5.3.1.5)
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)", re.ASCII)
@@ -73,7 +73,7 @@ class ReplyReader:
         return self._code is not None
 
     def feed(self, data: bytes) -> list[Reply]:
-        data = replies.require_bytes(data, "data")
+        data = error.require_bytes(data, "data")
         buf = self._buf + data if self._buf else data
         out: list[Reply] = []
         pos = 0
@@ -148,7 +148,7 @@ def format_reply(code: int, text: str | Sequence[str], enhanced: str | None = No
     for line in lines:
         if not isinstance(line, str):
             raise ValueError("reply text must be str")
-        replies.require_utf8(line)
+        error.require_utf8(line)
         if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in line):
             raise ValueError("reply text must not contain CR, LF or control characters")
         pieces.extend(_wrap(line, budget))
@@ -207,11 +207,11 @@ def parse_ehlo(lines: Sequence[str]) -> EhloReply:
     if not lines:
         return EhloReply("", "", {})
     first = lines[0]
-    replies.require_utf8(first)
+    error.require_utf8(first)
     domain, _, greeting = first.partition(" ")
     extensions: dict[str, str] = {}
     for line in lines[1:]:
-        replies.require_utf8(line)
+        error.require_utf8(line)
         keyword, _, params = line.partition(" ")
         if _KEYWORD.fullmatch(keyword) is None:
             continue

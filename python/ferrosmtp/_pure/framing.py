@@ -26,11 +26,58 @@ a bare LF is dropped rather than taken as the end.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ferrosmtp._errors import CodecError
-from ferrosmtp._pure import replies
-from ferrosmtp._pure.command import parse_command
-from ferrosmtp._pure.items import Command, Data, DataEnd, Line, Violation
+from ferrosmtp._pure import error
+from ferrosmtp._pure.command import Command, parse_command
+
+
+@dataclass(frozen=True)
+class Violation:
+    """Input the reader refused, with the reply to send.
+
+    ``fatal`` means the reader has stopped reading: the connection must be closed after
+    the reply is sent.
+    """
+
+    kind: str
+    code: int
+    enhanced: str
+    text: str
+    fatal: bool = False
+
+
+@dataclass(frozen=True)
+class Data:
+    """A piece of message content: DATA already unstuffed, or BDAT chunk bytes."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DataEnd:
+    """The end of a DATA body (at CRLF.CRLF) or of a BDAT chunk.
+
+    ``last`` is False only for a BDAT chunk without LAST. ``size`` counts the content
+    bytes produced for this body or chunk. ``bare_lf`` / ``bare_cr`` report bare line
+    ends seen under either policy. ``violation`` is the reply to send instead of
+    accepting the content (bare line ends under ``reject``, size or line limits).
+    """
+
+    last: bool
+    size: int
+    bare_lf: bool = False
+    bare_cr: bool = False
+    violation: Violation | None = None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line read in line mode (an AUTH exchange), without its line end."""
+
+    data: bytes
+
 
 Item = Command | Violation | Data | DataEnd | Line
 
@@ -49,7 +96,7 @@ _BARE_CR = re.compile(rb"\r(?!\n)")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
-def _violation(kind: str, reply: replies.Reply, fatal: bool = False) -> Violation:
+def _violation(kind: str, reply: error.Canned, fatal: bool = False) -> Violation:
     return Violation(kind, reply[0], reply[1], reply[2], fatal)
 
 
@@ -103,7 +150,7 @@ class ServerReader:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Item]:
-        data = replies.require_bytes(data, "data")
+        data = error.require_bytes(data, "data")
         if self._mode == CLOSED:
             return []
         buf = self._buf + data if self._buf else data
@@ -169,7 +216,7 @@ class ServerReader:
         self._buf = buf[pos:]
         if self._mode == PAUSED and len(self._buf) > self.max_buffer:
             self._close()
-            out.append(_violation("buffer_full", replies.BUFFER_FULL, fatal=True))
+            out.append(_violation("buffer_full", error.BUFFER_FULL, fatal=True))
         return out
 
     def _close(self) -> None:
@@ -203,8 +250,8 @@ class ServerReader:
     def _too_long(self, start: bytes) -> Violation:
         # RFC 4954 §4: an AUTH line, initial response included, that is too long is 5.5.6
         if self._mode == LINE or start[:5].upper() == b"AUTH ":
-            return _violation("line_too_long", replies.AUTH_LINE_TOO_LONG)
-        return _violation("line_too_long", replies.LINE_TOO_LONG)
+            return _violation("line_too_long", error.AUTH_LINE_TOO_LONG)
+        return _violation("line_too_long", error.LINE_TOO_LONG)
 
     def _discard(self, buf: bytes, pos: int) -> int:
         """Drop the rest of an overlong line; keep a final CR that may start a CRLF."""
@@ -249,7 +296,7 @@ class ServerReader:
         except CodecError as e:
             if is_bdat:
                 # Without a size the chunk cannot be skipped: stop reading (B4).
-                out.append(_violation("syntax", replies.BDAT_SYNTAX, fatal=True))
+                out.append(_violation("syntax", error.BDAT_SYNTAX, fatal=True))
                 self._close()
             else:
                 out.append(Violation("syntax", e.code, e.enhanced, e.text, False))
@@ -288,9 +335,9 @@ class ServerReader:
                 self._bdat_cr = False
             violation = None
             if not self._normalize and self._chunk_bare_lf:
-                violation = _violation("bare_newline", replies.BARE_LF)
+                violation = _violation("bare_newline", error.BARE_LF)
             elif not self._normalize and self._chunk_bare_cr:
-                violation = _violation("bare_newline", replies.BARE_CR)
+                violation = _violation("bare_newline", error.BARE_CR)
             out.append(
                 DataEnd(last, self._chunk_size, self._chunk_bare_lf, self._chunk_bare_cr, violation)
             )
@@ -481,11 +528,11 @@ class ServerReader:
     def _data_end(self) -> DataEnd:
         violation = None
         if self._too_big:
-            violation = _violation("message_too_big", replies.MESSAGE_TOO_BIG)
+            violation = _violation("message_too_big", error.MESSAGE_TOO_BIG)
         elif not self._normalize and self._bare_lf:
-            violation = _violation("bare_newline", replies.BARE_LF)
+            violation = _violation("bare_newline", error.BARE_LF)
         elif not self._normalize and self._bare_cr:
-            violation = _violation("bare_newline", replies.BARE_CR)
+            violation = _violation("bare_newline", error.BARE_CR)
         elif self._long_line:
-            violation = _violation("line_too_long", replies.TEXT_LINE_TOO_LONG)
+            violation = _violation("line_too_long", error.TEXT_LINE_TOO_LONG)
         return DataEnd(True, self._size, self._bare_lf, self._bare_cr, violation)
