@@ -6,10 +6,9 @@ aiosmtplib-style client. See README.md.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from ferrosmtp import codec
 from ferrosmtp._errors import CodecError, ReplyError
+from ferrosmtp._version import __version__
 from ferrosmtp.client import Client, Pool, SendResult, SMTPResponse, SMTPStatus, send
 from ferrosmtp.errors import (
     SMTPAuthenticationError,
