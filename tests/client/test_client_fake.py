@@ -15,7 +15,7 @@ from types import ModuleType
 import pytest
 import trustme
 
-import ferrosmtp._client_session as session_module
+import ferrosmtp.client.session as session_module
 from ferrosmtp.client import Client, SMTPResponse, send
 from ferrosmtp.errors import (
     SMTPConnectError,

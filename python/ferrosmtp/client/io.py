@@ -13,7 +13,7 @@ import asyncio
 from collections import deque
 from typing import cast
 
-from ferrosmtp._client_options import WRITE_BUFFER_HIGH
+from ferrosmtp.client.options import WRITE_BUFFER_HIGH
 from ferrosmtp.errors import (
     SMTPException,
     SMTPProtocolError,

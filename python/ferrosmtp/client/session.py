@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from ferrosmtp import auth as sasl
-from ferrosmtp._client_envelope import Envelope, dsn_notify, params_from_options
-from ferrosmtp._client_io import SMTPProtocol, clone_error
-from ferrosmtp._client_lock import FifoLock
-from ferrosmtp._client_message import extract_recipients, extract_sender, flatten_message
-from ferrosmtp._client_options import (
+from ferrosmtp.client.envelope import Envelope, dsn_notify, params_from_options
+from ferrosmtp.client.io import SMTPProtocol, clone_error
+from ferrosmtp.client.lock import FifoLock
+from ferrosmtp.client.message import extract_recipients, extract_sender, flatten_message
+from ferrosmtp.client.options import (
     BDAT_THRESHOLD,
     CHUNK_SIZE,
     DEFAULT,
@@ -40,7 +40,7 @@ from ferrosmtp._client_options import (
     SocketPathType,
     Timeout,
 )
-from ferrosmtp._client_results import SendResult, SMTPResponse, all_refused, smtp_response
+from ferrosmtp.client.results import SendResult, SMTPResponse, all_refused, smtp_response
 from ferrosmtp.errors import (
     SMTPAuthenticationError,
     SMTPConnectError,

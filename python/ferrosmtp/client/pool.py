@@ -9,8 +9,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from ferrosmtp._client_results import SendResult
-from ferrosmtp._client_session import Client
+from ferrosmtp.client.results import SendResult
+from ferrosmtp.client.session import Client
 from ferrosmtp.errors import SMTPException, SMTPServerDisconnected
 
 __all__ = ["Pool"]

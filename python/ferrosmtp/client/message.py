@@ -12,7 +12,7 @@ import io
 from collections.abc import Iterable
 
 from ferrosmtp import codec as _codec
-from ferrosmtp._client_options import CHUNK_SIZE
+from ferrosmtp.client.options import CHUNK_SIZE
 
 __all__ = ["extract_recipients", "extract_sender", "flatten_message", "wire_size"]
 

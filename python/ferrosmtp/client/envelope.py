@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from ferrosmtp import codec as _codec
-from ferrosmtp._client_message import wire_size
+from ferrosmtp.client.message import wire_size
 from ferrosmtp.errors import SMTPNotSupported
 from ferrosmtp.protocol.client import ClientConnection, Command, parse_option
 

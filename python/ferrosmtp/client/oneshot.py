@@ -7,14 +7,14 @@ import socket
 import ssl
 from collections.abc import Sequence
 
-from ferrosmtp._client_options import (
+from ferrosmtp.client.options import (
     DEFAULT_DATA_TIMEOUT,
     DEFAULT_TIMEOUT,
     SMTPTokenGenerator,
     SocketPathType,
 )
-from ferrosmtp._client_results import SendResult
-from ferrosmtp._client_session import Client
+from ferrosmtp.client.results import SendResult
+from ferrosmtp.client.session import Client
 
 __all__ = ["send"]
 

@@ -29,25 +29,25 @@ with one job each:
 
 from __future__ import annotations
 
-from ferrosmtp._client_message import extract_recipients as extract_recipients
-from ferrosmtp._client_message import extract_sender as extract_sender
-from ferrosmtp._client_message import flatten_message as flatten_message
-from ferrosmtp._client_message import wire_size as wire_size
-from ferrosmtp._client_options import BDAT_THRESHOLD as BDAT_THRESHOLD
-from ferrosmtp._client_options import CHUNK_SIZE as CHUNK_SIZE
-from ferrosmtp._client_options import DEFAULT_DATA_TIMEOUT, DEFAULT_TIMEOUT
-from ferrosmtp._client_options import LMTP_PORT as LMTP_PORT
-from ferrosmtp._client_options import SMTP_PORT as SMTP_PORT
-from ferrosmtp._client_options import SUBMISSION_PORT as SUBMISSION_PORT
-from ferrosmtp._client_options import SUBMISSIONS_PORT as SUBMISSIONS_PORT
-from ferrosmtp._client_options import WRITE_BUFFER_HIGH as WRITE_BUFFER_HIGH
-from ferrosmtp._client_options import SMTPTokenGenerator as SMTPTokenGenerator
-from ferrosmtp._client_options import SocketPathType as SocketPathType
-from ferrosmtp._client_options import Timeout as Timeout
-from ferrosmtp._client_pool import Pool
-from ferrosmtp._client_results import SendResult, SMTPResponse, SMTPStatus
-from ferrosmtp._client_send import send
-from ferrosmtp._client_session import Client
+from ferrosmtp.client.message import extract_recipients as extract_recipients
+from ferrosmtp.client.message import extract_sender as extract_sender
+from ferrosmtp.client.message import flatten_message as flatten_message
+from ferrosmtp.client.message import wire_size as wire_size
+from ferrosmtp.client.options import BDAT_THRESHOLD as BDAT_THRESHOLD
+from ferrosmtp.client.options import CHUNK_SIZE as CHUNK_SIZE
+from ferrosmtp.client.options import DEFAULT_DATA_TIMEOUT, DEFAULT_TIMEOUT
+from ferrosmtp.client.options import LMTP_PORT as LMTP_PORT
+from ferrosmtp.client.options import SMTP_PORT as SMTP_PORT
+from ferrosmtp.client.options import SUBMISSION_PORT as SUBMISSION_PORT
+from ferrosmtp.client.options import SUBMISSIONS_PORT as SUBMISSIONS_PORT
+from ferrosmtp.client.options import WRITE_BUFFER_HIGH as WRITE_BUFFER_HIGH
+from ferrosmtp.client.options import SMTPTokenGenerator as SMTPTokenGenerator
+from ferrosmtp.client.options import SocketPathType as SocketPathType
+from ferrosmtp.client.options import Timeout as Timeout
+from ferrosmtp.client.pool import Pool
+from ferrosmtp.client.results import SendResult, SMTPResponse, SMTPStatus
+from ferrosmtp.client.oneshot import send
+from ferrosmtp.client.session import Client
 
 __all__ = [
     "DEFAULT_DATA_TIMEOUT",
