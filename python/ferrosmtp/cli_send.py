@@ -192,13 +192,15 @@ def strip_headers(data: bytes, names: tuple[str, ...]) -> bytes:
 
 
 @dataclass
-class Envelope:
+class Outgoing:
+    """A message ready to go: its envelope's sender and recipients, and its bytes."""
+
     sender: str
     recipients: list[str]
     data: bytes
 
 
-def envelope_for(item: Item, sender: str | None, recipients: list[str] | None) -> Envelope:
+def envelope_for(item: Item, sender: str | None, recipients: list[str] | None) -> Outgoing:
     """The envelope of a message: the command line's, else its headers'. Raises ValueError
     with a message a person can act on."""
     headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(item.data)
@@ -212,7 +214,7 @@ def envelope_for(item: Item, sender: str | None, recipients: list[str] | None) -
         if not recipients:
             raise ValueError("no recipients: give --to, or To/Cc/Bcc headers")
         data = strip_headers(data, ("Bcc", "Resent-Bcc"))
-    return Envelope(sender, recipients, data)
+    return Outgoing(sender, recipients, data)
 
 
 # --- Progress and summary ---------------------------------------------------------------

@@ -42,13 +42,13 @@ def backend(
     """Run the test with the Rust core, then with the pure twin, as the active codec of the
     client (its commands, replies, dot-stuffing and sizes)."""
     module = load_backend(request.param)
-    import ferrosmtp.client.envelope
     import ferrosmtp.client.message
+    import ferrosmtp.client.request
     import ferrosmtp.protocol.client
 
     monkeypatch.setattr(ferrosmtp.protocol.client, "_active_codec", module)
     monkeypatch.setattr(ferrosmtp.client.message, "_codec", module)  # wire_size
-    monkeypatch.setattr(ferrosmtp.client.envelope, "_codec", module)  # xtext for DSN
+    monkeypatch.setattr(ferrosmtp.client.request, "_codec", module)  # xtext for DSN
     ferrosmtp.protocol.client._canonical_path_cached.cache_clear()
     yield module
     ferrosmtp.protocol.client._canonical_path_cached.cache_clear()

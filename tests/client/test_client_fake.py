@@ -15,7 +15,7 @@ from types import ModuleType
 import pytest
 import trustme
 
-import ferrosmtp.client.session as session_module
+import ferrosmtp.client.auth as auth_module
 from ferrosmtp.client import Client, SMTPResponse, send
 from ferrosmtp.errors import (
     SMTPConnectError,
@@ -663,7 +663,7 @@ def test_certificate_is_verified_by_default(ca: trustme.CA) -> None:
 def test_cleartext_password_refused_to_a_remote_plaintext_peer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(session_module, "_is_loopback", lambda peer: False)
+    monkeypatch.setattr(auth_module, "_is_loopback", lambda peer: False)
 
     async def main() -> None:
         async with fake_server(capabilities=["AUTH PLAIN LOGIN"], auth=plain_auth) as server:

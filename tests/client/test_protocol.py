@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ferrosmtp.protocol.client import (
+    Answer,
     ClientConnection,
     Command,
     Event,
@@ -20,7 +21,6 @@ from ferrosmtp.protocol.client import (
     MessageTooLarge,
     Phase,
     RemoteProtocolError,
-    Response,
     ServerClosing,
 )
 from tests.conftest import load_backend
@@ -31,10 +31,10 @@ EHLO_REPLY = (
 )
 
 
-def responses(events: list[Event]) -> list[Response]:
+def responses(events: list[Event]) -> list[Answer]:
     """The events, all of which must be replies to commands (no ServerClosing)."""
-    assert all(isinstance(e, Response) for e in events), events
-    return [e for e in events if isinstance(e, Response)]
+    assert all(isinstance(e, Answer) for e in events), events
+    return [e for e in events if isinstance(e, Answer)]
 
 
 def ready(codec: ModuleType, ehlo: bytes = EHLO_REPLY, *, lmtp: bool = False) -> ClientConnection:
@@ -45,7 +45,7 @@ def ready(codec: ModuleType, ehlo: bytes = EHLO_REPLY, *, lmtp: bool = False) ->
     ]
     assert conn.ehlo("client.test") == (b"LHLO" if lmtp else b"EHLO") + b" client.test\r\n"
     (event,) = conn.receive_data(ehlo)
-    assert isinstance(event, Response) and event.code == 250
+    assert isinstance(event, Answer) and event.code == 250
     assert conn.phase is Phase.READY
     return conn
 
@@ -156,7 +156,7 @@ def test_421_mid_transaction_closes_and_drops_the_rest(backend: ModuleType) -> N
         [Command.mail("a@example.org"), Command.rcpt("b@example.org"), Command.simple("DATA")]
     )
     events = conn.receive_data(b"250 ok\r\n421 4.3.2 shutting down\r\n")
-    assert [(e.command, e.code) for e in events if isinstance(e, Response)] == [
+    assert [(e.command, e.code) for e in events if isinstance(e, Answer)] == [
         ("MAIL", 250),
         ("RCPT", 421),
     ]

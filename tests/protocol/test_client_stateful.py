@@ -50,12 +50,12 @@ from hypothesis.stateful import (
 
 from ferrosmtp import _core, _pure
 from ferrosmtp.protocol.client import (
+    Answer,
     ClientConnection,
     Command,
     LocalProtocolError,
     Phase,
     RemoteProtocolError,
-    Response,
     ServerClosing,
 )
 
@@ -431,7 +431,7 @@ class ClientMachine(RuleBasedStateMachine):
             assert not self.expected and event.reply.code == 421
             assert self.conn.closed
             return
-        assert isinstance(event, Response)
+        assert isinstance(event, Answer)
         assert self.expected, f"a reply matched to nothing: {event}"
         head = self.expected.pop(0)
         if head.per_recipient:

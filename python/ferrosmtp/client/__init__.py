@@ -13,18 +13,23 @@ message needs them; DSN options; LMTP with one result per recipient; a strict ST
 (bytes after the 220 abort the connection); cleartext passwords only over TLS or to a
 loopback peer unless ``allow_insecure_auth=True``.
 
-This module is the import path of the client's public names; the code lives in modules
-with one job each:
+This package's ``__init__`` is the import path of the client's public names; the code
+lives in modules with one job each:
 
-- ``_client_session``: ``Client`` (connecting, commands, STARTTLS, AUTH, transactions);
-- ``_client_pool``: ``Pool``;
-- ``_client_send``: ``send()``;
-- ``_client_io``: the ``asyncio.Protocol`` between the socket and ``ClientConnection``;
-- ``_client_lock``: the FIFO lock that hands a session from one transaction to the next;
-- ``_client_envelope``: sender, recipients and ESMTP options turned into commands;
-- ``_client_message``: a message's bytes, wire size and header addresses;
-- ``_client_results``: ``SMTPResponse`` and ``SendResult``;
-- ``_client_options``: defaults, size constants and option types.
+- ``session``: ``Client``, built in layers, one a module: ``core`` (options, state, the
+  command exchange), ``commands`` (EHLO, NOOP, VRFY...), ``tls`` (the TLS context and
+  STARTTLS), ``auth`` (SASL), ``transaction`` (the pipelined transaction engine),
+  ``messages`` (``mail()``... ``sendmail()``, ``send_message()``), ``session`` itself
+  (connecting);
+- ``pool``: ``Pool``;
+- ``oneshot``: ``send()``;
+- ``io``: the ``asyncio.Protocol`` between the socket and ``ClientConnection``;
+- ``lock``: the FIFO lock that hands a session from one transaction to the next;
+- ``request``: ``SendRequest``, sender, recipients and ESMTP options turned into
+  commands;
+- ``message``: a message's bytes, wire size and header addresses;
+- ``results``: ``SMTPResponse`` and ``SendResult``;
+- ``options``: defaults, size constants and option types.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ferrosmtp.client.message import extract_recipients as extract_recipients
 from ferrosmtp.client.message import extract_sender as extract_sender
 from ferrosmtp.client.message import flatten_message as flatten_message
 from ferrosmtp.client.message import wire_size as wire_size
+from ferrosmtp.client.oneshot import send
 from ferrosmtp.client.options import BDAT_THRESHOLD as BDAT_THRESHOLD
 from ferrosmtp.client.options import CHUNK_SIZE as CHUNK_SIZE
 from ferrosmtp.client.options import DEFAULT_DATA_TIMEOUT, DEFAULT_TIMEOUT
@@ -46,7 +52,6 @@ from ferrosmtp.client.options import SocketPathType as SocketPathType
 from ferrosmtp.client.options import Timeout as Timeout
 from ferrosmtp.client.pool import Pool
 from ferrosmtp.client.results import SendResult, SMTPResponse, SMTPStatus
-from ferrosmtp.client.oneshot import send
 from ferrosmtp.client.session import Client
 
 __all__ = [

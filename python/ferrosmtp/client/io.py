@@ -22,10 +22,10 @@ from ferrosmtp.errors import (
     SMTPServiceUnavailable,
 )
 from ferrosmtp.protocol.client import (
+    Answer,
     ClientConnection,
     Phase,
     RemoteProtocolError,
-    Response,
     ServerClosing,
 )
 
@@ -41,15 +41,15 @@ def clone_error(exc: SMTPException) -> SMTPException:
 class _Waiter:
     """Someone waiting for the next ``count`` replies, until ``deadline`` (loop time)."""
 
-    __slots__ = ("count", "deadline", "future", "responses")
+    __slots__ = ("answers", "count", "deadline", "future")
 
     def __init__(
-        self, count: int, future: asyncio.Future[list[Response]], deadline: float | None
+        self, count: int, future: asyncio.Future[list[Answer]], deadline: float | None
     ) -> None:
         self.count = count
         self.future = future
         self.deadline = deadline
-        self.responses: list[Response] = []
+        self.answers: list[Answer] = []
 
 
 class SMTPProtocol(asyncio.Protocol):
@@ -73,7 +73,7 @@ class SMTPProtocol(asyncio.Protocol):
         self.conn = conn
         self.loop = loop
         self.greeting_timeout = greeting_timeout
-        self.greeting: asyncio.Future[list[Response]] | None = None
+        self.greeting: asyncio.Future[list[Answer]] | None = None
         self.transport: asyncio.Transport | None = None
         self.error: SMTPException | None = None  # why the connection can no longer be used
         self._waiters: deque[_Waiter] = deque()
@@ -109,12 +109,12 @@ class SMTPProtocol(asyncio.Protocol):
                 self.fail(SMTPProtocolError("reply without a waiting command"))
                 return
             waiter = waiters[0]
-            responses = waiter.responses
-            responses.append(event)  # type: ignore[arg-type]
-            if len(responses) == waiter.count:
+            answers = waiter.answers
+            answers.append(event)  # type: ignore[arg-type]
+            if len(answers) == waiter.count:
                 waiters.popleft()
                 if not waiter.future.done():  # a cancelled waiter just drops its replies
-                    waiter.future.set_result(responses)
+                    waiter.future.set_result(answers)
         if self.conn.phase is Phase.TLS_HANDSHAKE and self.transport is not None:
             # Read nothing more in plaintext: the next bytes belong to the TLS handshake.
             self.transport.pause_reading()
@@ -138,7 +138,7 @@ class SMTPProtocol(asyncio.Protocol):
 
     # used by the client
 
-    def expect(self, count: int, timeout: float | None) -> asyncio.Future[list[Response]]:
+    def expect(self, count: int, timeout: float | None) -> asyncio.Future[list[Answer]]:
         """Register for the next ``count`` replies (before writing their commands)."""
         if self.error is not None:
             raise clone_error(self.error)

@@ -1,14 +1,19 @@
 """The lock that gives one transaction (or command exchange) at a time a ``Client``'s
-session, and lets a pipelining transaction hand it straight to the next one."""
+session, lets a pipelining transaction hand it straight to the next one, and the
+``Turn`` each transaction holds in that queue."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FifoLock"]
+if TYPE_CHECKING:
+    from ferrosmtp.client.options import Timeout
+    from ferrosmtp.protocol.client import Answer, Command
+
+__all__ = ["FifoLock", "Turn"]
 
 
 class FifoLock:
@@ -76,3 +81,19 @@ class FifoLock:
             when.add_done_callback(wake)
         else:
             wake()
+
+
+class Turn:
+    """A transaction's envelope (MAIL, RCPT..., DATA) waiting to be written, and the
+    future of its replies once it has been."""
+
+    __slots__ = ("commands", "content_started", "handed", "replies", "reset", "timeout", "waiter")
+
+    def __init__(self, commands: list[Command], timeout: Timeout) -> None:
+        self.commands = commands
+        self.timeout = timeout
+        self.replies: Awaitable[list[Answer]] | None = None
+        self.reset = False  # an RSET went first: its reply is dropped
+        self.content_started = False  # any byte of the message content written
+        self.waiter: asyncio.Future[None] | None = None  # our place in the session queue
+        self.handed = False  # the session was handed to us by the transaction ahead

@@ -5,6 +5,7 @@ every sequencing rule of their side in one place.
 """
 
 from ferrosmtp.protocol.client import (
+    Answer,
     ClientConnection,
     ExtensionNotSupported,
     LocalProtocolError,
@@ -14,16 +15,15 @@ from ferrosmtp.protocol.client import (
     ServerClosing,
 )
 from ferrosmtp.protocol.client import Command as ClientCommand
-from ferrosmtp.protocol.client import Response as ClientResponse
 from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Event, Response
 from ferrosmtp.protocol.server import ServerConfig, ServerConnection
 
 __all__ = [
     "CLOSED",
     "NEED_DATA",
+    "Answer",
     "ClientCommand",
     "ClientConnection",
-    "ClientResponse",
     "Event",
     "ExtensionNotSupported",
     "LocalProtocolError",

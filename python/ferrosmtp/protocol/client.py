@@ -3,7 +3,7 @@
 ``ClientConnection`` holds every sequencing rule of a client session and nothing else:
 no sockets, no clocks, no policy about what to send. The caller asks it for the bytes of a
 command (``conn.mail("a@example.org")``) and writes them; it feeds what the server sends
-to ``conn.receive_data(data)`` and gets back one ``Response`` per reply, each matched to
+to ``conn.receive_data(data)`` and gets back one ``Answer`` per reply, each matched to
 the command it answers.
 
 The rules it enforces, all in this module:
@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 from ferrosmtp import codec as _active_codec
 
 __all__ = [
+    "Answer",
     "ClientConnection",
     "Command",
     "Event",
@@ -53,7 +54,6 @@ __all__ = [
     "MessageTooLarge",
     "Phase",
     "RemoteProtocolError",
-    "Response",
     "ServerClosing",
     "check_hello_name",
     "format_params",
@@ -511,8 +511,9 @@ def _line(verb: str, argument: str) -> bytes:
 # --- Events ---------------------------------------------------------------------------------
 
 
-class Response(NamedTuple):
-    """A reply, matched to the command it answers.
+class Answer(NamedTuple):
+    """A reply, matched to the command it answers (the client's event; the server's
+    replies are ``protocol.events.Response``, the caller's are ``SMTPResponse``).
 
     ``command`` is the verb (``"CONNECT"`` for the greeting, ``"."`` for the end of DATA
     content, ``"AUTH-RESPONSE"`` for a SASL response line); ``argument`` is the address
@@ -541,7 +542,7 @@ class ServerClosing(NamedTuple):
     reply: Any
 
 
-Event = Response | ServerClosing
+Event = Answer | ServerClosing
 
 
 # --- The connection -------------------------------------------------------------------------
@@ -955,7 +956,7 @@ class ClientConnection:
             waiting = pending.popleft()
             if waiting.per_recipient:
                 waiting = self._per_recipient(waiting)
-            events.append(Response(waiting.verb, waiting.argument, reply))
+            events.append(Answer(waiting.verb, waiting.argument, reply))
             phase = self._apply_reply(waiting, reply)
             if phase is Phase.TLS_HANDSHAKE and (
                 index != len(replies) - 1 or self._reader.buffered or self._reader.in_reply

@@ -1,6 +1,10 @@
-"""A message's envelope: sender, recipients and ESMTP options (aiosmtplib's
-``mail_options``, DSN's ``notify``/``ret``/``envid``/``orcpt``), checked before any I/O
-and turned into MAIL and RCPT commands once the server's extensions are known."""
+"""What a caller asks to send a message to: sender, recipients and ESMTP options
+(aiosmtplib's ``mail_options``, DSN's ``notify``/``ret``/``envid``/``orcpt``), checked
+before any I/O and turned into the envelope's MAIL and RCPT commands once the server's
+extensions are known.
+
+Named ``SendRequest``, not ``Envelope``: ``ferrosmtp.Envelope`` is the server's record of
+a received transaction (aiosmtpd's), a different thing."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from ferrosmtp.client.message import wire_size
 from ferrosmtp.errors import SMTPNotSupported
 from ferrosmtp.protocol.client import ClientConnection, Command, parse_option
 
-__all__ = ["Envelope", "dsn_notify", "params_from_options"]
+__all__ = ["SendRequest", "dsn_notify", "params_from_options"]
 
 
 def params_from_options(options: Iterable[str] | None) -> dict[str, str | None]:
@@ -41,7 +45,7 @@ def dsn_notify(notify: Iterable[str] | None) -> str | None:
     return ",".join(values)
 
 
-class Envelope:
+class SendRequest:
     """A message's sender, recipients and ESMTP parameters, turned into commands once
     the server's extensions are known."""
 
