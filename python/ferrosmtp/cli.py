@@ -337,9 +337,17 @@ async def _serve(server: Any, args: argparse.Namespace, *, reuse_port: bool = Fa
     return EXIT_OK
 
 
+def version_line() -> str:
+    """``ferrosmtp 0.1.0 (rust codec, CPython 3.12.1)``: what runs, for bug reports."""
+    from ferrosmtp import codec
+
+    python = f"{sys.implementation.name.replace('cpython', 'CPython')} {sys.version.split()[0]}"
+    return f"ferrosmtp {__version__} ({codec.BACKEND} codec, {python})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferrosmtp", description="Fast, strict SMTP for Python.")
-    parser.add_argument("--version", action="version", version=f"ferrosmtp {__version__}")
+    parser.add_argument("--version", action="version", version=version_line())
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_serve_parser(subparsers)
     try:

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 import ferrosmtp
-from ferrosmtp import _version
+from ferrosmtp import _version, codec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,9 +36,9 @@ def test_pyproject_does_not_repeat_the_version() -> None:
     assert not re.search(r"^version\s*=", pyproject, re.M)
 
 
-def test_cli_version_names_the_package_version() -> None:
+def test_cli_version_names_the_version_and_the_codec_backend() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "ferrosmtp", "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0
-    assert out.stdout.startswith(f"ferrosmtp {cargo_version()}")
+    assert out.stdout.startswith(f"ferrosmtp {cargo_version()} ({codec.BACKEND} codec, ")
