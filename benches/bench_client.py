@@ -9,6 +9,9 @@ so a noisy machine hurts them alike; the table gives the median of the rounds (a
 spread). Messages are 1 KiB. Then each client sends one big message (--big-mib) and
 reports the time and its process's peak RSS (VmHWM) next to the message size.
 
+The load average is printed before and after; tables taken on a busy machine (1-minute
+load over 0.5) are marked NOT PUBLISHABLE and the exit status is 1 (``--allow-busy``: 0).
+
 Senders:
   ferrosmtp 1 conn          Client, one connection, ``await sendmail()`` in a loop
   ferrosmtp 1 conn x20      Client, one connection, 20 tasks sharing it (pipelined
@@ -36,6 +39,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from quiet import QuietCheck
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = "bench@example.org"
@@ -345,6 +350,9 @@ def main() -> int:
     )
     parser.add_argument("--big-runs", type=int, default=3, help="runs of the big message")
     parser.add_argument("--only", action="append", help="run only these senders (repeatable)")
+    parser.add_argument(
+        "--allow-busy", action="store_true", help="exit 0 even when the machine was busy"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--serve-discard", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -357,6 +365,8 @@ def main() -> int:
         return 0
 
     names = args.only or list(SENDERS)
+    quiet = QuietCheck()
+    print(quiet.before(), file=sys.stderr)
     sink = start_sink()
     try:
         rates: dict[str, list[dict[str, float]]] = {name: [] for name in names}
@@ -382,7 +392,12 @@ def main() -> int:
                         big[target][name] = chosen
     finally:
         sink.stop()
+    print(quiet.after(), file=sys.stderr)
     print_tables(rates, big, args)
+    print(f"\nMachine: {quiet.verdict()}")
+    if quiet.busy and not args.allow_busy:
+        print("\n!!! THE MACHINE WAS BUSY: these tables are not publishable.", file=sys.stderr)
+        return 1
     return 0
 
 

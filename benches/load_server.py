@@ -10,6 +10,11 @@ Servers (each in its own process, on its own 127.0.0.1 port, all started up fron
   pure; skipped with a message while that command does not exist yet
 * ``ferrosmtp-2w``: the same with ``--workers 2`` (two processes on one port; peak RSS
   counts the whole process tree)
+* ``ferrosmtp-asyncio``: ``ferrosmtp serve --sink -q --loop asyncio`` (asyncio's own loop)
+* ``floor`` / ``floor-asyncio``: ``benches/floor_server.py``, a responder that parses
+  nothing (greets, 250 to every line, 354 to DATA, 250 at the end of data) on uvloop /
+  asyncio's loop: the floor of any Python server on that loop; ``vs floor`` compares each
+  ferrosmtp row with the floor on the same loop
 * anything else with ``--server NAME='command ... {port} ...'``
 
 Workloads (smtp-source does not pipeline and sends HELO, one recipient per message):
@@ -31,6 +36,9 @@ Usage::
     python benches/load_server.py            # full run, a few minutes
     python benches/load_server.py --quick    # short run, well under a minute of load
     python benches/load_server.py --servers aiosmtpd,smtp-sink --repeats 3
+
+The load average is printed before and after; a table taken on a busy machine (1-minute
+load over 0.5) is marked NOT PUBLISHABLE and the exit status is 1 (``--allow-busy``: 0).
 
 MB/s counts smtp-source's payload bytes (-l) in units of 10^6 bytes.
 """
@@ -55,6 +63,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from quiet import QuietCheck
 
 HOST = "127.0.0.1"
 SBIN_DIRS = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
@@ -192,8 +202,41 @@ def _ferrosmtp_unavailable() -> str | None:
     return reason
 
 
+def _floor_argv(loop: str) -> Callable[[int], list[str]]:
+    script = str(Path(__file__).resolve().with_name("floor_server.py"))
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, script, "--host", HOST, "--port", str(port), "--loop", loop]
+
+    return argv
+
+
+def _uvloop_unavailable() -> str | None:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "uvloop is not installed in this Python"
+    return None
+
+
+# The parse-nothing responder on the same loop as each ferrosmtp row ("vs floor").
+FLOOR_OF = {
+    "ferrosmtp": "floor",
+    "ferrosmtp-2w": "floor",
+    "ferrosmtp-asyncio": "floor-asyncio",
+}
+
+
 def builtin_servers() -> dict[str, ServerSpec]:
     return {
+        "floor": ServerSpec("floor", _floor_argv("uvloop"), unavailable=_uvloop_unavailable),
+        "floor-asyncio": ServerSpec("floor-asyncio", _floor_argv("asyncio")),
+        "ferrosmtp-asyncio": ServerSpec(
+            "ferrosmtp-asyncio",
+            lambda port: [*_ferrosmtp_argv(port), "--loop", "asyncio"],
+            env={"FERROSMTP_BACKEND": "rust"},
+            unavailable=_ferrosmtp_unavailable,
+        ),
         "aiosmtpd": ServerSpec("aiosmtpd", _aiosmtpd_argv, unavailable=_aiosmtpd_unavailable),
         "smtp-sink": ServerSpec(
             "smtp-sink", _smtp_sink_argv, unavailable=_smtp_sink_unavailable, sink_counter=True
@@ -506,9 +549,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="runs per cell (5; quick 3)")
     parser.add_argument(
         "--servers",
-        default="aiosmtpd,smtp-sink,ferrosmtp,ferrosmtp-pure",
-        help="comma-separated built-in servers: aiosmtpd, smtp-sink, ferrosmtp, ferrosmtp-pure, "
-        "ferrosmtp-2w",
+        default="aiosmtpd,smtp-sink,floor,ferrosmtp,floor-asyncio,ferrosmtp-asyncio,ferrosmtp-pure",
+        help="comma-separated built-in servers: aiosmtpd, smtp-sink, floor, floor-asyncio, "
+        "ferrosmtp, ferrosmtp-asyncio, ferrosmtp-pure, ferrosmtp-2w",
     )
     parser.add_argument(
         "--server",
@@ -528,7 +571,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="hard budget for all runs (900; quick 240); later runs are skipped loudly",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
+    parser.add_argument(
+        "--allow-busy", action="store_true", help="exit 0 even when the machine was busy"
+    )
     args = parser.parse_args(argv)
+    quiet = QuietCheck()
+    print(quiet.before(), file=sys.stderr)
 
     repeats = args.repeats or (3 if args.quick else 5)
     budget = args.max_seconds or (240.0 if args.quick else 900.0)
@@ -627,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         names = [s.spec.name for s in servers]
         idle = {s.spec.name: s.idle_rss_kib for s in servers}
+    print(quiet.after(), file=sys.stderr)
 
     skipped_total = sum(c.skipped_runs for cells in results.values() for c in cells.values())
     if skipped_total:
@@ -655,10 +704,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print()
     print(
-        "| workload | server | msgs/s | MB/s | vs aiosmtpd | vs smtp-sink | runs ok "
+        "| workload | server | msgs/s | MB/s | vs aiosmtpd | vs smtp-sink | vs floor | runs ok "
         "| min-max msgs/s | peak RSS |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     json_rows: list[dict[str, object]] = []
     for workload in chosen:
         medians: dict[str, float | None] = {}
@@ -681,6 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"| {workload.title} | {name} | {fmt_rate(median_rate)} | {fmt_rate(mbs, 1)} "
                 f"| {fmt_ratio(median_rate, medians.get('aiosmtpd'))} "
                 f"| {fmt_ratio(median_rate, medians.get('smtp-sink'))} "
+                f"| {fmt_ratio(median_rate, medians.get(FLOOR_OF.get(name, '')))} "
                 f"| {runs} | {spread} | {rss_text} |"
             )
             json_rows.append(
@@ -698,13 +748,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 }
             )
     print()
+    print(f"Machine: {quiet.verdict()}")
     print("Idle RSS after start: " + ", ".join(f"{n} {fmt_mib(idle[n])}" for n in names))
     for note in notes:
         print(f"- {note}")
     if failed:
         print("\n!!! SOME RUNS FAILED (see FAIL lines above); their times are excluded.")
     if args.json is not None:
-        args.json.write_text(json.dumps({"quick": args.quick, "rows": json_rows}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "quick": args.quick,
+                    "busy": quiet.busy,
+                    "load": quiet.readings,
+                    "rows": json_rows,
+                },
+                indent=2,
+            )
+        )
+    if quiet.busy and not args.allow_busy:
+        print("\n!!! THE MACHINE WAS BUSY: this table is not publishable.", file=sys.stderr)
+        return 1
     return 1 if failed else 0
 
 
