@@ -13,6 +13,8 @@ exists, then only waits for signals:
 - SIGINT or SIGTERM: forward SIGTERM to every worker (each finishes its connections and
   stops like a single server does), wait for them, exit 0; after ``STOP_GRACE`` seconds a
   worker that still runs is killed.
+- SIGHUP: reopen the supervisor's log file and pass SIGHUP on to every worker (each
+  reloads its TLS certificate and users and reopens its log file).
 - a worker that exits by itself: restarted, unless it could not start at all (exit
   status ``startup_failure``: the port is taken, say), which stops everything with that
   status; restarts are paced (``RESTART_DELAY``) so a worker that dies at once is not
@@ -27,13 +29,15 @@ import signal
 import time
 from collections.abc import Callable
 
+from ferrosmtp import _log
+
 __all__ = ["supervise"]
 
 log = logging.getLogger("ferrosmtp")
 
 RESTART_DELAY = 1.0  # seconds between a worker's death and its replacement
 STOP_GRACE = 30.0  # seconds the workers get to finish after SIGTERM
-_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP}
 
 
 def supervise(count: int, run_worker: Callable[[int], int], *, startup_failure: int) -> int:
@@ -89,6 +93,11 @@ def _watch(
         if info is not None and info.si_signo in (signal.SIGINT, signal.SIGTERM):
             log.info("supervisor stopping %d workers", len(workers))
             return 0
+        if info is not None and info.si_signo == signal.SIGHUP:
+            _log.reopen()
+            log.info("supervisor passing SIGHUP to %d workers", len(workers))
+            for pid in workers:
+                _signal(pid, signal.SIGHUP)
         failed = False
         for pid, status in _reap():  # every one of them: a reaped pid must leave ``workers``
             index = workers.pop(pid, None)

@@ -1,5 +1,10 @@
 """The ``ferrosmtp`` command: ``serve`` (receive mail into a Maildir, an mbox or stdout)
-and ``send`` (send message files, an mbox or a Maildir)."""
+and ``send`` (send message files, an mbox or a Maildir).
+
+Argument types and one-line errors come from ``cli_args``; what a server process needs
+beyond its options (TLS and users loaded with errors that name the file, reloaded on
+SIGHUP; logging; the event loop) is here for ``serve`` and ``relay`` alike.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
-import ipaddress
+import importlib
 import logging
 import os
 import signal
@@ -19,24 +24,40 @@ from pathlib import Path
 from typing import Any
 
 from ferrosmtp import __version__, _log
+from ferrosmtp.cli_args import (
+    ArgumentParser,
+    UsageError,
+    count,
+    fail,
+    listen_port,
+    network,
+    readable_file,
+    seconds,
+    size,
+)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_STARTUP = 3
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+SERVE_EPILOG = """\
+Every option can also be set in the environment, as a container does: FERROSMTP_ and the
+option's name in capitals (FERROSMTP_PORT=2525, FERROSMTP_TLS_CERT=/etc/tls/cert.pem,
+FERROSMTP_AUTH_REQUIRED=1, FERROSMTP_CONNECTION_LIMIT_EXEMPT="10.0.0.0/8 ::1"); the
+command line wins over the environment.
+
+Signals: SIGTERM or SIGINT stops (connected clients get 421; a message not yet answered
+is not kept, its client retries). SIGHUP reopens --log-file and reloads the TLS
+certificate and key and the --auth-file, keeping the old ones if the new ones are bad.
+
+Exit status:
+  0  stopped by SIGTERM or SIGINT
+  2  bad arguments or unusable files (the message names the option or the file)
+  3  could not start: the address is in use, the storage cannot be created
+"""
+
 log = logging.getLogger("ferrosmtp")
-
-
-def _size(text: str) -> int:
-    """A size like 1000000, 512K, 25M or 1G."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = text.strip().upper().removesuffix("B")
-    factor = units.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in units else text
-    if not number.isdigit():
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 1048576, 512K, 25M)")
-    return int(number) * factor
 
 
 def add_serve_parser(subparsers: Any) -> None:
@@ -45,9 +66,14 @@ def add_serve_parser(subparsers: Any) -> None:
         help="receive mail and store it (default: into ./maildir on 127.0.0.1:8025)",
         description="Run an SMTP server. Every message is stored into a Maildir (the default, "
         "./maildir), appended to an mbox, printed, or dropped.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        env_prefix="FERROSMTP_",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8025, help="port to listen on (default 8025)")
+    p.add_argument(
+        "--port", type=listen_port, default=8025, help="port to listen on (default 8025)"
+    )
     store = p.add_mutually_exclusive_group()
     store.add_argument(
         "--maildir", type=Path, help="store messages into this Maildir (default ./maildir)"
@@ -61,9 +87,9 @@ def add_serve_parser(subparsers: Any) -> None:
         "--hostname", help="the name the server gives itself (default: this host's FQDN)"
     )
     p.add_argument(
-        "--tls-cert", type=Path, help="PEM certificate chain for STARTTLS / implicit TLS"
+        "--tls-cert", type=readable_file, help="PEM certificate chain for STARTTLS / implicit TLS"
     )
-    p.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    p.add_argument("--tls-key", type=readable_file, help="PEM private key for --tls-cert")
     p.add_argument(
         "--implicit-tls",
         action="store_true",
@@ -72,7 +98,7 @@ def add_serve_parser(subparsers: Any) -> None:
     p.add_argument("--require-starttls", action="store_true", help="refuse mail before STARTTLS")
     p.add_argument(
         "--auth-file",
-        type=Path,
+        type=readable_file,
         help="enable AUTH PLAIN/LOGIN with users from this file: one 'user:password' or "
         "'user:{sha256}hexdigest' per line",
     )
@@ -85,17 +111,23 @@ def add_serve_parser(subparsers: Any) -> None:
         help="offer AUTH without TLS (passwords in clear!)",
     )
     p.add_argument(
-        "--max-size", type=_size, default=32 << 20, help="largest message accepted (default 32M)"
+        "--max-size", type=size, default=32 << 20, help="largest message accepted (default 32M)"
     )
     p.add_argument(
-        "--max-recipients", type=int, default=1000, help="recipients per message (default 1000)"
+        "--max-recipients",
+        type=count(1),
+        default=1000,
+        help="recipients per message (default 1000)",
     )
     p.add_argument(
-        "--max-connections", type=int, default=2000, help="simultaneous connections (default 2000)"
+        "--max-connections",
+        type=count(1),
+        default=2000,
+        help="simultaneous connections (default 2000)",
     )
     p.add_argument(
         "--max-connections-per-ip",
-        type=int,
+        type=count(0),
         default=50,
         help="simultaneous connections per client address, IPv6 per /64; 0 for no limit "
         "(default 50, as Postfix)",
@@ -103,16 +135,17 @@ def add_serve_parser(subparsers: Any) -> None:
     p.add_argument(
         "--connection-limit-exempt",
         action="append",
+        type=network,
         metavar="NETWORK",
         help="clients in this network are not held to --max-connections-per-ip "
         "(repeatable; default: loopback, 127.0.0.0/8 and ::1)",
     )
     p.add_argument(
-        "--timeout", type=float, default=300, help="idle timeout in seconds (default 300)"
+        "--timeout", type=seconds, default=300.0, help="idle timeout in seconds (default 300)"
     )
     p.add_argument(
         "--proxy-protocol",
-        type=float,
+        type=seconds,
         metavar="SECONDS",
         help="expect a PROXY protocol v1/v2 header (HAProxy) within SECONDS before the "
         "greeting; only for a port that nothing but the load balancer can reach",
@@ -133,29 +166,58 @@ def add_serve_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=count(1),
         default=1,
         help="server processes sharing the port (SO_REUSEPORT), supervised and restarted "
         "if they die; limits apply per worker (default 1)",
     )
+    add_log_arguments(p)
+    p.set_defaults(run=run_serve)
+
+
+def add_log_arguments(p: argparse.ArgumentParser) -> None:
+    """-q, -v, --log-format and --log-file, for the commands that run a server."""
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     p.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
-    p.set_defaults(run=run_serve)
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text lines (default), or one JSON object a line for a log collector",
+    )
+    p.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="append the log to this file instead of stderr; SIGHUP reopens it (logrotate)",
+    )
 
 
 class FileAuthenticator:
     """Check AUTH PLAIN/LOGIN credentials against a ``user:password`` file."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.users: dict[bytes, bytes] = {}
-        for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        self.reload()
+
+    def reload(self) -> int:
+        """Read the file again (SIGHUP); on an error the users stay as they were. Raises
+        OSError or ValueError naming the file (and the line); returns the user count."""
+        users: dict[bytes, bytes] = {}
+        try:
+            text = self.path.read_text("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{self.path}: not UTF-8 text") from None
+        for number, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             user, sep, secret = line.partition(":")
             if not sep or not user:
-                raise ValueError(f"{path}:{number}: expected 'user:password'")
-            self.users[user.encode()] = secret.encode()
+                raise ValueError(f"{self.path}:{number}: expected 'user:password'")
+            users[user.encode()] = secret.encode()
+        self.users = users
+        return len(users)
 
     def check(self, login: bytes, password: bytes) -> bool:
         # Same work whether or not the user exists: no timing oracle for user names.
@@ -182,9 +244,38 @@ class FileAuthenticator:
 
 
 def _tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context for ``cert`` and ``key``; UsageError naming the file at fault."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    load_certificate(context, cert, key)
     return context
+
+
+def load_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """Load ``cert`` and ``key`` into ``context`` (new for a start, the live one for a
+    reload: connections made afterwards get the new certificate). Both files are checked
+    on a scratch context first, so a bad pair leaves ``context`` as it was."""
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            readable_file(str(path))
+        except argparse.ArgumentTypeError as error:
+            raise UsageError(f"{option}: {error}") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except (ssl.SSLError, ValueError):
+        raise UsageError(f"--tls-cert: {cert} holds no PEM certificate") from None
+
+    def no_passphrase() -> bytes:  # instead of OpenSSL asking on the terminal
+        raise UsageError(f"--tls-key: {key} is encrypted; give an unencrypted key")
+
+    for target in (ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), context):
+        try:
+            target.load_cert_chain(cert, key, password=no_passphrase)
+        except ssl.SSLError as error:
+            reason = error.reason or error.strerror or str(error)
+            raise UsageError(
+                f"--tls-key: {key} is not the PEM private key of the certificate in {cert} "
+                f"({reason})"
+            ) from None
 
 
 def _handler(args: argparse.Namespace) -> Any:
@@ -202,53 +293,36 @@ def _handler(args: argparse.Namespace) -> Any:
 def run_serve(args: argparse.Namespace) -> int:
     from ferrosmtp.server import Server
 
+    prog = "ferrosmtp serve"
     if (args.tls_cert is None) != (args.tls_key is None):
-        print("ferrosmtp serve: --tls-cert and --tls-key go together", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(prog, "--tls-cert and --tls-key go together")
     if args.implicit_tls and args.tls_cert is None:
-        print("ferrosmtp serve: --implicit-tls needs --tls-cert and --tls-key", file=sys.stderr)
-        return EXIT_USAGE
-    if args.proxy_protocol is not None and (args.proxy_protocol <= 0 or args.implicit_tls):
-        print(
-            "ferrosmtp serve: --proxy-protocol needs a positive timeout and no --implicit-tls",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        return fail(prog, "--implicit-tls needs --tls-cert and --tls-key")
+    if args.proxy_protocol is not None and args.implicit_tls:
+        return fail(prog, "--proxy-protocol cannot be used with --implicit-tls")
     if args.require_starttls and (args.tls_cert is None or args.implicit_tls):
-        print(
-            "ferrosmtp serve: --require-starttls needs --tls-cert/--tls-key, "
-            "without --implicit-tls",
-            file=sys.stderr,
+        return fail(prog, "--require-starttls needs --tls-cert/--tls-key, without --implicit-tls")
+    if args.auth_file and args.tls_cert is None and not args.allow_insecure_auth:
+        return fail(
+            prog,
+            "--auth-file without TLS would send passwords in clear; add --tls-cert/--tls-key, "
+            "or --allow-insecure-auth for a test setup",
         )
-        return EXIT_USAGE
+    if args.workers > 1 and args.port == 0:
+        return fail(prog, "--workers needs a fixed --port")
     try:
         context = _tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
         authenticator = FileAuthenticator(args.auth_file) if args.auth_file else None
-        handler = _handler(args)
-    except (OSError, ValueError, ssl.SSLError) as error:
-        print(f"ferrosmtp serve: {error}", file=sys.stderr)
-        return EXIT_STARTUP
-    if authenticator is not None and context is None and not args.allow_insecure_auth:
-        print(
-            "ferrosmtp serve: --auth-file without TLS would send passwords in clear; add "
-            "--tls-cert/--tls-key, or --allow-insecure-auth for a test setup",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+    except UsageError as error:
+        return fail(prog, str(error))
+    except (OSError, ValueError) as error:
+        return fail(prog, f"--auth-file: {_describe(error)}")
     try:
-        exempt = [
-            str(ipaddress.ip_network(network, strict=False))
-            for network in args.connection_limit_exempt or ["127.0.0.0/8", "::1/128"]
-        ]
-    except ValueError as error:
-        print(f"ferrosmtp serve: --connection-limit-exempt: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.workers < 1 or (args.workers > 1 and args.port == 0):
-        print(
-            "ferrosmtp serve: --workers needs a count of 1 or more and a fixed --port",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        handler = _handler(args)
+    except OSError as error:
+        print(f"{prog}: cannot use the storage: {_describe(error)}", file=sys.stderr)
+        return EXIT_STARTUP
+    exempt = args.connection_limit_exempt or ["127.0.0.0/8", "::1/128"]
     make_server = functools.partial(
         Server,
         handler,
@@ -320,21 +394,63 @@ async def _serve(server: Any, args: argparse.Namespace, *, reuse_port: bool = Fa
             else f"storing into {args.mbox or args.maildir or Path('maildir')}"
         )
     )
+    from ferrosmtp import codec
+
     proto = "LMTP" if args.lmtp else "SMTP"
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info(
-        "ferrosmtp %s %s listening on %s:%d (%s loop), %s",
-        *(__version__, proto, args.host, server.port, loop_name, where),
+        "ferrosmtp %s %s listening on %s:%d (%s loop, %s codec), %s",
+        *(__version__, proto, args.host, server.port, loop_name, codec.BACKEND, where),
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    install_signals(stop, functools.partial(reload_server, server, args))
     await stop.wait()
     log.info("shutting down")
     server.close()
     await server.wait_closed()
     return EXIT_OK
+
+
+def install_signals(stop: asyncio.Event, reload: Any) -> None:
+    """SIGINT and SIGTERM set ``stop``; SIGHUP calls ``reload()``. Windows has neither
+    loop signal handlers nor SIGHUP: there Ctrl-C stops, through signal.signal."""
+    loop = asyncio.get_running_loop()
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (NotImplementedError, AttributeError):  # Windows
+        signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(stop.set))
+
+
+def reload_server(server: Any, args: argparse.Namespace) -> None:
+    """SIGHUP, as Postfix's reload: reopen the log file, reload the TLS certificate and
+    the users. A file that no longer loads is logged, and the old one stays in use."""
+    reopened = _log.reopen()
+    log.info("SIGHUP: reloading%s", f" (log reopened: {', '.join(reopened)})" if reopened else "")
+    context = server.ssl_context or server.tls_context
+    if context is not None and args.tls_cert is not None:
+        try:
+            load_certificate(context, args.tls_cert, args.tls_key)
+        except UsageError as error:
+            log.error("TLS not reloaded, the previous certificate stays: %s", error)
+        else:
+            log.info("TLS certificate reloaded from %s", args.tls_cert)
+    authenticator = server.authenticator
+    if isinstance(authenticator, FileAuthenticator):
+        try:
+            users = authenticator.reload()
+        except (OSError, ValueError) as error:
+            log.error("users not reloaded, the previous ones stay: %s", _describe(error))
+        else:
+            log.info("%d users reloaded from %s", users, authenticator.path)
+
+
+def _describe(error: BaseException) -> str:
+    """An OSError as "path: reason" (not "[Errno 2] No such file or directory: 'path'")."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return str(error)
 
 
 def version_line() -> str:
@@ -346,9 +462,9 @@ def version_line() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ferrosmtp", description="Fast, strict SMTP for Python.")
+    parser = ArgumentParser(prog="ferrosmtp", description="Fast, strict SMTP for Python.")
     parser.add_argument("--version", action="version", version=version_line())
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
     add_serve_parser(subparsers)
     try:
         from ferrosmtp import cli_send
@@ -371,6 +487,11 @@ def _lighten_log_records() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``ferrosmtp`` command; returns its exit status."""
+    try:  # an unknown FERROSMTP_BACKEND, or "rust" without the extension built
+        importlib.import_module("ferrosmtp.codec")
+    except ImportError as error:
+        return fail("ferrosmtp", str(error))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
@@ -381,7 +502,18 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.WARNING
     if getattr(args, "verbose", False):
         level = logging.DEBUG
-    _log.install(level, LOG_FORMAT, sys.stderr)
+    try:
+        _log.install(
+            level,
+            LOG_FORMAT,
+            sys.stderr,
+            json_lines=getattr(args, "log_format", "text") == "json",
+            path=getattr(args, "log_file", None),
+        )
+    except OSError as error:
+        return fail(
+            f"ferrosmtp {getattr(args, 'command', '')}".strip(), f"--log-file: {_describe(error)}"
+        )
     _lighten_log_records()
     result: int = args.run(args)
     return result

@@ -22,6 +22,7 @@ import importlib
 import mailbox
 import os
 import re
+import ssl
 import sys
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from ferrosmtp.cli_args import count, port, readable_file, seconds
 from ferrosmtp.client import Pool, SendResult, extract_recipients, extract_sender
 from ferrosmtp.errors import (
     SMTPAuthenticationError,
@@ -61,7 +63,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="message file, mbox, Maildir or -")
     p.add_argument("--host", default="127.0.0.1", help="server to send to (default 127.0.0.1)")
     p.add_argument(
-        "--port", type=int, help="server port (default 25; 465 with --tls; 587 with --starttls)"
+        "--port", type=port, help="server port (default 25; 465 with --tls; 587 with --starttls)"
     )
     p.add_argument("--from", dest="sender", metavar="ADDRESS", help="envelope sender (MAIL FROM)")
     p.add_argument(
@@ -77,19 +79,21 @@ def add_parser(subparsers: Any) -> None:
     )
     tls.add_argument("--tls", action="store_true", help="implicit TLS from the first byte")
     tls.add_argument("--no-tls", action="store_true", help="never use TLS")
-    p.add_argument("--cafile", type=Path, help="CA certificates to verify the server with")
+    p.add_argument("--cafile", type=readable_file, help="CA certificates to verify the server with")
     p.add_argument(
         "--no-verify", action="store_true", help="do not verify the server's certificate (unsafe)"
     )
     p.add_argument("--user", help="log in as this user (AUTH)")
     p.add_argument(
-        "--password-file", type=Path, help="file whose first line is the password for --user"
+        "--password-file",
+        type=readable_file,
+        help="file whose first line is the password for --user",
     )
     p.add_argument(
-        "--pool", type=int, default=1, metavar="N", help="send over N connections (default 1)"
+        "--pool", type=count(1), default=1, metavar="N", help="send over N connections (default 1)"
     )
     p.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to wait for each reply (default 60)"
+        "--timeout", type=seconds, default=60.0, help="seconds to wait for each reply (default 60)"
     )
     p.add_argument("--local-hostname", help="the name to give in EHLO (default: this host)")
     p.add_argument("--lmtp", action="store_true", help="speak LMTP (LHLO, per-recipient results)")
@@ -315,6 +319,16 @@ def client_options(args: argparse.Namespace, password: str | None) -> dict[str, 
     return options
 
 
+def check_cafile(cafile: Path | None) -> None:
+    """A --cafile that holds no PEM certificate is a usage error, found before sending."""
+    if cafile is None:
+        return
+    try:
+        ssl.create_default_context(cafile=str(cafile))
+    except (ssl.SSLError, ValueError):
+        raise UsageError(f"--cafile: {cafile} holds no PEM certificate") from None
+
+
 def read_password(args: argparse.Namespace) -> str | None:
     if args.password_file is None:
         if args.user:
@@ -411,12 +425,9 @@ def describe(exc: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     """Send every message of ``args.sources``; print a summary; return the exit code."""
     err = sys.stderr
-    try:
-        if args.pool < 1:
-            raise UsageError("--pool must be at least 1")
-        if args.timeout <= 0:
-            raise UsageError("--timeout must be positive")
+    try:  # the options' types (cli_args) refused bad numbers and unreadable files already
         password = read_password(args)
+        check_cafile(args.cafile)
         check_sources(args.sources)
         if args.sources.count("-") > 1:
             raise UsageError("- (standard input) can be given once")

@@ -15,15 +15,18 @@ _choice = os.environ.get("FERROSMTP_BACKEND", "").strip().lower() or "default"
 if _choice not in ("default", "rust", "pure"):
     raise ImportError(f"FERROSMTP_BACKEND must be 'rust' or 'pure', not {_choice!r}")
 
+
 backend: ModuleType
 if _choice == "pure":
     from ferrosmtp import _pure as backend
 else:
     try:
         from ferrosmtp import _core as backend
-    except ImportError:
+    except ImportError as error:
         if _choice == "rust":
-            raise
+            raise ImportError(
+                f"FERROSMTP_BACKEND=rust, but the Rust extension cannot be imported ({error})"
+            ) from error
         from ferrosmtp import _pure as backend
 
 BACKEND: str = "rust" if backend.__name__.endswith("_core") else "pure"

@@ -152,8 +152,6 @@ def test_authentication_failure_exits_3(tmp_path: Path, capsys: pytest.CaptureFi
         ["{tmp}", "--user", "u"],  # a directory that is not a Maildir; --user without password
         ["{file}", "--user", "u"],
         ["{file}", "--password-file", "{file}"],
-        ["{file}", "--pool", "0"],
-        ["{file}", "--user", "u", "--password-file", "/nonexistent"],
     ],
 )
 def test_usage_errors_exit_2(
