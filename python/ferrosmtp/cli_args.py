@@ -42,8 +42,10 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-class UsageError(Exception):
-    """A problem with the command line that a person can fix: one line, exit status 2."""
+class UsageError(ValueError):
+    """A problem with the command line that a person can fix: one line, exit status 2.
+
+    A ValueError, so that code which caught ValueError for a bad file keeps working."""
 
 
 def _integer(text: str, what: str) -> int:
