@@ -609,7 +609,7 @@ def test_vrfy_expn_help_format(backend: ModuleType) -> None:
     conn = ready(backend)
     assert conn.vrfy("postmaster") == b"VRFY postmaster\r\n"
     conn.receive_data(b"252 maybe\r\n")
-    assert conn.expn("staff list") == b"EXPN staff list\r\n"
+    assert conn.expn('"staff list"') == b'EXPN "staff list"\r\n'  # a name with a space
     conn.receive_data(b"250 ok\r\n")
     assert conn.vrfy("пример") == "VRFY пример SMTPUTF8\r\n".encode()
     conn.receive_data(b"252 maybe\r\n")

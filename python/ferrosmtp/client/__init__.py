@@ -10,7 +10,7 @@ What it adds to aiosmtplib's behaviour: MAIL, RCPT and DATA pipelined in one wri
 the server offers PIPELINING; BDAT when it offers CHUNKING (opt-in, and automatic for
 big messages); SIZE checked before sending; SMTPUTF8 and BODY=8BITMIME declared when the
 message needs them; DSN options; LMTP with one result per recipient; a strict STARTTLS
-(bytes after the 220 abort the connection); cleartext passwords only over TLS or to a
+(bytes after the 220 abort the connection); AUTH (any mechanism) only over TLS or to a
 loopback peer unless ``allow_insecure_auth=True``.
 
 This package's ``__init__`` is the import path of the client's public names; the code

@@ -60,28 +60,30 @@ class Authentication(StartTLS):
         raise error
 
     def _check_cleartext_allowed(self, mechanism: str) -> None:
+        """No AUTH exchange, whatever the mechanism, goes over an unencrypted connection
+        to a peer that is not this host unless the caller allowed it: PLAIN, LOGIN and
+        XOAUTH2 would show the secret to anyone on the path, and CRAM-MD5 shows the user
+        name and a digest that can be cracked offline (RFC 4954 §4, RFC 8314 §2)."""
         if self.allow_insecure_auth or self.is_tls:
             return
         peer = self.transport.get_extra_info("peername") if self.transport else None
         if self.socket_path is not None or _is_loopback(peer):
             return
         raise SMTPException(
-            f"Refusing AUTH {mechanism} over an unencrypted connection: the password would "
-            "be sent in clear. Use TLS (use_tls=True or STARTTLS), or pass "
+            f"Refusing AUTH {mechanism} over an unencrypted connection: the credentials "
+            "would be exposed. Use TLS (use_tls=True or STARTTLS), or pass "
             "allow_insecure_auth=True."
         )
 
     async def auth_plain(
         self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = DEFAULT
     ) -> SMTPResponse:
-        self._check_cleartext_allowed("PLAIN")
         initial = sasl.plain_response(username, password)
         return await self._locked(lambda: self._sasl("PLAIN", initial, None, timeout))
 
     async def auth_login(
         self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = DEFAULT
     ) -> SMTPResponse:
-        self._check_cleartext_allowed("LOGIN")
         initial = sasl.b64(username.encode() if isinstance(username, str) else username)
 
         def respond(challenge: str) -> str:
@@ -100,7 +102,6 @@ class Authentication(StartTLS):
     async def auth_xoauth2(
         self, username: str | bytes, access_token: str | bytes, /, *, timeout: Timeout = DEFAULT
     ) -> SMTPResponse:
-        self._check_cleartext_allowed("XOAUTH2")
         initial = sasl.xoauth2_response(username, access_token)
 
         def respond(challenge: str) -> str:
@@ -115,7 +116,10 @@ class Authentication(StartTLS):
         respond: Callable[[str], str] | None,
         timeout: Timeout,
     ) -> SMTPResponse:
-        """One SASL exchange: AUTH, then a response to each 334 challenge (at most 5)."""
+        """One SASL exchange: AUTH, then a response to each 334 challenge (at most 5).
+        Every mechanism comes through here, and so past the cleartext check."""
+        self._session()  # not connected: say so, not "unencrypted"
+        self._check_cleartext_allowed(mechanism)
         await self._ehlo_or_helo_if_needed()
         response = await self._command(Command.auth(mechanism, initial), timeout)
         rounds = 0

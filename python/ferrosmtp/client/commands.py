@@ -32,10 +32,12 @@ class Commands(SessionCore):
         return await self._locked(lambda: self._hello("HELO", hostname, timeout))
 
     async def help(self, *, timeout: Timeout = DEFAULT) -> str:
+        """HELP: the text of the reply (211, 214, or 250 as aiosmtpd answers)."""
+
         async def run() -> str:
             await self._ehlo_or_helo_if_needed()
             response = await self._command(Command.help(), timeout)
-            if response.code not in (211, 214):
+            if response.code not in (211, 214, 250):
                 raise SMTPResponseException(response.code, response.message)
             return response.message
 

@@ -163,6 +163,7 @@ class SessionCore:
         if self.hostname is not None and any(c in self.hostname for c in "\r\n\x00"):
             raise ValueError("The hostname param contains prohibited control characters")
         if self.local_hostname is not None:
+            self.local_hostname = self.local_hostname.strip(" \t")  # CR, LF stay: refused
             check_hello_name(self.local_hostname)
 
     # --- State ----------------------------------------------------------------------------
@@ -234,8 +235,13 @@ class SessionCore:
     def _session(self) -> tuple[ClientConnection, SMTPProtocol]:
         if self._protocol is None or self._conn is None:
             raise SMTPServerDisconnected("Server not connected")
-        if self._protocol.error is not None:
-            raise clone_error(self._protocol.error)
+        error = self._protocol.error
+        if error is not None:
+            if isinstance(error, SMTPServerDisconnected):
+                raise clone_error(error)
+            # A read timeout closed the connection (a late reply could otherwise pair
+            # with the next command): what the next command meets is a closed connection.
+            raise SMTPServerDisconnected(f"Connection closed: {error.message}")
         return self._conn, self._protocol
 
     def _timeout(self, timeout: Timeout) -> float | None:
@@ -296,7 +302,7 @@ class SessionCore:
                 )
                 self.local_hostname = await _default_local_name(sockname)
             hostname = self.local_hostname
-        command = Command.hello(verb, hostname)
+        command = Command.hello(verb, hostname.strip(" \t"))
         response = await self._command(command, timeout)
         if response.code != 250:
             raise SMTPHeloError(response.code, response.message)
@@ -319,10 +325,13 @@ class SessionCore:
                 raise
             await self._hello("HELO", None, DEFAULT)
 
-    async def _abandon(self, conn: ClientConnection, timeout: Timeout) -> None:
-        """After a refusal: RSET if the server may still hold the envelope, ignoring a
-        failure of the RSET itself (the refusal is what the caller needs to see)."""
-        if not conn.needs_reset or not self.is_connected:
+    async def _abandon(
+        self, conn: ClientConnection, timeout: Timeout, *, always: bool = False
+    ) -> None:
+        """After a refusal: RSET if the server may still hold the envelope (or
+        ``always``), ignoring a failure of the RSET itself (the refusal is what the caller
+        needs to see)."""
+        if not (conn.needs_reset or always) or not self.is_connected:
             return
         try:
             await self._command(RSET, timeout)

@@ -24,6 +24,7 @@ from ferrosmtp.errors import (
 from ferrosmtp.protocol.client import (
     Answer,
     ClientConnection,
+    Event,
     Phase,
     RemoteProtocolError,
     ServerClosing,
@@ -98,8 +99,16 @@ class SMTPProtocol(asyncio.Protocol):
         try:
             events = self.conn.receive_data(data)
         except RemoteProtocolError as exc:
+            self._deliver(exc.events)  # answered in step before the offence
             self.fail(SMTPProtocolError(f"{exc}; connection closed"))
             return
+        self._deliver(events)
+        if self.conn.phase is Phase.TLS_HANDSHAKE and self.transport is not None:
+            # Read nothing more in plaintext: the next bytes belong to the TLS handshake.
+            self.transport.pause_reading()
+
+    def _deliver(self, events: list[Event]) -> None:
+        """Hand each reply to whoever waits for it, in order."""
         waiters = self._waiters
         for event in events:
             if type(event) is ServerClosing or event.reply.code == 421:
@@ -115,9 +124,6 @@ class SMTPProtocol(asyncio.Protocol):
                 waiters.popleft()
                 if not waiter.future.done():  # a cancelled waiter just drops its replies
                     waiter.future.set_result(answers)
-        if self.conn.phase is Phase.TLS_HANDSHAKE and self.transport is not None:
-            # Read nothing more in plaintext: the next bytes belong to the TLS handshake.
-            self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         return False  # close the transport; connection_lost reports it

@@ -23,6 +23,7 @@ from ferrosmtp.client.options import (
     SUBMISSION_PORT,
     SUBMISSIONS_PORT,
     Default,
+    SMTPTokenGenerator,
     SocketPathType,
     Timeout,
 )
@@ -58,7 +59,7 @@ class Client(Messages):
     ``use_bdat=True`` sends messages with BDAT when the server offers CHUNKING (always
     done for messages of ``bdat_threshold`` octets or more); ``data_timeout`` bounds the
     sending of the message content until its final reply; ``allow_insecure_auth=True``
-    allows PLAIN/LOGIN/XOAUTH2 over an unencrypted connection to a non-loopback peer.
+    allows AUTH (any mechanism) over an unencrypted connection to a non-loopback peer.
     """
 
     AUTH_METHODS: tuple[str, ...] = ("cram-md5", "plain", "login")
@@ -84,6 +85,7 @@ class Client(Messages):
         port: int | Literal[Default.token] | None = DEFAULT,
         username: str | bytes | Literal[Default.token] | None = DEFAULT,
         password: str | bytes | Literal[Default.token] | None = DEFAULT,
+        oauth_token_generator: SMTPTokenGenerator | Literal[Default.token] | None = DEFAULT,
         local_hostname: str | Literal[Default.token] | None = DEFAULT,
         source_address: tuple[str, int] | Literal[Default.token] | None = DEFAULT,
         timeout: Timeout = DEFAULT,
@@ -106,6 +108,7 @@ class Client(Messages):
             "port": port,
             "username": username,
             "password": password,
+            "oauth_token_generator": oauth_token_generator,
             "local_hostname": local_hostname,
             "source_address": source_address,
             "start_tls": start_tls,
@@ -206,6 +209,8 @@ class Client(Messages):
         greeting = smtp_response(response.reply)
         if greeting.code != 220:
             raise SMTPConnectResponseError(greeting.code, greeting.message)
+        if protocol.error is not None:  # the greeting came with something unasked for
+            raise SMTPConnectError(f"Error connecting to {where}: {protocol.error.message}")
         return greeting
 
     async def _maybe_starttls_on_connect(self) -> None:

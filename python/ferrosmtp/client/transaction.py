@@ -77,7 +77,10 @@ class TransactionEngine(Authentication):
                 if refusal.code == 354:  # every RCPT failed, yet DATA was accepted
                     await (await self._start_content(b"", timeout, hand_over=False))
                 else:
-                    await self._abandon(conn, timeout)
+                    # After a refused sender too (aiosmtplib does so): the server holds
+                    # no transaction then, but one RSET costs nothing and leaves no doubt.
+                    sender_refused = isinstance(refusal.error, SMTPSenderRefused)
+                    await self._abandon(conn, timeout, always=sender_refused)
                 settled = True
                 raise refusal.error
             turn.content_started = True
@@ -141,6 +144,8 @@ class TransactionEngine(Authentication):
             else:
                 refused[recipient] = smtp_response(response.reply)
         if not chunking:
+            # DATA's reply, or the last RCPT's when DATA was not sent (``_one_by_one``:
+            # nobody accepted), which is then a refusal like DATA's.
             data_code = answers[-1].reply.code
             if data_code != 354:
                 if not accepted:
@@ -172,7 +177,27 @@ class TransactionEngine(Authentication):
         else:
             commands = self._reset_first(conn, turn)
             loop = asyncio.get_running_loop()
-            turn.replies = loop.create_task(self._exchange(commands, turn.timeout))
+            turn.replies = loop.create_task(self._one_by_one(commands, turn.timeout))
+
+    async def _one_by_one(self, commands: list[Command], timeout: Timeout) -> list[Answer]:
+        """An envelope for a server without PIPELINING: one command at a time, stopping
+        where the replies make the rest pointless: after a refused MAIL (there is no
+        transaction for RCPT to join) and before DATA when no recipient was accepted.
+        ``_envelope_outcome`` reads the shorter list of replies."""
+        conn, protocol = self._session()
+        seconds = self._timeout(timeout)
+        answers: list[Answer] = []
+        for command in commands:
+            if command.verb == "DATA" and not conn.accepted_recipients:
+                break
+            data = self._encode(conn, [command])
+            waiter = protocol.expect(1, seconds)
+            protocol.write(data)
+            (answer,) = await waiter
+            answers.append(answer)
+            if command.verb == "MAIL" and answer.code != 250:
+                break
+        return answers
 
     def _reset_first(self, conn: ClientConnection, turn: Turn) -> list[Command]:
         if conn.needs_reset:  # a refused transaction the server may still hold open

@@ -86,7 +86,16 @@ class MessageTooLarge(LocalProtocolError):
 
 class RemoteProtocolError(Exception):
     """The server broke the protocol (malformed or unsolicited reply, data after the
-    STARTTLS reply). The session is out of step and must be closed."""
+    STARTTLS reply). The session is out of step and must be closed.
+
+    ``events`` are the replies read before the offending one, each matched to its
+    command: they were answered in step, so the caller may still hand them out (a
+    server that answers NOOP, then says an unasked "221 bye" and closes, did answer the
+    NOOP). Empty for an offence at the STARTTLS reply: nothing there may be used."""
+
+    def __init__(self, message: str, events: Sequence[Event] = ()) -> None:
+        super().__init__(message)
+        self.events: list[Event] = list(events)
 
 
 class Phase(enum.Enum):
@@ -212,6 +221,13 @@ _PARAM_EXTENSION = {
 _BODY_EXTENSION = {"8BITMIME": "8BITMIME", "BINARYMIME": "BINARYMIME"}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A VRFY/EXPN name (RFC 5321 String, with dots as in a Dot-string; RFC 6531 lets atext be
+# UTF-8): atext runs joined by dots, or one quoted string. No space, no <, > or @ outside
+# the quotes, so nothing after it can be read as a parameter.
+_QUERY_STRING = re.compile(
+    r'[^\x00-\x20\x7f"(),.:;<>@\[\\\]]+(?:\.[^\x00-\x20\x7f"(),.:;<>@\[\\\]]+)*'
+    r'|"(?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*"'
+)
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*", re.ASCII)
 _ASCII_VALUE = re.compile(r"[!-<>-~]+")  # esmtp-value = 1*(%d33-60 / %d62-126)
 _ASCII_PARAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(?:=[!-<>-~]+)?")  # keyword[=value]
@@ -299,8 +315,13 @@ class Command(NamedTuple):
         return cls("RCPT", address, line, not line.isascii(), items)
 
     @classmethod
-    def query(cls, verb: str, argument: str, *, smtputf8: bool = False) -> Command:
-        """VRFY or EXPN: a user name, mailbox or list name, printable text only.
+    def query(
+        cls, verb: str, argument: str, *, smtputf8: bool = False, codec: Any = None
+    ) -> Command:
+        """VRFY or EXPN: a user or list name (an atom, a dot-string or a quoted string,
+        RFC 5321 §4.1.1.6) or a mailbox (``a@b`` or ``<a@b>``, parsed as MAIL and RCPT
+        addresses are). Nothing else: ``a@b> AUTH=<c@d>`` would put parameters of the
+        caller's choosing on the command line.
 
         With ``smtputf8`` the argument may be UTF-8 and the SMTPUTF8 parameter is added
         (RFC 6531 §3.7.4.2)."""
@@ -315,6 +336,14 @@ class Command(NamedTuple):
         utf8 = not argument.isascii()
         if utf8 and not smtputf8:
             raise ValueError(f"a non-ASCII {verb} argument needs SMTPUTF8")
+        if _QUERY_STRING.fullmatch(argument) is None:
+            try:
+                _canonical_path(argument, smtputf8, f"{verb} mailbox", codec)
+            except ValueError:
+                raise ValueError(
+                    f"{verb} argument {argument!r} is not a name, a quoted string or a "
+                    "mailbox: refused, as it could carry parameters onto the command line"
+                ) from None
         text = argument + (" SMTPUTF8" if utf8 else "")
         return cls(verb, argument, _line(verb, text), utf8, (("SMTPUTF8", None),) if utf8 else ())
 
@@ -952,7 +981,9 @@ class ClientConnection:
                 if reply.code == 421:
                     events.append(ServerClosing(reply))
                     return events
-                raise RemoteProtocolError(f"unsolicited reply: {reply.code} {reply.text[:80]!r}")
+                raise RemoteProtocolError(
+                    f"unsolicited reply: {reply.code} {reply.text[:80]!r}", events
+                )
             waiting = pending.popleft()
             if waiting.per_recipient:
                 waiting = self._per_recipient(waiting)
