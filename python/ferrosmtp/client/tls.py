@@ -25,6 +25,11 @@ __all__ = ["StartTLS"]
 class StartTLS(Commands):
     """The TLS context and the STARTTLS upgrade."""
 
+    # Whether starttls() greets the server again once TLS is up. Everything learned
+    # before TLS is forgotten either way (RFC 3207 §4.2); aiosmtplib leaves the new EHLO to
+    # the next command, and so does its drop-in, ferrosmtp.compat.aiosmtplib.
+    _ehlo_after_starttls = True
+
     def _build_tls_context(self) -> ssl.SSLContext:
         if self.tls_context is not None:
             return self.tls_context
@@ -88,12 +93,12 @@ class StartTLS(Commands):
                 server_hostname=server_hostname or self.hostname or "localhost",
                 ssl_handshake_timeout=seconds,
             )
-        except (asyncio.TimeoutError, TimeoutError, ConnectionAbortedError) as exc:
-            self.close()
-            raise SMTPTimeoutError("Timed out during the TLS handshake") from exc
-        except (OSError, ssl.SSLError) as exc:
-            self.close()
-            raise SMTPConnectError(f"TLS handshake failed: {exc}") from exc
+        except (asyncio.TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
+            self.close()  # never go on over a connection whose TLS state is unknown
+            error = self._handshake_failed(exc)
+            if error is exc:
+                raise
+            raise error from exc
         if transport is None:
             self.close()
             raise SMTPServerDisconnected("Connection lost during the TLS handshake")
@@ -102,5 +107,14 @@ class StartTLS(Commands):
         conn.tls_started()
         self.last_ehlo_response = None
         self.last_helo_response = None
-        await self._ehlo_or_helo_if_needed()
+        if self._ehlo_after_starttls:
+            await self._ehlo_or_helo_if_needed()
         return response
+
+    def _handshake_failed(self, exc: BaseException) -> BaseException:
+        """What a failed STARTTLS handshake raises (the connection is closed by then):
+        SMTPTimeoutError for a timeout, SMTPConnectError otherwise, the ``ssl`` or
+        socket error kept as ``__cause__``. Returning ``exc`` itself re-raises it."""
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionAbortedError)):
+            return SMTPTimeoutError("Timed out during the TLS handshake")
+        return SMTPConnectError(f"TLS handshake failed: {exc}")

@@ -624,8 +624,13 @@ class ClientConnection:
         max_reply_line: int = 2048,
         max_reply_lines: int = 256,
         max_reply: int = 65536,
+        check_extensions: bool = True,
     ) -> None:
         self.lmtp = lmtp
+        # False: a MAIL or RCPT parameter (or BODY value) whose extension the server did
+        # not advertise is sent all the same and the server decides, as aiosmtplib does
+        # (its drop-in sets it). The SIZE limit and the SMTPUTF8 rules hold either way.
+        self.check_extensions = check_extensions
         self.codec: Any = codec if codec is not None else _active_codec
         self._reader = self.codec.ReplyReader(
             max_line=max_reply_line, max_lines=max_reply_lines, max_reply=max_reply
@@ -800,13 +805,14 @@ class ClientConnection:
 
     def _check_params(self, command: Command) -> None:
         names = self._names
+        checked = self.check_extensions
         for key, value in command.params:
             extension = _PARAM_EXTENSION.get(key)
-            if extension is not None and extension not in names:
+            if checked and extension is not None and extension not in names:
                 raise ExtensionNotSupported(extension, f"the {key} parameter")
             if key == "BODY" and value is not None:
                 extension = _BODY_EXTENSION.get(value.upper())
-                if extension is not None and extension not in names:
+                if checked and extension is not None and extension not in names:
                     raise ExtensionNotSupported(extension, f"BODY={value}")
             elif key == "SIZE" and value is not None:
                 size, limit = _octets(value), self._max_size
