@@ -244,7 +244,7 @@ def run(suite: Suite, target: str, pytest_args: list[str]) -> dict[str, str]:
     env["FERROSMTP_HARNESS_SOCKET_TIMEOUT"] = str(SOCKET_TIMEOUT)
     command = [
         sys.executable, "-m", "pytest", suite.package, "-q", "-p", "no:cacheprovider",
-        "-p", "_ferrosmtp_harness", f"--timeout={PER_TEST_TIMEOUT}", "--tb=line", "-rN",
+        "-p", "_ferrosmtp_harness", f"--timeout={PER_TEST_TIMEOUT}", "--tb=line", "-rfE",
         *suite.extra_args, *pytest_args,
     ]  # fmt: skip
     log = work / "pytest.log"

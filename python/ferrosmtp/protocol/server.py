@@ -10,6 +10,7 @@ come before what, which limits apply, which replies the connection gives by itse
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -84,6 +85,10 @@ class ServerConfig:
     auth_require_tls: bool = True
     strict_pipelining: bool = True
     extra_extensions: tuple[str, ...] = field(default=())
+    # Another server's words for the same replies (ferrosmtp.compat.aiosmtpd): called
+    # with each reply, the event it answers (None for a refusal) and the verb of the last
+    # command, it returns the reply to send. The rules and limits stay this module's.
+    dialect: Callable[[Response, Event | None, str], Response] | None = None
 
     def __post_init__(self) -> None:
         if self.max_recipients < 1 or self.max_errors < 1 or self.max_auth_failures < 1:
@@ -165,6 +170,7 @@ class ServerConnection:
         self.errors = 0
         self.junk = 0  # junk commands since the last message delivered
         self.auth_failures = 0
+        self.verb = ""  # of the last command, for the dialect
         self._received_any = False
         self._auth_in_progress = False
         self._reset_transaction()
@@ -208,7 +214,9 @@ class ServerConnection:
         ext: list[str] = []
         if c.pipelining:
             ext.append("PIPELINING")
-        ext.append(f"SIZE {c.max_message_size}" if c.max_message_size else "SIZE")
+        if c.max_message_size:
+            # No bare SIZE for "no limit": clients read it as a limit of 0 (issue 9).
+            ext.append(f"SIZE {c.max_message_size}")
         if c.eightbitmime:
             ext.append("8BITMIME")
         if c.smtputf8:
@@ -453,6 +461,8 @@ class ServerConnection:
 
     def _send(self, response: Response, event: Event | None, *, plain: bool = False) -> None:
         """Queue a reply; ``plain`` (the greeting) never gets an enhanced code."""
+        if self.config.dialect is not None:
+            response = self.config.dialect(response, event, self.verb)
         enhanced = response.enhanced
         if not self.config.enhanced_status_codes or plain:
             enhanced = None
@@ -517,7 +527,7 @@ class ServerConnection:
         return None
 
     def _command(self, cmd: Any) -> Event | None:
-        verb = cmd.verb
+        verb = self.verb = cmd.verb
         if verb == "STARTTLS" and self._pipelined():
             self._fatal(STARTTLS_PIPELINED)  # checklist B5, CVE-2011-0411
             return None

@@ -140,7 +140,7 @@ class ConnectionBase(asyncio.Protocol):
             conn.respond_with(status)
             return
         try:
-            response = parse_status(status)
+            response = parse_status(status, conn.config.enhanced_status_codes)
         except ValueError:
             log.error("%s handler returned %r, not a reply; answering 451", self._peer(), status)
             response = INTERNAL_ERROR

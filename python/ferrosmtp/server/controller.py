@@ -61,21 +61,30 @@ class Controller:
             self.handler, ssl_context=self.ssl_context, loop=self.loop, **self.SMTP_kwargs
         )
 
+    def _listener(self) -> Server:
+        """The Server to start (ferrosmtp.compat.aiosmtpd's Controller makes it from
+        the SMTP its factory() returns)."""
+        return self.factory()
+
+    def _started(self, listener: Server) -> None:
+        self.server = listener
+
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.server = self.factory()
-            self.loop.run_until_complete(self.server.start(self.hostname, self.port))
+            listener = self._listener()
+            self.loop.run_until_complete(listener.start(self.hostname, self.port))
             if self.port == 0:
-                self.port = self.server.port
+                self.port = listener.port
+            self._started(listener)
         except BaseException as error:  # reported to start()
             self._error = error
             self._ready.set()
             return
         self._ready.set()
         self.loop.run_forever()
-        self.server.close()
-        self.loop.run_until_complete(self.server.wait_closed())
+        listener.close()
+        self.loop.run_until_complete(listener.wait_closed())
         pending = asyncio.all_tasks(self.loop)
         for task in pending:
             task.cancel()

@@ -111,7 +111,7 @@ class SASL(ConnectionBase):
         conn = self.conn
         if conn is None or self._closing:
             return
-        response = parse_status(status)
+        response = parse_status(status, conn.config.enhanced_status_codes)
         if conn.auth_in_progress:
             if response.code == 334:
                 conn.auth_challenge(" ".join(response.lines))

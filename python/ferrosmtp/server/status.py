@@ -16,9 +16,12 @@ _ENHANCED_CODE = re.compile(r"([245])\.[0-9]{1,3}\.[0-9]{1,3}\Z", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def parse_status(status: str | bytes) -> Response:
+def parse_status(status: str | bytes, split_enhanced: bool = True) -> Response:
     """Turn a hook's reply string (``"250 OK"``, ``"550 5.1.1 No"``, multi-line with CRLF)
     into a Response. Raises ValueError for anything that is not a reply.
+
+    ``split_enhanced=False`` (a server without enhanced status codes) leaves a leading
+    enhanced code in the text, so the hook's words go out as it wrote them.
 
     Checklist B15: a CRLF inside makes a multi-line reply (all lines must carry the same
     code), never a second reply; other control characters are replaced by "?".
@@ -39,7 +42,7 @@ def parse_status(status: str | bytes) -> Response:
         lines.append(_CONTROL.sub("?", line[4:]))
     enhanced = None
     first = lines[0].split(" ", 1)[0]
-    m = _ENHANCED_CODE.match(first)
+    m = _ENHANCED_CODE.match(first) if split_enhanced else None
     if m is not None and m.group(1) == code_text[0]:
         enhanced = first
         lines = [
