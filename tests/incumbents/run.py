@@ -247,6 +247,7 @@ def run(suite: Suite, target: str, pytest_args: list[str]) -> dict[str, str]:
         "-p", "_ferrosmtp_harness", f"--timeout={PER_TEST_TIMEOUT}", "--tb=line", "-rfE",
         *suite.extra_args, *pytest_args,
     ]  # fmt: skip
+    command = isolated(command)
     log = work / "pytest.log"
     with log.open("w") as out:
         done = subprocess.run(command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -256,6 +257,18 @@ def run(suite: Suite, target: str, pytest_args: list[str]) -> dict[str, str]:
         sys.exit(f"{suite.dist}: pytest exited {done.returncode}; see {log}")
     outcomes: dict[str, str] = json.loads(results.read_text())
     return {test.removeprefix(suite.package + "/"): outcome for test, outcome in outcomes.items()}
+
+
+def isolated(command: list[str]) -> list[str]:
+    """The command in a network namespace of its own with only loopback, when this
+    machine allows it (root on Linux): aiosmtpd's suite listens on the fixed port 8025,
+    which another run on the same machine may hold."""
+    if not (shutil.which("unshare") and shutil.which("ip") and os.geteuid() == 0):
+        return command
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return command
+    return ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
 
 
 def expected_failures(suite: Suite) -> dict[str, str]:
