@@ -90,6 +90,49 @@ def test_a_421_to_ehlo_raises_smtp_helo_error() -> None:
     run(main())
 
 
+@pytest.mark.parametrize(
+    ("verb", "error"),
+    [
+        ("MAIL", compat.SMTPSenderRefused),
+        ("RCPT", compat.SMTPRecipientRefused),
+        ("DATA", compat.SMTPDataError),
+        ("NOOP", None),
+    ],
+)
+def test_a_421_raises_the_commands_own_error(verb: str, error: type[Exception] | None) -> None:
+    async def main() -> None:
+        async with fake_server(reply_421_after=verb) as server:
+            client = smtp(server)
+            await client.connect()
+            await client.ehlo()
+            if error is None:  # execute_command returns the reply, as aiosmtplib
+                assert await client.execute_command(b"NOOP") == (421, "4.3.2 Service shutting down")
+            else:
+                with pytest.raises(error) as info:
+                    if verb != "MAIL":
+                        await client.mail("a@example.org")
+                    if verb == "DATA":
+                        await client.rcpt("b@example.org")
+                        await client.data(MESSAGE)
+                    else:
+                        await getattr(client, verb.lower())("b@example.org")
+                assert info.value.code == 421  # type: ignore[attr-defined]
+            assert not client.is_connected
+
+    run(main())
+
+
+def test_a_str_message_must_be_ascii() -> None:
+    async def main() -> None:
+        async with fake_server() as server, smtp(server) as client:
+            with pytest.raises(UnicodeEncodeError):
+                await client.sendmail("a@example.org", ["b@example.org"], "Subject: é\r\n\r\n")
+            await client.sendmail("a@example.org", ["b@example.org"], "Subject: e\r\n\r\n")
+        assert len(server.messages) == 1
+
+    run(main())
+
+
 def test_tls_failures_raise_what_aiosmtplib_raises(ca: trustme.CA) -> None:
     async def main() -> None:
         async with fake_server(capabilities=["STARTTLS"], tls_context=server_context(ca)) as s:

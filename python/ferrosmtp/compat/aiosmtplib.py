@@ -17,11 +17,14 @@ state machine, pipelining when the server offers it) with these aiosmtplib behav
 
 - ``starttls()`` does not send EHLO itself; it forgets the extensions (RFC 3207 §4.2),
   and the next command greets the server again;
-- a 421 reply to EHLO/HELO raises ``SMTPHeloError`` (and the connection is closed);
 - a failed STARTTLS handshake raises the ``ssl`` error itself, ``SMTPServerDisconnected``
   if the server hung up, ``SMTPTimeoutError`` on a timeout;
+- a 421 reply raises the command's own error (``SMTPHeloError`` for EHLO,
+  ``SMTPSenderRefused`` for MAIL, ``SMTPAuthenticationError`` for AUTH...;
+  ``execute_command()`` returns it), and the connection is closed;
 - ``mail()``/``rcpt()`` encode the address with ``encoding`` (``"ascii"`` by default), so
-  a UTF-8 address without ``encoding="utf-8"`` raises ``UnicodeEncodeError``;
+  a UTF-8 address without ``encoding="utf-8"`` raises ``UnicodeEncodeError``; a ``str``
+  message must be ASCII (bytes are sent as they are);
 - MAIL and RCPT options are sent even when the server did not advertise their extension
   (``NOTIFY=`` without DSN): the server decides;
 - ``send_message()`` declares ``SMTPUTF8`` and ``BODY=8BITMIME`` as aiosmtplib does;
@@ -41,7 +44,7 @@ import asyncio
 import email.message
 import socket
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from ferrosmtp.client import SMTPResponse, SMTPStatus
 from ferrosmtp.client.io import SMTPProtocol
@@ -153,11 +156,33 @@ class SMTP(Client):
         protocol = self._protocol
         return protocol if protocol is not None and protocol.error is None else None
 
+    # A 421 closes the connection in both libraries; aiosmtplib then raises the
+    # command's own error (the code was not the one expected), ferrosmtp.Client
+    # SMTPServiceUnavailable. These methods raise aiosmtplib's.
+
     async def _hello(self, verb: str, hostname: str | None, timeout: Timeout) -> SMTPResponse:
         try:
             return await super()._hello(verb, hostname, timeout)
-        except SMTPServiceUnavailable as exc:  # aiosmtplib: the code was not 250
+        except SMTPServiceUnavailable as exc:
             raise SMTPHeloError(exc.code, exc.message) from exc
+
+    async def _sasl(
+        self,
+        mechanism: str,
+        initial: str | None,
+        respond: Callable[[str], str] | None,
+        timeout: Timeout,
+    ) -> SMTPResponse:
+        try:
+            return await super()._sasl(mechanism, initial, respond, timeout)
+        except SMTPServiceUnavailable as exc:
+            raise SMTPAuthenticationError(exc.code, exc.message) from exc
+
+    async def execute_command(self, *args: bytes | str, timeout: Timeout = DEFAULT) -> SMTPResponse:
+        try:
+            return await super().execute_command(*args, timeout=timeout)
+        except SMTPServiceUnavailable as exc:  # aiosmtplib returns the 421 (and closes)
+            return SMTPResponse(exc.code, exc.message)
 
     def _handshake_failed(self, exc: BaseException) -> BaseException:
         # aiosmtplib's SMTPProtocol.start_tls: the ssl error itself, except for these.
@@ -179,7 +204,10 @@ class SMTP(Client):
         timeout: Timeout = DEFAULT,
     ) -> SMTPResponse:
         sender.encode(encoding)  # aiosmtplib encodes the address: UnicodeEncodeError
-        return await super().mail(sender, options=options, encoding=encoding, timeout=timeout)
+        try:
+            return await super().mail(sender, options=options, encoding=encoding, timeout=timeout)
+        except SMTPServiceUnavailable as exc:
+            raise SMTPSenderRefused(exc.code, exc.message, sender) from exc
 
     async def rcpt(
         self,
@@ -191,7 +219,20 @@ class SMTP(Client):
         timeout: Timeout = DEFAULT,
     ) -> SMTPResponse:
         recipient.encode(encoding)
-        return await super().rcpt(recipient, options=options, encoding=encoding, timeout=timeout)
+        try:
+            return await super().rcpt(
+                recipient, options=options, encoding=encoding, timeout=timeout
+            )
+        except SMTPServiceUnavailable as exc:
+            raise SMTPRecipientRefused(exc.code, exc.message, recipient) from exc
+
+    async def data(self, message: str | bytes, /, *, timeout: Timeout = DEFAULT) -> SMTPResponse:
+        if isinstance(message, str):
+            message = message.encode("ascii")  # as aiosmtplib: UnicodeEncodeError
+        try:
+            return await super().data(message, timeout=timeout)
+        except SMTPServiceUnavailable as exc:
+            raise SMTPDataError(exc.code, exc.message) from exc
 
     async def sendmail(  # type: ignore[override]  # aiosmtplib's arguments, no DSN or BDAT ones
         self,
@@ -204,6 +245,8 @@ class SMTP(Client):
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = DEFAULT,
     ) -> SendResult:
+        if isinstance(message, str):
+            message = message.encode("ascii")  # as aiosmtplib: UnicodeEncodeError
         return await super().sendmail(
             sender,
             recipients,
