@@ -11,6 +11,10 @@ Servers (each in its own process, on its own 127.0.0.1 port, all started up fron
 * ``ferrosmtp-2w``: the same with ``--workers 2`` (two processes on one port; peak RSS
   counts the whole process tree)
 * ``ferrosmtp-asyncio``: ``ferrosmtp serve --sink -q --loop asyncio`` (asyncio's own loop)
+* ``compat-aiosmtpd`` / ``compat-aiosmtpd-uvloop``: ``benches/compat_server.py``, a
+  ``ferrosmtp.compat.aiosmtpd.Controller`` with aiosmtpd's ``Sink`` (the drop-in a user
+  switching from aiosmtpd builds), on asyncio's loop / uvloop: compare with
+  ``ferrosmtp-asyncio`` / ``ferrosmtp`` (issue 9 wants it within 10%)
 * ``floor`` / ``floor-asyncio``: ``benches/floor_server.py``, a responder that parses
   nothing (greets, 250 to every line, 354 to DATA, 250 at the end of data) on uvloop /
   asyncio's loop: the floor of any Python server on that loop; ``vs floor`` compares each
@@ -219,11 +223,22 @@ def _uvloop_unavailable() -> str | None:
     return None
 
 
+def _compat_argv(loop: str) -> Callable[[int], list[str]]:
+    script = str(Path(__file__).resolve().with_name("compat_server.py"))
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, script, "--host", HOST, "--port", str(port), "--loop", loop]
+
+    return argv
+
+
 # The parse-nothing responder on the same loop as each ferrosmtp row ("vs floor").
 FLOOR_OF = {
     "ferrosmtp": "floor",
     "ferrosmtp-2w": "floor",
     "ferrosmtp-asyncio": "floor-asyncio",
+    "compat-aiosmtpd": "floor-asyncio",
+    "compat-aiosmtpd-uvloop": "floor",
 }
 
 
@@ -238,6 +253,15 @@ def builtin_servers() -> dict[str, ServerSpec]:
             unavailable=_ferrosmtp_unavailable,
         ),
         "aiosmtpd": ServerSpec("aiosmtpd", _aiosmtpd_argv, unavailable=_aiosmtpd_unavailable),
+        "compat-aiosmtpd": ServerSpec(
+            "compat-aiosmtpd", _compat_argv("asyncio"), env={"FERROSMTP_BACKEND": "rust"}
+        ),
+        "compat-aiosmtpd-uvloop": ServerSpec(
+            "compat-aiosmtpd-uvloop",
+            _compat_argv("uvloop"),
+            env={"FERROSMTP_BACKEND": "rust"},
+            unavailable=_uvloop_unavailable,
+        ),
         "smtp-sink": ServerSpec(
             "smtp-sink", _smtp_sink_argv, unavailable=_smtp_sink_unavailable, sink_counter=True
         ),
@@ -549,9 +573,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="runs per cell (5; quick 3)")
     parser.add_argument(
         "--servers",
-        default="aiosmtpd,smtp-sink,floor,ferrosmtp,floor-asyncio,ferrosmtp-asyncio,ferrosmtp-pure",
+        default="aiosmtpd,smtp-sink,floor,ferrosmtp,floor-asyncio,ferrosmtp-asyncio,"
+        "compat-aiosmtpd,ferrosmtp-pure",
         help="comma-separated built-in servers: aiosmtpd, smtp-sink, floor, floor-asyncio, "
-        "ferrosmtp, ferrosmtp-asyncio, ferrosmtp-pure, ferrosmtp-2w",
+        "ferrosmtp, ferrosmtp-asyncio, compat-aiosmtpd, compat-aiosmtpd-uvloop, "
+        "ferrosmtp-pure, ferrosmtp-2w",
     )
     parser.add_argument(
         "--server",

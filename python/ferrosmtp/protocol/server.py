@@ -33,6 +33,8 @@ BDAT_FAILED = R(503, "Error: this message was refused; send RSET", "5.5.1")
 NULL_BDAT = R(501, "Error: BDAT 0 without LAST", "5.5.4")
 NEED_STARTTLS = R(530, "Must issue a STARTTLS command first", "5.7.0")
 NEED_AUTH = R(530, "Authentication required", "5.7.0")
+MAIL_PARAMS_NEED_EHLO = R(501, "Syntax: MAIL FROM:<address> (parameters need EHLO)", "5.5.4")
+RCPT_PARAMS_NEED_EHLO = R(501, "Syntax: RCPT TO:<address> (parameters need EHLO)", "5.5.4")
 TOO_MANY_RECIPIENTS = R(452, "Error: too many recipients", "4.5.3")
 MESSAGE_TOO_BIG = R(552, "Message size exceeds fixed maximum message size", "5.3.4")
 NEED_SMTPUTF8 = R(553, "Must declare SMTPUTF8 to send unicode address", "5.6.7")
@@ -45,6 +47,10 @@ UNKNOWN_MECHANISM = R(504, "Unrecognized authentication type", "5.5.4")
 AUTH_ENCRYPTION = R(538, "Encryption required for requested authentication mechanism", "5.7.11")
 HTTP_COMMAND = R(502, "Error: HTTP command received, this is an SMTP server", "5.7.0")
 DATA_READY = R(354, "End data with <CR><LF>.<CR><LF>")
+
+# RFC 3207 §4: what a server that requires TLS answers before the handshake (aiosmtpd's
+# ALLOWED_BEFORE_STARTTLS, with LMTP's LHLO); everything else gets 530.
+BEFORE_STARTTLS = frozenset({"EHLO", "LHLO", "NOOP", "QUIT", "STARTTLS"})
 
 # Commands that cost the server work and move no mail (Postfix's smtpd_junk_command_limit).
 JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP"})
@@ -551,6 +557,12 @@ class ServerConnection:
                 self._count_error()  # from here on each one costs an error (Postfix)
                 if self._closing:
                     return None
+        if self.config.require_starttls and not self.tls and verb not in BEFORE_STARTTLS:
+            if verb != "BDAT":  # BDAT's chunk must be read: _bdat refuses it
+                self._refuse(NEED_STARTTLS)
+                if verb in ("DATA", "AUTH"):
+                    self._resume(self._reader.expect_command())  # the reader paused
+                return None
         handler = _COMMANDS.get(verb)
         if handler is None:
             return self._unknown(cmd)
@@ -586,6 +598,8 @@ class ServerConnection:
         refusal = self._session_ready()
         if refusal is None and self.mail is not None:
             refusal = NESTED_MAIL
+        if refusal is None and params and not self.esmtp:
+            refusal = MAIL_PARAMS_NEED_EHLO  # RFC 5321 §4.1.1.11: parameters are ESMTP
         if refusal is None and params:
             refusal = self._mail_params(params)
         if refusal is not None:
@@ -634,7 +648,9 @@ class ServerConnection:
         if not self.smtputf8 and not path.address.isascii():
             self._refuse(NEED_SMTPUTF8)
             return None
-        refusal = self._rcpt_params(params) if params else None
+        refusal = None
+        if params:
+            refusal = self._rcpt_params(params) if self.esmtp else RCPT_PARAMS_NEED_EHLO
         if refusal is None and len(self.recipients) >= self.config.max_recipients:
             refusal = TOO_MANY_RECIPIENTS
         if refusal is not None:
@@ -765,12 +781,18 @@ class ServerConnection:
         return ev.Noop(cmd.arg)
 
     def _vrfy(self, cmd: Any) -> Event | None:
+        if self.config.auth_required and not self.authenticated:
+            self._refuse(NEED_AUTH)  # no address probing before AUTH
+            return None
         return ev.Verify(cmd.arg)
 
     def _expn(self, cmd: Any) -> Event | None:
         return ev.Expand(cmd.arg)
 
     def _help(self, cmd: Any) -> Event | None:
+        if self.config.auth_required and not self.authenticated:
+            self._refuse(NEED_AUTH)
+            return None
         return ev.Help(cmd.arg)
 
     def _quit(self, cmd: Any) -> Event | None:

@@ -102,10 +102,18 @@ class ConnectionBase(asyncio.Protocol):
 
     def _abort(self) -> None:
         """An internal error: tell the client, then close."""
-        self._write(
-            codec.format_reply(421, f"{self.hostname} Error: internal server error", "4.3.0")
-        )
+        self._write(self._closing_reply("Error: internal server error", "4.3.0"))
         self._close_transport()
+
+    def _closing_reply(self, text: str, enhanced: str) -> bytes:
+        """A 421 the connection writes itself; no enhanced code where the server sends
+        none (issue 9)."""
+        conn = self.conn
+        code: str | None = enhanced
+        if conn is not None and not conn.config.enhanced_status_codes:
+            code = None
+        wire: bytes = codec.format_reply(421, f"{self.hostname} {text}", code)
+        return wire
 
     def _shut_down(self) -> None:
         """The server is stopping: say so (RFC 5321 §3.8: 421, then close), whatever the
@@ -113,7 +121,7 @@ class ConnectionBase(asyncio.Protocol):
         if self._closing or self.transport is None:
             return
         if self._greeted:
-            self._write(codec.format_reply(421, f"{self.hostname} Service shutting down", "4.3.2"))
+            self._write(self._closing_reply("Service shutting down", "4.3.2"))
         self._close_transport()
 
     def _pause_reading(self) -> None:

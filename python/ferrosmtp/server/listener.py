@@ -166,7 +166,7 @@ class Server:
 
     def _find_auth_mechanisms(self) -> list[str]:
         names: set[str] = set()
-        if self.authenticator is not None or self.auth_callback is not None:
+        if self._builtin_auth():
             names |= {"PLAIN", "LOGIN"}
         for attr in dir(self.handler):
             if attr.startswith("auth_") and callable(getattr(self.handler, attr, None)):
@@ -174,13 +174,20 @@ class Server:
                 names.add(
                     getattr(func, "__auth_mechanism_name__", attr[5:].replace("__", "-")).upper()
                 )
-        if names or self._hooks.get("AUTH") is not None:
-            names |= set()
         return sorted(names)
+
+    def _builtin_auth(self) -> bool:
+        """Whether PLAIN and LOGIN are offered: with a checker, or a handle_AUTH hook
+        (aiosmtpd calls it first for its built-in mechanisms; issue 9)."""
+        return (
+            self.authenticator is not None
+            or self.auth_callback is not None
+            or self._hooks.get("AUTH") is not None
+        )
 
     def _auth_methods_for(self, smtp: SASL) -> dict[str, Callable[..., Awaitable[Any]]]:
         methods: dict[str, Callable[..., Awaitable[Any]]] = {}
-        if self.authenticator is not None or self.auth_callback is not None:
+        if self._builtin_auth():
             methods["PLAIN"] = smtp.auth_PLAIN
             methods["LOGIN"] = smtp.auth_LOGIN
         for attr in dir(self.handler):

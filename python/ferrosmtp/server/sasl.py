@@ -65,12 +65,17 @@ class SASL(ConnectionBase):
         hook = self._hooks.get("AUTH")
         if hook is not None:
             status = await self._call(hook, args)
-            if conn.auth_in_progress:
-                if is_missing(status) or status is None:
+            if not conn.auth_in_progress:
+                return
+            if not is_missing(status):  # MISSING: the mechanism decides (aiosmtpd)
+                if status is None:
                     status = "535 5.7.8 Authentication credentials invalid"
                 await self.push(status)
+                return
+        method = self._auth_methods.get(event.mechanism)
+        if method is None:  # only a handle_AUTH hook knew this mechanism
+            await self.push("535 5.7.8 Authentication credentials invalid")
             return
-        method = self._auth_methods[event.mechanism]
         try:
             result = method(self, args)
             while inspect.isawaitable(result):  # an async method, or one returning a coroutine

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeGuard
 
@@ -65,13 +66,27 @@ def is_auth_result(value: object) -> TypeGuard[AuthResult]:
     return isinstance(value, AuthResult) or type(value).__name__ == "AuthResult"
 
 
+_MECHANISM_NAME = re.compile(r"[A-Z0-9_-]+", re.ASCII)
+
+
 class LoginPassword(NamedTuple):
     login: bytes
     password: bytes
 
+    def __str__(self) -> str:
+        # Never the password: sessions and results get logged (aiosmtpd's form).
+        return f"LoginPassword(login='{self.login.decode(errors='replace')}', password=...)"
+
+    def __repr__(self) -> str:
+        return str(self)
+
 
 def auth_mechanism(actual_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Name an ``auth_...`` method's mechanism when the name is not a valid identifier."""
+    """Name an ``auth_...`` method's mechanism when the name is not a valid identifier.
+    The name must be of ``[A-Z0-9_-]`` (any case) as in aiosmtpd; else ValueError."""
+    actual_name = actual_name.upper()
+    if not _MECHANISM_NAME.fullmatch(actual_name):
+        raise ValueError(f"Invalid AUTH mechanism name: {actual_name}")
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
         func.__auth_mechanism_name__ = actual_name  # type: ignore[attr-defined]
