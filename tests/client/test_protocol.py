@@ -371,6 +371,34 @@ def test_params_need_their_extensions(backend: ModuleType) -> None:
         conn.rcpt("b@example.org", {"NOTIFY": "NEVER"})
 
 
+def test_params_without_their_extension_go_out_when_not_checked(backend: ModuleType) -> None:
+    """``check_extensions=False`` (the aiosmtplib drop-in): the server decides; the SIZE
+    limit and the SMTPUTF8 rules still hold."""
+    conn = ClientConnection(codec=backend, check_extensions=False)
+    conn.receive_data(b"220 mx.test\r\n")
+    conn.ehlo("client.test")
+    conn.receive_data(b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100\r\n")
+    assert conn.mail("a@example.org", {"RET": "HDRS", "BODY": "8BITMIME"}) == (
+        b"MAIL FROM:<a@example.org> RET=HDRS BODY=8BITMIME\r\n"
+    )
+    assert conn.rcpt("b@example.org", {"NOTIFY": "NEVER"}).endswith(b" NOTIFY=NEVER\r\n")
+    conn.rset()
+    with pytest.raises(MessageTooLarge):
+        conn.mail("a@example.org", {"SIZE": "101"})
+    with pytest.raises(ValueError, match="SMTPUTF8"):
+        conn.mail("δοκιμή@example.org")
+
+
+def test_replies_before_an_unsolicited_one_come_with_the_error(backend: ModuleType) -> None:
+    conn = ready(backend)
+    conn.noop()
+    with pytest.raises(RemoteProtocolError, match="unsolicited") as info:
+        conn.receive_data(b"250 ok\r\n221 bye\r\n")
+    (event,) = info.value.events
+    assert isinstance(event, Answer) and (event.command, event.code) == ("NOOP", 250)
+    assert conn.closed
+
+
 def test_size_above_the_server_limit_is_refused_before_sending(backend: ModuleType) -> None:
     conn = ready(backend)  # SIZE 1000
     with pytest.raises(MessageTooLarge) as info:

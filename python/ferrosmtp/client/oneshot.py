@@ -16,7 +16,7 @@ from ferrosmtp.client.options import (
 from ferrosmtp.client.results import SendResult
 from ferrosmtp.client.session import Client
 
-__all__ = ["send"]
+__all__ = ["send", "send_one"]
 
 
 async def send(
@@ -78,6 +78,20 @@ async def send(
         use_bdat=use_bdat,
         allow_insecure_auth=allow_insecure_auth,
     )
+    return await send_one(client, message, sender, recipients, mail_options, rcpt_options)
+
+
+async def send_one(
+    client: Client,
+    message: email.message.Message | str | bytes,
+    sender: str | None,
+    recipients: str | Sequence[str] | None,
+    mail_options: Sequence[str] | None,
+    rcpt_options: Sequence[str] | None,
+) -> SendResult:
+    """Connect ``client``, send ``message`` (``send_message`` for a Message, whose
+    headers give what ``sender`` and ``recipients`` leave out; ``sendmail`` otherwise),
+    QUIT. The one-call ``send()`` of both namespaces."""
     async with client:
         if isinstance(message, email.message.Message):
             return await client.send_message(

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from ferrosmtp.client import SMTPResponse, SMTPStatus
 from ferrosmtp.client.io import SMTPProtocol
 from ferrosmtp.client.message import extract_recipients, extract_sender
+from ferrosmtp.client.oneshot import send_one
 from ferrosmtp.client.options import DEFAULT, SMTPTokenGenerator, SocketPathType, Timeout
 from ferrosmtp.client.results import SendResult
 from ferrosmtp.client.session import Client
@@ -353,16 +354,4 @@ async def send(
         password=password,
         oauth_token_generator=oauth_token_generator,
     )
-    async with client:
-        if isinstance(message, (str, bytes)):
-            assert sender is not None and recipients is not None
-            return await client.sendmail(
-                sender, recipients, message, mail_options=mail_options, rcpt_options=rcpt_options
-            )
-        return await client.send_message(
-            message,
-            sender=sender,
-            recipients=recipients,
-            mail_options=mail_options,
-            rcpt_options=rcpt_options,
-        )
+    return await send_one(client, message, sender, recipients, mail_options, rcpt_options)
