@@ -21,6 +21,7 @@ PACKAGES=(
     sasl2-bin
     libsasl2-modules
     libsasl2-modules-db
+    dnsmasq-base            # the relay tests' DNS server (MX, A, AAAA, null MX) on loopback
 )
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -69,7 +70,7 @@ fi
 
 # Verify what the tests rely on, so a broken install fails here and not as a test skip.
 for bin in /usr/sbin/postfix /usr/sbin/postconf /usr/sbin/postqueue /usr/sbin/smtp-sink \
-           /usr/sbin/smtp-source /usr/bin/swaks /usr/sbin/saslpasswd2; do
+           /usr/sbin/smtp-source /usr/bin/swaks /usr/sbin/saslpasswd2 /usr/sbin/dnsmasq; do
     if [ ! -x "$bin" ]; then
         echo "install-peers: $bin missing after install" >&2
         exit 1

@@ -472,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         cli_send.add_parser(subparsers)
+    from ferrosmtp.relay import command as relay_command
+
+    relay_command.add_parsers(subparsers)  # ferrosmtp relay, ferrosmtp queue
     return parser
 
 

@@ -1,0 +1,455 @@
+"""``ferrosmtp relay`` and ``ferrosmtp queue list|show|retry|delete``.
+
+The option names are a contract (scripts depend on them); ``--workers``,
+``--proxy-protocol``, ``--tls-cert/--tls-key`` and ``--auth-file`` mean what they mean
+for ``ferrosmtp serve``, and use the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import fcntl
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from ferrosmtp import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_STARTUP = 3
+
+log = logging.getLogger("ferrosmtp.relay")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a number of seconds cannot be negative: {text!r}")
+    return value
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_parsers(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "relay",
+        help="relay mail: accept, spool with fsync, deliver by MX or smarthost, retry, bounce",
+        description="Run a durable mail relay. Mail from --mynetworks, from clients "
+        "authenticated over TLS, or to --relay-domains is accepted into the spool (250 only "
+        "once it is on disk) and delivered by MX (or to --relayhost), retried with "
+        "exponential backoff and bounced with RFC 3464 notices.",
+    )
+    p.add_argument(
+        "--listen",
+        type=_host_port,
+        default=("127.0.0.1", 8025),
+        metavar="HOST:PORT",
+        help="address to accept mail on (default 127.0.0.1:8025)",
+    )
+    p.add_argument(
+        "--spool",
+        type=Path,
+        default=Path("spool"),
+        metavar="DIR",
+        help="the queue's folder (default ./spool)",
+    )
+    p.add_argument("--hostname", help="this relay's name (default: this host's FQDN)")
+    p.add_argument(
+        "--relayhost",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="send everything to this smarthost instead of by MX",
+    )
+    p.add_argument(
+        "--dns",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="the one nameserver to ask for MX records (default: the system's)",
+    )
+    p.add_argument(
+        "--mx-port",
+        type=int,
+        default=25,
+        metavar="PORT",
+        help="the port every MX host is reached on (default 25)",
+    )
+    p.add_argument(
+        "--mynetworks",
+        type=_csv,
+        default=["127.0.0.0/8", "::1/128"],
+        metavar="CIDR,...",
+        help="clients that may relay (default 127.0.0.0/8,::1/128)",
+    )
+    p.add_argument(
+        "--relay-domains",
+        type=_csv,
+        default=[],
+        metavar="DOMAIN,...",
+        help="recipient domains accepted from anyone (.example.com: subdomains; default: none)",
+    )
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain for STARTTLS")
+    p.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    p.add_argument(
+        "--auth-file",
+        type=Path,
+        help="'user:password' lines: clients authenticated with them over TLS may "
+        "relay; the first entry is also the login toward --relayhost (over STARTTLS)",
+    )
+    p.add_argument(
+        "--proxy-protocol",
+        type=float,
+        metavar="SECONDS",
+        help="expect a PROXY protocol v1/v2 header within SECONDS (behind HAProxy)",
+    )
+    p.add_argument(
+        "--min-backoff",
+        type=_seconds,
+        default=300.0,
+        metavar="S",
+        help="least time between attempts (default 300)",
+    )
+    p.add_argument(
+        "--max-backoff",
+        type=_seconds,
+        default=4000.0,
+        metavar="S",
+        help="most time between attempts (default 4000)",
+    )
+    p.add_argument(
+        "--max-lifetime",
+        type=_seconds,
+        default=5 * 86400.0,
+        metavar="S",
+        help="then a message bounces (default 432000: 5 days)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics here (needs prometheus_client)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="relay processes sharing the port and the spool (default 1)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    p.set_defaults(run=run_relay)
+
+    q = subparsers.add_parser(
+        "queue",
+        help="list, show, retry or delete queued mail (also while the relay runs)",
+        description="Inspect and manage the relay's queue.",
+    )
+    qs = q.add_subparsers(title="actions", metavar="ACTION")
+    spool_help = "the relay's spool folder (default ./spool)"
+    lst = qs.add_parser("list", help="every queued message")
+    lst.add_argument("--spool", type=Path, default=Path("spool"), metavar="DIR", help=spool_help)
+    lst.add_argument("--json", action="store_true", help="one JSON object a line")
+    lst.set_defaults(run=run_queue, action="list")
+    show = qs.add_parser("show", help="one message: envelope, recipients, headers")
+    show.add_argument("id")
+    show.add_argument("--spool", type=Path, default=Path("spool"), metavar="DIR", help=spool_help)
+    show.set_defaults(run=run_queue, action="show")
+    for name, text in (("retry", "try again now"), ("delete", "remove from the queue")):
+        sub = qs.add_parser(name, help=f"{text}: one message, or --all")
+        which = sub.add_mutually_exclusive_group(required=True)
+        which.add_argument("id", nargs="?")
+        which.add_argument("--all", action="store_true", help="every queued message")
+        sub.add_argument(
+            "--spool", type=Path, default=Path("spool"), metavar="DIR", help=spool_help
+        )
+        sub.set_defaults(run=run_queue, action=name)
+    q.set_defaults(run=lambda args: (q.print_help(), EXIT_USAGE)[1])
+
+
+# --- ferrosmtp relay ------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"ferrosmtp relay: {message}", file=sys.stderr)
+    return code
+
+
+def _first_login(path: Path) -> tuple[str, str] | None:
+    for line in path.read_text("utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, _, secret = line.partition(":")
+        if secret.startswith("{sha256}"):
+            raise ValueError(f"{path}: the first entry is hashed; --relayhost needs a password")
+        return user, secret
+    return None
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The RelayConfig from the arguments, or an exit code with the reason printed."""
+    from ferrosmtp import cli
+    from ferrosmtp.relay.policy import RelayPolicy
+    from ferrosmtp.relay.scheduler import RetryPolicy
+    from ferrosmtp.relay.service import RelayConfig
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return _fail("--tls-cert and --tls-key go together")
+    if args.proxy_protocol is not None and args.proxy_protocol <= 0:
+        return _fail("--proxy-protocol needs a positive timeout")
+    if args.workers < 1 or (args.workers > 1 and args.listen[1] == 0):
+        return _fail("--workers needs a count of 1 or more and a fixed --listen port")
+    if args.min_backoff > args.max_backoff:
+        return _fail("--min-backoff is above --max-backoff")
+    if not 0 < args.mx_port < 65536:
+        return _fail("--mx-port must be a port number")
+    try:
+        RelayPolicy.parse(args.mynetworks, args.relay_domains)
+    except ValueError as error:
+        return _fail(f"--mynetworks: {error}")
+    try:
+        context = cli._tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+        authenticator = cli.FileAuthenticator(args.auth_file) if args.auth_file else None
+        login = _first_login(args.auth_file) if args.auth_file and args.relayhost else None
+    except (OSError, ValueError, ssl.SSLError) as error:
+        return _fail(str(error), EXIT_STARTUP)
+    options: dict[str, Any] = {
+        "tls_context": context,
+        "proxy_protocol_timeout": args.proxy_protocol,
+    }
+    if authenticator is not None and context is not None:
+        options["authenticator"] = authenticator
+    return RelayConfig(
+        listen=args.listen,
+        spool=args.spool,
+        hostname=args.hostname,
+        relayhost=args.relayhost,
+        relayhost_auth=login,
+        dns=args.dns,
+        mx_port=args.mx_port,
+        mynetworks=args.mynetworks,
+        relay_domains=args.relay_domains,
+        retry=RetryPolicy(args.min_backoff, args.max_backoff, args.max_lifetime),
+        server_options=options,
+    )
+
+
+def _lock_spool(spool: Path) -> int | None:
+    """Hold the spool's lock for the life of this relay (its workers inherit it)."""
+    spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(spool / "relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def run_relay(args: argparse.Namespace) -> int:
+    from ferrosmtp import cli
+
+    config = _config(args)
+    if isinstance(config, int):
+        return config
+    if args.metrics is not None:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            return _fail("--metrics needs prometheus_client: pip install 'ferrosmtp[relay]'")
+    try:
+        import dns.asyncresolver  # noqa: F401
+    except ImportError:
+        return _fail("the relay needs dnspython: pip install dnspython", EXIT_STARTUP)
+    try:
+        lock = _lock_spool(Path(args.spool))
+    except OSError as error:
+        return _fail(f"cannot use the spool {args.spool}: {error.strerror}", EXIT_STARTUP)
+    if lock is None:
+        return _fail(f"the spool {args.spool} is in use by another relay", EXIT_STARTUP)
+    recovered = asyncio.run(_recover(config))
+    if isinstance(recovered, str):
+        return _fail(recovered, EXIT_STARTUP)
+    if args.workers == 1:
+        return cli._run_loop(_relay(config, args, 0), "auto")
+
+    from ferrosmtp import _log
+    from ferrosmtp._workers import supervise
+
+    def run_worker(index: int) -> int:
+        _log.set_format(cli.LOG_FORMAT.replace("%(name)s", f"%(name)s[{os.getpid()}]"))
+        return cli._run_loop(_relay(config, args, index, reuse_port=True), "auto")
+
+    return supervise(args.workers, run_worker, startup_failure=EXIT_STARTUP)
+
+
+async def _recover(config: Any) -> int | str:
+    """End the leases a crashed relay left (once, before any worker delivers)."""
+    from ferrosmtp.relay.queue import QueueError
+    from ferrosmtp.relay.sqlite import SqliteQueue
+
+    queue = SqliteQueue(config.spool)
+    try:
+        await queue.open()
+        return await queue.recover()
+    except QueueError as error:
+        return str(error)
+    finally:
+        await queue.close()
+
+
+async def _relay(
+    config: Any, args: argparse.Namespace, index: int, *, reuse_port: bool = False
+) -> int:
+    from ferrosmtp.relay.metrics import NoMetrics, start_metrics
+    from ferrosmtp.relay.queue import QueueError
+    from ferrosmtp.relay.service import Relay
+
+    metrics: NoMetrics | None = None
+    if args.metrics is not None:
+        host, port = args.metrics
+        try:
+            metrics = start_metrics(host, port + index if port else 0)
+        except OSError as error:
+            return _fail(f"cannot serve metrics on {host}:{port}: {error.strerror}", EXIT_STARTUP)
+    relay = Relay(config, metrics=metrics)
+    try:
+        await relay.start(recover=False, reuse_port=reuse_port)
+    except QueueError as error:
+        return _fail(str(error), EXIT_STARTUP)
+    except OSError as error:
+        host, port = config.listen
+        return _fail(f"cannot listen on {host}:{port}: {error.strerror or error}", EXIT_STARTUP)
+    route = (
+        "relayhost [{}]:{}".format(*config.relayhost)
+        if config.relayhost
+        else "by MX" + (" via nameserver {}:{}".format(*config.dns) if config.dns else "")
+    )
+    log.info(
+        "ferrosmtp %s relay listening on %s:%d, spool %s, delivering %s",
+        __version__,
+        config.listen[0],
+        relay.port,
+        config.spool,
+        route,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await relay.stop()
+    return EXIT_OK
+
+
+# --- ferrosmtp queue ------------------------------------------------------------------------
+
+
+def _when(stamp: float) -> str:
+    if not stamp:
+        return "-"
+    return datetime.datetime.fromtimestamp(stamp).strftime("%a %b %d %H:%M:%S")
+
+
+def run_queue(args: argparse.Namespace) -> int:
+    spool = Path(args.spool)
+    if not (spool / "queue.db").exists():
+        print(f"ferrosmtp queue: no spool at {spool} (no queue.db)", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(_queue(args))
+
+
+async def _queue(args: argparse.Namespace) -> int:
+    from ferrosmtp.relay.queue import QueueError
+    from ferrosmtp.relay.sqlite import SqliteQueue
+
+    queue = SqliteQueue(args.spool)
+    try:
+        await queue.open()
+        if args.action == "list":
+            return await _print_list(queue, args.json)
+        if args.action == "show":
+            return await _show(queue, args.id)
+        target = None if args.all else args.id
+        count = await (queue.retry(target) if args.action == "retry" else queue.delete(target))
+        verb = "due now" if args.action == "retry" else "deleted"
+        if target is not None and count == 0:
+            print(f"ferrosmtp queue: no message {target}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{count} message(s) {verb}")
+        return EXIT_OK
+    except QueueError as error:
+        print(f"ferrosmtp queue: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await queue.close()
+
+
+async def _print_list(queue: Any, as_json: bool) -> int:
+    entries = await queue.list()
+    out = sys.stdout
+    if as_json:
+        out.writelines(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in entries)
+        return EXIT_OK
+    if not entries:
+        print("Mail queue is empty")
+        return EXIT_OK
+    lines = ["-Queue ID-         --Size-- ----Arrival Time---- -Sender/Recipient-------"]
+    for entry in entries:
+        mark = "!" if entry.corrupt else ("*" if entry.to_json()["leased"] else " ")
+        lines.append(
+            f"{entry.id}{mark} {entry.size:>8} {_when(entry.arrival):>20} "
+            f"{entry.envelope.sender or 'MAILER-DAEMON'}"
+        )
+        if entry.corrupt:
+            lines.append(f"   (corrupt: {entry.corrupt})")
+        elif entry.last_error:
+            lines.append(f"   ({entry.last_error})")
+        lines.extend(f"   {r.address}" for r in entry.pending)
+        lines.append("")
+    size = sum(e.size for e in entries)
+    lines.append(f"-- {size // 1024} Kbytes in {len(entries)} Requests.")
+    out.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+async def _show(queue: Any, queue_id: str) -> int:
+    entry = await queue.get(queue_id)
+    if entry is None:
+        print(f"ferrosmtp queue: no message {queue_id}", file=sys.stderr)
+        return EXIT_FAILED
+    data = entry.to_json()
+    data["recipients"] = [r.to_json() for r in entry.envelope.recipients]
+    for name in ("smtputf8", "body_8bit", "ret", "envid", "client"):
+        data[name] = getattr(entry.envelope, name)
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    if entry.corrupt is None:
+        with contextlib.suppress(Exception):
+            body = await queue.read_body(entry)
+            end = body.find(b"\r\n\r\n")
+            print()
+            print(body[: end if end >= 0 else len(body)].decode("utf-8", "replace"))
+    return EXIT_OK

@@ -1,0 +1,398 @@
+"""Delivery of one message to one destination: the next hops in order, one transaction
+carrying every recipient of that destination, per-recipient outcomes.
+
+Connections to each next hop are kept and reused (at most ``concurrency`` transactions
+at once per hop, Postfix's default_destination_concurrency_limit of 20); a hop that just
+refused a connection is skipped for ``down_cache`` seconds instead of being tried by every
+message. The next hop's EHLO decides what is sent: an 8-bit body goes down to 7 bits
+without 8BITMIME, UTF-8 addresses without SMTPUTF8 bounce (5.6.7), a body over its SIZE
+bounces (5.3.4), DSN parameters go along when it offers DSN. The next MX is tried after a
+connection failure or a 4xx for the whole session (greeting, MAIL, DATA).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import re
+import ssl
+import time
+from collections.abc import Sequence
+
+from ferrosmtp.client import Client
+from ferrosmtp.errors import (
+    SMTPDataError,
+    SMTPException,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+)
+from ferrosmtp.relay.downgrade import Unconvertible, to_7bit
+from ferrosmtp.relay.queue import Outcome, QueueEntry, Recipient, RecipientResult
+from ferrosmtp.relay.routing import Hop
+
+__all__ = ["Attempt", "Deliverer", "DeliveryConfig"]
+
+log = logging.getLogger("ferrosmtp.relay")
+
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+@dataclasses.dataclass
+class DeliveryConfig:
+    helo: str
+    concurrency: int = 20
+    connect_timeout: float = 30.0
+    timeout: float = 300.0
+    data_timeout: float = 600.0
+    idle_timeout: float = 30.0
+    down_cache: float = 5.0
+    username: str | None = None  # AUTH toward the smarthost
+    password: str | None = None
+    require_tls: bool = False  # STARTTLS or defer (with AUTH)
+
+
+@dataclasses.dataclass
+class Attempt:
+    """One recipient's outcome of one delivery attempt, with what the log line needs."""
+
+    result: RecipientResult
+    relay: str  # "host[ip]:port", or "none"
+    reply: str
+    delays: tuple[float, float]  # connection setup, transmission
+    dsn_passed: bool = False  # DSN parameters went on to a next hop that offers DSN
+
+
+def status_of(code: int, text: str) -> str:
+    """The enhanced status of a reply: given in the text, else derived from the code."""
+    match = _ENHANCED.match(text)
+    if match is not None and match.group(1) == str(code)[0]:
+        return match.group(0)
+    return f"{str(code)[0]}.0.0"
+
+
+def _outcome(code: int) -> Outcome:
+    if 200 <= code < 300:
+        return Outcome.SENT
+    return Outcome.BOUNCED if code >= 500 else Outcome.PENDING
+
+
+class _HopFailure(Exception):
+    """The whole session with one hop failed; the next hop may be tried."""
+
+    def __init__(self, status: str, text: str, code: int = 0) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.code = code
+
+
+class _Connections:
+    """Connections to one next hop, reused between messages."""
+
+    def __init__(self, limit: int) -> None:
+        self.slots = asyncio.Semaphore(limit)
+        self.idle: list[tuple[Client, float]] = []
+        self.busy = 0  # transactions running or waiting for a slot
+
+
+class Deliverer:
+    def __init__(self, config: DeliveryConfig) -> None:
+        self.config = config
+        self._hops: dict[tuple[str, int], _Connections] = {}
+        self._down: dict[tuple[str, int], tuple[float, str]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        clients = [c for conns in self._hops.values() for c, _ in conns.idle]
+        for conns in self._hops.values():
+            conns.idle.clear()
+        await asyncio.gather(*(_quit(c) for c in clients))
+
+    def sweep(self) -> None:
+        """Close connections idle for longer than ``idle_timeout``."""
+        limit = time.monotonic() - self.config.idle_timeout
+        for key, conns in list(self._hops.items()):
+            stale = [c for c, t in conns.idle if t < limit]
+            conns.idle = [(c, t) for c, t in conns.idle if t >= limit]
+            for client in stale:
+                task = asyncio.ensure_future(_quit(client))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            if not conns.idle and conns.busy == 0:
+                del self._hops[key]
+        now = time.monotonic()
+        for key in [k for k, (until, _) in self._down.items() if until < now]:
+            del self._down[key]
+
+    async def deliver(
+        self,
+        entry: QueueEntry,
+        body: bytes,
+        recipients: Sequence[Recipient],
+        hops: Sequence[Hop],
+    ) -> list[Attempt]:
+        """Deliver ``body`` to ``recipients`` (one destination) through ``hops`` in order."""
+        remaining = list(recipients)
+        attempts: list[Attempt] = []
+        failure = _HopFailure("4.4.1", "no next hop could be reached")
+        relay = "none"
+        for hop in hops:
+            relay = str(hop)
+            try:
+                done = await self._through(hop, entry, body, remaining)
+            except _HopFailure as error:
+                failure = error
+                if error.status.startswith("5"):
+                    break
+                continue
+            attempts.extend(done)
+            return attempts
+        code = failure.code or (550 if failure.status.startswith("5") else 450)
+        reply = f"{code} {failure.status} {failure.text}" if failure.code else failure.text
+        for rcpt in remaining:
+            attempts.append(
+                Attempt(
+                    RecipientResult(
+                        rcpt.address,
+                        Outcome.BOUNCED if failure.status.startswith("5") else Outcome.PENDING,
+                        failure.status,
+                        reply,
+                        relay if relay != "none" else None,
+                    ),
+                    relay,
+                    reply,
+                    (0.0, 0.0),
+                )
+            )
+        return attempts
+
+    async def _through(
+        self, hop: Hop, entry: QueueEntry, body: bytes, recipients: list[Recipient]
+    ) -> list[Attempt]:
+        key = (hop.address, hop.port)
+        down = self._down.get(key)
+        if down is not None and down[0] > time.monotonic():
+            raise _HopFailure("4.4.1", down[1])
+        conns = self._hops.get(key)
+        if conns is None:
+            conns = self._hops[key] = _Connections(self.config.concurrency)
+        conns.busy += 1
+        try:
+            return await self._locked(hop, conns, entry, body, recipients)
+        finally:
+            conns.busy -= 1
+
+    async def _locked(
+        self,
+        hop: Hop,
+        conns: _Connections,
+        entry: QueueEntry,
+        body: bytes,
+        recipients: list[Recipient],
+    ) -> list[Attempt]:
+        async with conns.slots:
+            started = time.monotonic()
+            client = await self._client(hop, conns)
+            connected = time.monotonic()
+            try:
+                attempts = await self._transaction(client, hop, entry, body, recipients)
+            except _HopFailure:
+                if client.is_connected:
+                    conns.idle.append((client, time.monotonic()))
+                else:
+                    client.close()
+                raise
+            except (SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as error:
+                client.close()
+                raise _HopFailure(
+                    "4.4.2", f"lost connection with {hop} while sending message: {error}"
+                ) from error
+            if client.is_connected:
+                conns.idle.append((client, time.monotonic()))
+            else:
+                client.close()
+            finished = time.monotonic()
+            for attempt in attempts:
+                attempt.delays = (connected - started, finished - connected)
+            return attempts
+
+    async def _client(self, hop: Hop, conns: _Connections) -> Client:
+        while conns.idle:
+            client, _ = conns.idle.pop()
+            if client.is_connected:
+                return client
+            client.close()
+        config = self.config
+        client = Client(
+            hop.address,
+            hop.port,
+            local_hostname=config.helo,
+            timeout=config.timeout,
+            data_timeout=config.data_timeout,
+            start_tls=True if config.require_tls else None,
+            validate_certs=False,  # opportunistic TLS, as Postfix's "may"/"encrypt" levels
+            username=config.username,
+            password=config.password,
+        )
+        try:
+            await client.connect(timeout=config.connect_timeout)
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+        except SMTPResponseException as error:
+            client.close()
+            raise _HopFailure(
+                status_of(error.code, error.message),
+                f"host {hop} said: {error.code} {error.message}",
+                error.code,
+            ) from error
+        except (SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as error:
+            client.close()
+            text = f"connect to {hop}: {_describe(error)}"
+            self._down[(hop.address, hop.port)] = (
+                time.monotonic() + self.config.down_cache,
+                text,
+            )
+            raise _HopFailure("4.4.1", text) from error
+        return client
+
+    async def _transaction(
+        self, client: Client, hop: Hop, entry: QueueEntry, body: bytes, recipients: list[Recipient]
+    ) -> list[Attempt]:
+        envelope = entry.envelope
+        addresses = [r.address for r in recipients]
+
+        def every(outcome: Outcome, status: str, text: str) -> list[Attempt]:
+            result = [
+                Attempt(RecipientResult(a, outcome, status, text, hop.host), str(hop), text, (0, 0))
+                for a in addresses
+            ]
+            return result
+
+        utf8 = envelope.smtputf8 or not (
+            envelope.sender.isascii() and all(a.isascii() for a in addresses)
+        )
+        if utf8 and not client.supports_extension("smtputf8"):
+            return every(
+                Outcome.BOUNCED,
+                "5.6.7",
+                f"SMTPUTF8 is required, but was not offered by host {hop}",
+            )
+        if not body.isascii() and not client.supports_extension("8bitmime"):
+            try:
+                body = to_7bit(body)
+            except Unconvertible as error:
+                return every(Outcome.BOUNCED, error.status, f"{error} (host {hop})")
+        limit = client.esmtp_extensions.get("size", "")
+        if limit.isdigit() and int(limit) and len(body) > int(limit):
+            return every(
+                Outcome.BOUNCED,
+                "5.3.4",
+                f"message size {len(body)} exceeds size limit {limit} of server {hop}",
+            )
+        dsn = client.supports_extension("dsn")
+        groups: dict[tuple[str, ...] | None, list[Recipient]] = {}
+        for rcpt in recipients:
+            groups.setdefault(rcpt.notify if dsn else None, []).append(rcpt)
+        attempts: list[Attempt] = []
+        for notify, group in groups.items():
+            attempts.extend(await self._send(client, hop, entry, body, group, notify, dsn))
+        return attempts
+
+    async def _send(
+        self,
+        client: Client,
+        hop: Hop,
+        entry: QueueEntry,
+        body: bytes,
+        recipients: list[Recipient],
+        notify: tuple[str, ...] | None,
+        dsn: bool,
+    ) -> list[Attempt]:
+        envelope = entry.envelope
+        addresses = [r.address for r in recipients]
+        orcpt = {r.address: r.orcpt.partition(";")[2] for r in recipients if r.orcpt}
+        options: dict[str, object] = {}
+        if dsn:
+            if envelope.ret:
+                options["ret"] = envelope.ret
+            if envelope.envid:
+                options["envid"] = envelope.envid
+            if notify:
+                options["notify"] = list(notify)
+            if orcpt:
+                options["orcpt"] = orcpt
+        replies: dict[str, tuple[int, str]] = {}
+        try:
+            refused, message = await client.sendmail(
+                envelope.sender,
+                addresses,
+                body,
+                **options,  # type: ignore[arg-type]
+            )
+            for address, response in refused.items():
+                replies[address] = (response.code, response.message)
+            for address in addresses:
+                replies.setdefault(address, (250, message))
+        except SMTPSenderRefused as error:
+            if error.code < 500:
+                raise _HopFailure(
+                    status_of(error.code, error.message),
+                    f"host {hop} said: {error.code} {error.message} (in reply to MAIL FROM)",
+                    error.code,
+                ) from error
+            replies = dict.fromkeys(addresses, (error.code, error.message))
+        except SMTPRecipientsRefused as error:
+            for refusal in error.recipients:
+                replies[refusal.recipient] = (refusal.code, refusal.message)
+            if all(code < 500 for code, _ in replies.values()) and len(addresses) > 0:
+                first = error.recipients[0]
+                raise _HopFailure(
+                    status_of(first.code, first.message),
+                    f"host {hop} said: {first.code} {first.message} (in reply to RCPT TO)",
+                    first.code,
+                ) from error
+        except SMTPDataError as error:
+            if error.code < 500:
+                raise _HopFailure(
+                    status_of(error.code, error.message),
+                    f"host {hop} said: {error.code} {error.message} (in reply to end of DATA)",
+                    error.code,
+                ) from error
+            replies = dict.fromkeys(addresses, (error.code, error.message))
+        attempts = []
+        for address in addresses:
+            code, text = replies.get(address, (451, "4.3.0 no reply"))
+            reply = f"{code} {text}"
+            attempts.append(
+                Attempt(
+                    RecipientResult(
+                        address,
+                        _outcome(code),
+                        status_of(code, text),
+                        f"host {hop} said: {reply}" if code >= 400 else reply,
+                        hop.host,
+                    ),
+                    str(hop),
+                    reply,
+                    (0.0, 0.0),
+                    dsn_passed=dsn,
+                )
+            )
+        return attempts
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if isinstance(error, asyncio.TimeoutError):
+        return "Connection timed out"
+    return str(error) or type(error).__name__
+
+
+async def _quit(client: Client) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.quit(), 5)
+    client.close()

@@ -1,0 +1,600 @@
+"""The embedded queue: a spool folder with a SQLite database (WAL) and a folder of bodies.
+
+One writer thread owns the write connection and runs every change in batches: whatever
+puts, records and leases are waiting when it finishes a commit go into the next
+transaction together, so concurrent sessions share one commit and one fsync (group
+commit: 20 rows a commit cost about 32 us a row here, against ~600 us for a commit of
+one). The event loop only hands operations to the thread and is woken once per batch.
+
+Small bodies (``inline_limit``, 128 KiB by default) stay in memory while they arrive and
+go into their row; bigger ones are streamed to ``bodies/ID`` as they arrive, fsynced
+before their row commits, and the folder is fsynced once per batch. A body file without
+a row (a crash mid-message) is removed by ``recover``; a row whose file is missing or
+short is marked corrupt: listed by ``queue list``, never delivered, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import queue as threadqueue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ferrosmtp.relay.queue import (
+    Envelope,
+    Outcome,
+    QueueEntry,
+    QueueError,
+    QueueFull,
+    Recipient,
+    RecipientResult,
+    fsync_directory,
+    new_queue_id,
+)
+
+__all__ = ["SqliteQueue"]
+
+log = logging.getLogger("ferrosmtp.relay.queue")
+
+_T = TypeVar("_T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    sender TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    arrival REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    corrupt TEXT,
+    body_file TEXT,
+    body BLOB
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (next_attempt) WHERE corrupt IS NULL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('schema', '1');
+"""
+
+_COLUMNS = (
+    "id, sender, envelope, size, arrival, attempts, next_attempt, lease_until, last_error,"
+    " corrupt, body_file"
+)
+_SQLITE_FULL = {13}  # SQLITE_FULL
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+MAX_BATCH = 512
+
+
+def _storage_error(error: BaseException) -> QueueError:
+    if isinstance(error, QueueError):
+        return error
+    if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
+        return QueueFull(f"spool full: {error.strerror}")
+    if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) in (
+        _SQLITE_FULL
+    ):
+        return QueueFull(f"spool full: {error}")
+    return QueueError(f"spool write failed: {error}")
+
+
+def _envelope_json(envelope: Envelope) -> str:
+    data: dict[str, Any] = {"rcpt": [r.to_json() for r in envelope.recipients]}
+    for name in ("smtputf8", "body_8bit"):
+        if getattr(envelope, name):
+            data[name] = True
+    for name in ("ret", "envid", "client"):
+        value = getattr(envelope, name)
+        if value is not None:
+            data[name] = value
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _envelope_from(sender: str, text: str) -> Envelope:
+    data = json.loads(text)
+    return Envelope(
+        sender=sender,
+        recipients=[Recipient.from_json(r) for r in data["rcpt"]],
+        smtputf8=bool(data.get("smtputf8")),
+        body_8bit=bool(data.get("body_8bit")),
+        ret=data.get("ret"),
+        envid=data.get("envid"),
+        client=data.get("client"),
+    )
+
+
+def _entry(row: Sequence[Any]) -> QueueEntry:
+    return QueueEntry(
+        id=row[0],
+        envelope=_envelope_from(row[1], row[2]),
+        size=row[3],
+        arrival=row[4],
+        attempts=row[5],
+        next_attempt=row[6],
+        lease_until=row[7] or None,
+        last_error=row[8],
+        corrupt=row[9],
+    )
+
+
+def connect(path: Path, *, timeout: float = 10.0) -> sqlite3.Connection:
+    """A connection with the spool's settings: WAL, fsync on every commit."""
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+class _Op:
+    __slots__ = ("fn", "future", "new_file")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any], new_file: bool
+    ) -> None:
+        self.fn = fn
+        self.future = future
+        self.new_file = new_file
+
+
+class _Writer(threading.Thread):
+    """The one thread that writes: batches operations into shared transactions."""
+
+    def __init__(self, path: Path, bodies: Path, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(name="ferrosmtp-spool-writer", daemon=True)
+        self.path = path
+        self.bodies = bodies
+        self.loop = loop
+        self.ops: threadqueue.SimpleQueue[_Op | None] = threadqueue.SimpleQueue()
+        self.conn: sqlite3.Connection | None = None
+        self.started = threading.Event()
+        self.failure: BaseException | None = None
+        self.batches = 0  # transactions committed (group commit: fewer than operations)
+
+    def run(self) -> None:
+        try:
+            self.conn = connect(self.path)
+            self.conn.executescript(SCHEMA)
+        except BaseException as error:  # reported by open()
+            self.failure = error
+            self.started.set()
+            return
+        self.started.set()
+        conn = self.conn
+        while True:
+            op = self.ops.get()
+            if op is None:
+                break
+            batch = [op]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self.ops.get_nowait()
+                except threadqueue.Empty:
+                    break
+                if more is None:
+                    self.ops.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            settled = self._run_batch(conn, batch)
+            self.batches += 1
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                self.loop.call_soon_threadsafe(_settle, settled)
+        conn.close()
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, batch: list[_Op]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        try:
+            if any(op.new_file for op in batch):
+                fsync_directory(self.bodies)  # the new body files' names, once a batch
+            conn.execute("BEGIN IMMEDIATE")
+            results = [op.fn(conn) for op in batch]
+            conn.execute("COMMIT")
+            return [(op.future, result, None) for op, result in zip(batch, results, strict=True)]
+        except BaseException as error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if len(batch) == 1:
+                return [(batch[0].future, None, error)]
+        # One operation failed the batch: run each alone so only the culprit fails.
+        settled = []
+        for op in batch:
+            settled.extend(self._run_batch(conn, [op]))
+        return settled
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in results:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class _Body:
+    """A body being received: in memory up to the inline limit, then in a file."""
+
+    def __init__(self, queue: SqliteQueue) -> None:
+        self.id = new_queue_id()
+        self.size = 0
+        self._queue = queue
+        self._chunks: list[bytes] = []
+        self._file: Any = None
+        self._path = queue.bodies / self.id
+        self._failed: QueueError | None = None
+
+    @property
+    def in_file(self) -> bool:
+        return self._file is not None
+
+    async def write(self, data: bytes) -> None:
+        if self._failed is not None:
+            raise self._failed
+        self.size += len(data)
+        try:
+            if self._file is not None:
+                self._file.write(data)
+                return
+            self._chunks.append(data)
+            if self.size > self._queue.inline_limit:
+                self._file = open(self._path, "xb")
+                for chunk in self._chunks:
+                    self._file.write(chunk)
+                self._chunks = []
+        except OSError as error:
+            self._failed = _storage_error(error)
+            await self.abort()
+            raise self._failed from error
+
+    def inline(self) -> bytes:
+        return b"".join(self._chunks)
+
+    def sync(self) -> None:
+        """Flush and fsync the body file (in a worker thread)."""
+        f = self._file
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+
+    async def abort(self) -> None:
+        self._chunks = []
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)
+
+
+class SqliteQueue:
+    """The queue in a spool folder: ``queue.db`` (SQLite, WAL) and ``bodies/``."""
+
+    def __init__(self, spool: str | os.PathLike[str], *, inline_limit: int = 128 << 10) -> None:
+        self.spool = Path(spool)
+        self.bodies = self.spool / "bodies"
+        self.db_path = self.spool / "queue.db"
+        self.inline_limit = inline_limit
+        self._writer: _Writer | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+        self._work = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"SqliteQueue({str(self.spool)!r})"
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        self.bodies.mkdir(parents=True, exist_ok=True, mode=0o700)
+        writer = _Writer(self.db_path, self.bodies, asyncio.get_running_loop())
+        writer.start()
+        await asyncio.to_thread(writer.started.wait)
+        if writer.failure is not None:
+            raise QueueError(f"cannot open the spool {self.spool}: {writer.failure}")
+        self._writer = writer
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.ops.put(None)
+            await asyncio.to_thread(writer.join)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T], new_file: bool = False) -> _T:
+        writer = self._writer
+        if writer is None:
+            raise QueueError("the queue is not open")
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        writer.ops.put(_Op(fn, future, new_file))
+        return await future
+
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a read on the reader connection (in a worker thread)."""
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = connect(self.db_path)
+            return fn(self._reader)
+
+    async def recover(self) -> int:
+        def run(conn: sqlite3.Connection) -> tuple[int, set[str]]:
+            count = conn.execute(
+                "UPDATE messages SET lease_until = 0 WHERE lease_until > 0"
+            ).rowcount
+            named = conn.execute("SELECT body_file FROM messages WHERE body_file IS NOT NULL")
+            files = {r[0] for r in named}
+            return count, files
+
+        count, files = await self._run(run)
+        # Body files without a row: messages cut off before their 250 (never acknowledged).
+        for path in self.bodies.iterdir():
+            if path.name not in files:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        if count:
+            log.info("spool %s: %d message(s) left mid-delivery are due again", self.spool, count)
+        return count
+
+    # --- putting ------------------------------------------------------------------------
+
+    def new_body(self) -> _Body:
+        return _Body(self)
+
+    async def put(self, envelope: Envelope, body: Any, *, lease: float | None = None) -> QueueEntry:
+        assert isinstance(body, _Body)
+        now = time.time()
+        inline = None if body.in_file else body.inline()
+        try:
+            if body.in_file:
+                await asyncio.to_thread(body.sync)
+            lease_until = now + lease if lease else 0.0
+            row = (
+                body.id,
+                envelope.sender,
+                _envelope_json(envelope),
+                body.size,
+                now,
+                now,
+                lease_until,
+                body.id if inline is None else None,
+                inline,
+            )
+
+            def insert(conn: sqlite3.Connection) -> None:
+                conn.execute(
+                    "INSERT INTO messages (id, sender, envelope, size, arrival, next_attempt,"
+                    " lease_until, body_file, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+
+            await self._run(insert, new_file=inline is None)
+        except BaseException as error:
+            await body.abort()
+            if isinstance(error, Exception):
+                raise _storage_error(error) from error
+            raise
+        if not lease:
+            self._work.set()
+        return QueueEntry(
+            id=body.id,
+            envelope=envelope,
+            size=body.size,
+            arrival=now,
+            next_attempt=now,
+            lease_until=lease_until or None,
+            body=inline,
+        )
+
+    # --- delivering ---------------------------------------------------------------------
+
+    async def lease(self, n: int, lease: float) -> list[QueueEntry]:
+        def run(conn: sqlite3.Connection) -> list[QueueEntry]:
+            now = time.time()
+            rows = conn.execute(
+                f"SELECT {_COLUMNS}, body FROM messages WHERE next_attempt <= ?"
+                " AND lease_until <= ? AND corrupt IS NULL ORDER BY next_attempt LIMIT ?",
+                (now, now, n),
+            ).fetchall()
+            if not rows:
+                return []
+            until = now + lease
+            conn.executemany(
+                "UPDATE messages SET lease_until = ? WHERE id = ?", [(until, r[0]) for r in rows]
+            )
+            entries = []
+            for row in rows:
+                entry = _entry(row)
+                entry.lease_until = until
+                entry.body = row[11]
+                entries.append(entry)
+            return entries
+
+        return await self._run(run)
+
+    async def renew(self, ids: Sequence[str], lease: float) -> None:
+        until = time.time() + lease
+        await self._run(
+            lambda conn: conn.executemany(
+                "UPDATE messages SET lease_until = ? WHERE id = ? AND lease_until > 0",
+                [(until, i) for i in ids],
+            )
+        )
+
+    async def read_body(self, entry: QueueEntry) -> bytes:
+        if entry.body is not None:
+            return entry.body
+
+        def locate(conn: sqlite3.Connection) -> tuple[str | None, bytes | None] | None:
+            row = conn.execute(
+                "SELECT body_file, body FROM messages WHERE id = ?", (entry.id,)
+            ).fetchone()
+            return None if row is None else (row[0], row[1])
+
+        where = await asyncio.to_thread(self._read, locate)
+        if where is None:
+            raise QueueError(f"{entry.id}: no longer queued")
+        name, blob = where
+        if blob is not None:
+            return bytes(blob)
+        try:
+            data = await asyncio.to_thread((self.bodies / str(name)).read_bytes)
+            problem = None if len(data) == entry.size else f"body file has {len(data)} octets"
+        except OSError as error:
+            data, problem = b"", f"body file unreadable: {error.strerror}"
+        if problem is None:
+            return data
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE messages SET corrupt = ?, last_error = ?, lease_until = 0 WHERE id = ?",
+                (problem, problem, entry.id),
+            )
+        )
+        raise QueueError(f"{entry.id}: {problem}")
+
+    async def record(
+        self,
+        entry: QueueEntry,
+        results: Sequence[RecipientResult],
+        next_attempt: float | None,
+        error: str | None = None,
+    ) -> None:
+        by_address = {r.address: r for r in results}
+        for recipient in entry.envelope.recipients:
+            result = by_address.get(recipient.address)
+            if result is None or recipient.outcome is not Outcome.PENDING:
+                continue
+            recipient.outcome = result.outcome
+            recipient.status = result.status
+            recipient.diagnostic = result.diagnostic
+            recipient.remote_mta = result.remote_mta
+        entry.attempts += 1
+        entry.last_error = error
+        done = not entry.pending
+        if done:
+            await self._run(
+                lambda conn: conn.execute("DELETE FROM messages WHERE id = ?", (entry.id,))
+            )
+            if entry.body is None:
+                with contextlib.suppress(OSError):
+                    (self.bodies / entry.id).unlink()
+            return
+        entry.next_attempt = next_attempt if next_attempt is not None else time.time()
+        entry.lease_until = None
+        values = (
+            _envelope_json(entry.envelope),
+            entry.attempts,
+            entry.next_attempt,
+            error,
+            entry.id,
+        )
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE messages SET envelope = ?, attempts = ?, next_attempt = ?,"
+                " last_error = ?, lease_until = 0 WHERE id = ?",
+                values,
+            )
+        )
+
+    async def release(self, entry: QueueEntry) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE messages SET lease_until = 0 WHERE id = ?", (entry.id,)
+            )
+        )
+
+    # --- administration -----------------------------------------------------------------
+
+    async def delete(self, queue_id: str | None) -> int:
+        def run(conn: sqlite3.Connection) -> list[str | None]:
+            where, args = ("", ()) if queue_id is None else (" WHERE id = ?", (queue_id,))
+            files = [r[0] for r in conn.execute("SELECT body_file FROM messages" + where, args)]
+            conn.execute("DELETE FROM messages" + where, args)
+            return files
+
+        files = await self._run(run)
+        for name in files:
+            if name:
+                with contextlib.suppress(OSError):
+                    (self.bodies / name).unlink()
+        return len(files)
+
+    async def retry(self, queue_id: str | None) -> int:
+        now = time.time()
+        where, args = ("", ()) if queue_id is None else (" WHERE id = ?", (queue_id,))
+        count = await self._run(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE messages SET next_attempt = ?, corrupt = NULL" + where, (now, *args)
+                ).rowcount
+            )
+        )
+        self._work.set()
+        return int(count)
+
+    def _check_file(self, entry: QueueEntry, name: str | None) -> None:
+        if entry.corrupt is not None or name is None:
+            return
+        try:
+            size = (self.bodies / name).stat().st_size
+        except OSError:
+            entry.corrupt = "body file missing"
+            return
+        if size != entry.size:
+            entry.corrupt = f"body file has {size} octets, {entry.size} expected"
+
+    def _list(self, where: str = "", args: tuple[Any, ...] = ()) -> list[QueueEntry]:
+        def run(conn: sqlite3.Connection) -> list[QueueEntry]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages{where} ORDER BY arrival", args
+            ).fetchall()
+            entries = []
+            for row in rows:
+                entry = _entry(row)
+                self._check_file(entry, row[10])
+                entries.append(entry)
+            return entries
+
+        try:
+            return self._read(run)
+        except sqlite3.Error as error:
+            raise QueueError(f"cannot read the spool {self.spool}: {error}") from error
+
+    async def list(self) -> list[QueueEntry]:
+        return await asyncio.to_thread(self._list)
+
+    async def get(self, queue_id: str) -> QueueEntry | None:
+        found = await asyncio.to_thread(self._list, " WHERE id = ?", (queue_id,))
+        return found[0] if found else None
+
+    async def counts(self) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            now = time.time()
+            row = conn.execute(
+                "SELECT"
+                " COALESCE(SUM(corrupt IS NULL AND lease_until > ?), 0),"
+                " COALESCE(SUM(corrupt IS NULL AND lease_until <= ? AND attempts > 0), 0),"
+                " COALESCE(SUM(corrupt IS NULL AND lease_until <= ? AND attempts = 0), 0),"
+                " COALESCE(SUM(corrupt IS NOT NULL), 0) FROM messages",
+                (now, now, now),
+            ).fetchone()
+            return dict(zip(("active", "deferred", "incoming", "corrupt"), row, strict=True))
+
+        return await asyncio.to_thread(self._read, run)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._work.wait(), timeout)
+        self._work.clear()

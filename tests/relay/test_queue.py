@@ -1,0 +1,284 @@
+"""The queue interface, run against every backend (the ``queue`` fixture): put, lease,
+record, retry, delete, list, recovery; then what only the SQLite spool has (group commit,
+body files, corruption, a full disk)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferrosmtp.relay.queue import (
+    Envelope,
+    Outcome,
+    Queue,
+    QueueEntry,
+    QueueFull,
+    Recipient,
+    RecipientResult,
+)
+from ferrosmtp.relay.sqlite import SqliteQueue
+from tests.relay.support import run
+
+
+def envelope(*recipients: str, sender: str = "a@x.test") -> Envelope:
+    return Envelope(sender, [Recipient(r) for r in recipients or ("b@y.test",)])
+
+
+async def put(queue: Queue, data: bytes, env: Envelope | None = None, **kw: Any) -> QueueEntry:
+    body = queue.new_body()
+    for i in range(0, len(data), 65536):
+        await body.write(data[i : i + 65536])
+    return await queue.put(env or envelope(), body, **kw)
+
+
+async def opened(queue: Queue) -> Queue:
+    await queue.open()
+    return queue
+
+
+def test_put_then_lease_returns_the_message_and_body(queue: Queue) -> None:
+    async def main() -> None:
+        await queue.open()
+        try:
+            entry = await put(queue, b"Subject: x\r\n\r\nhi\r\n", envelope("b@y.test", "c@z.test"))
+            assert entry.size == 18
+            leased = await queue.lease(10, 60)
+            assert [e.id for e in leased] == [entry.id]
+            got = leased[0]
+            assert [r.address for r in got.pending] == ["b@y.test", "c@z.test"]
+            assert await queue.read_body(got) == b"Subject: x\r\n\r\nhi\r\n"
+            assert await queue.lease(10, 60) == []  # leased: not handed out twice
+        finally:
+            await queue.close()
+
+    run(main())
+
+
+def test_record_keeps_pending_recipients_and_deletes_when_done(queue: Queue) -> None:
+    async def main() -> None:
+        await queue.open()
+        try:
+            entry = await put(queue, b"x\r\n", envelope("b@y.test", "c@y.test", "d@y.test"))
+            (leased,) = await queue.lease(10, 60)
+            results = [
+                RecipientResult("b@y.test", Outcome.SENT, "2.0.0", "250 ok"),
+                RecipientResult("c@y.test", Outcome.BOUNCED, "5.1.1", "550 no such user"),
+                RecipientResult("d@y.test", Outcome.PENDING, "4.2.0", "451 try later"),
+            ]
+            await queue.record(leased, results, time.time() + 300, "451 try later")
+            (listed,) = await queue.list()
+            assert listed.id == entry.id
+            assert [r.address for r in listed.pending] == ["d@y.test"]
+            assert listed.attempts == 1 and listed.last_error == "451 try later"
+            assert listed.next_attempt > time.time() + 200
+            assert await queue.lease(10, 60) == []  # not due yet
+            assert await queue.retry(entry.id) == 1
+            (again,) = await queue.lease(10, 60)
+            assert [r.address for r in again.pending] == ["d@y.test"]
+            await queue.record(again, [RecipientResult("d@y.test", Outcome.SENT)], None)
+            assert await queue.list() == []
+        finally:
+            await queue.close()
+
+    run(main())
+
+
+def test_recover_ends_leases_left_by_a_crash(make_queue: Any) -> None:
+    async def main() -> None:
+        first = await opened(make_queue())
+        entry = await put(first, b"x\r\n")
+        assert [e.id for e in await first.lease(10, 3600)] == [entry.id]
+        await first.close()  # the process "dies" with the lease held
+        second = await opened(make_queue())
+        try:
+            assert await second.lease(10, 60) == []
+            assert await second.recover() == 1
+            assert [e.id for e in await second.lease(10, 60)] == [entry.id]
+        finally:
+            await second.close()
+
+    run(main())
+
+
+def test_put_leased_hands_the_message_to_its_caller(queue: Queue) -> None:
+    async def main() -> None:
+        await queue.open()
+        try:
+            entry = await put(queue, b"x\r\n", lease=60)
+            assert entry.lease_until is not None
+            assert await queue.lease(10, 60) == []
+            await queue.release(entry)
+            assert [e.id for e in await queue.lease(10, 60)] == [entry.id]
+        finally:
+            await queue.close()
+
+    run(main())
+
+
+def test_delete_and_list_and_counts(queue: Queue) -> None:
+    async def main() -> None:
+        await queue.open()
+        try:
+            ids = [(await put(queue, b"m%d\r\n" % i)).id for i in range(5)]
+            listed = await queue.list()
+            assert [e.id for e in listed] == ids
+            data = listed[0].to_json()
+            for key in ("id", "sender", "recipients", "size", "arrival", "attempts",
+                        "next_attempt", "last_error"):
+                assert key in data
+            await queue.lease(2, 60)
+            counts = await queue.counts()
+            assert counts["active"] == 2 and counts["incoming"] == 3
+            assert await queue.delete(ids[0]) == 1
+            assert await queue.delete("nonexistent") == 0
+            assert len(await queue.list()) == 4
+            assert await queue.delete(None) == 4
+            assert await queue.list() == []
+        finally:
+            await queue.close()
+
+    run(main())
+
+
+def test_aborted_body_leaves_nothing(queue: Queue) -> None:
+    async def main() -> None:
+        await queue.open()
+        try:
+            body = queue.new_body()
+            await body.write(b"x" * (1 << 20))
+            await body.abort()
+            assert await queue.list() == []
+        finally:
+            await queue.close()
+
+    run(main())
+
+
+def test_big_bodies_round_trip(queue: Queue) -> None:
+    data = os.urandom(3 << 20)
+
+    async def main() -> None:
+        await queue.open()
+        try:
+            await put(queue, data)
+            (leased,) = await queue.lease(1, 60)
+            assert await queue.read_body(leased) == data
+        finally:
+            await queue.close()
+
+    run(main())
+
+
+# --- the SQLite spool -------------------------------------------------------------------
+
+
+def test_sqlite_concurrent_puts_share_commits(tmp_path: Path) -> None:
+    async def main() -> int:
+        queue = SqliteQueue(tmp_path / "spool")
+        await queue.open()
+        try:
+            writer = queue._writer
+            assert writer is not None
+            before = writer.batches
+            await asyncio.gather(*(put(queue, b"m\r\n") for _ in range(50)))
+            assert len(await queue.list()) == 50
+            return writer.batches - before
+        finally:
+            await queue.close()
+
+    batches = run(main())
+    assert batches < 25, f"50 concurrent puts took {batches} commits"
+
+
+def test_sqlite_small_bodies_stay_in_the_database_big_ones_in_files(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue = SqliteQueue(tmp_path / "spool", inline_limit=1000)
+        await queue.open()
+        try:
+            small = await put(queue, b"s" * 1000)
+            big = await put(queue, b"b" * 1001)
+            files = sorted(p.name for p in (tmp_path / "spool" / "bodies").iterdir())
+            assert files == [big.id]
+            assert small.id not in files
+        finally:
+            await queue.close()
+
+    run(main())
+
+
+def test_sqlite_missing_or_short_body_file_is_reported_not_fatal(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue = SqliteQueue(tmp_path / "spool", inline_limit=10)
+        await queue.open()
+        try:
+            gone = await put(queue, b"g" * 100)
+            short = await put(queue, b"s" * 100)
+            (tmp_path / "spool" / "bodies" / gone.id).unlink()
+            (tmp_path / "spool" / "bodies" / short.id).write_bytes(b"s" * 10)
+            listed = {e.id: e for e in await queue.list()}
+            assert listed[gone.id].corrupt == "body file missing"
+            assert "10 octets" in (listed[short.id].corrupt or "")
+            leased = await queue.lease(10, 60)
+            for entry in leased:
+                with pytest.raises(Exception, match="body file"):
+                    await queue.read_body(entry)
+            assert await queue.lease(10, 60) == []  # held, not retried in a loop
+            counts = await queue.counts()
+            assert counts["corrupt"] == 2
+        finally:
+            await queue.close()
+
+    run(main())
+
+
+def test_sqlite_orphan_body_files_are_removed_at_recovery(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue = SqliteQueue(tmp_path / "spool", inline_limit=10)
+        await queue.open()
+        try:
+            kept = await put(queue, b"k" * 100)
+            (tmp_path / "spool" / "bodies" / "ORPHAN").write_bytes(b"cut off mid-message")
+            await queue.recover()
+            names = [p.name for p in (tmp_path / "spool" / "bodies").iterdir()]
+            assert names == [kept.id]
+        finally:
+            await queue.close()
+
+    run(main())
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 4 MiB tmpfs (root only: CI runs as root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_sqlite_full_disk_raises_queue_full_and_keeps_nothing(small_disk: Path) -> None:
+    async def main() -> None:
+        queue = SqliteQueue(small_disk / "spool", inline_limit=1000)
+        await queue.open()
+        try:
+            kept = await put(queue, b"k" * 2000)
+            with pytest.raises(QueueFull):
+                await put(queue, os.urandom(8 << 20))
+            names = [p.name for p in (small_disk / "spool" / "bodies").iterdir()]
+            assert names == [kept.id]
+            assert [e.id for e in await queue.list()] == [kept.id]
+        finally:
+            await queue.close()
+
+    run(main())
