@@ -14,7 +14,9 @@ from ferrosmtp.relay.queue import QueueEntry, Recipient
 
 __all__ = ["Notice", "build_dsn", "wants_notice"]
 
-RETURN_LIMIT = 1 << 20  # return whole messages up to this size, else their headers only
+# Whole messages are returned up to this size (Postfix's bounce_size_limit), else their
+# header section only; so is a message that failed for its size (5.3.4).
+RETURN_LIMIT = 50000
 
 _SUBJECTS = {
     "failed": "Undelivered Mail Returned to Sender",
@@ -137,7 +139,12 @@ def build_dsn(
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
     original = b""
     if body is not None:
-        full = envelope.ret != "HDRS" and len(body) <= RETURN_LIMIT and action == "failed"
+        full = (
+            envelope.ret != "HDRS"
+            and len(body) <= RETURN_LIMIT
+            and action == "failed"
+            and not any(n.status == "5.3.4" for n in notices)
+        )
         if full:
             part_type, original = "message/rfc822", body
         else:

@@ -57,24 +57,17 @@ def to_7bit(body: bytes) -> bytes:
 
 def _encode_part(part: Message) -> None:
     cte = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-    raw = part.get_payload(decode=False)
-    if isinstance(raw, str):
-        payload = raw.encode("ascii", "surrogateescape")
-    else:
-        return
-    if payload.isascii() and cte not in ("8bit", "binary"):
+    if cte in ("quoted-printable", "base64"):
+        return  # already 7-bit
+    data = part.get_payload(decode=True)  # for 7bit/8bit/binary: the octets as they came
+    if not isinstance(data, bytes) or (data.isascii() and cte not in ("8bit", "binary")):
         return
     if part.get_content_maintype() == "message":
         raise Unconvertible(f"8-bit {part.get_content_type()} part cannot be re-encoded")
-    if cte in ("quoted-printable", "base64"):
-        data = part.get_payload(decode=True)
-        assert isinstance(data, bytes)
-    else:
-        data = payload
     text = part.get_content_maintype() == "text"
     eight_bit = sum(b >= 0x80 for b in data)
     del part["Content-Transfer-Encoding"]
-    if text and eight_bit * 4 < max(len(data), 1):
+    if text and eight_bit * 2 < max(len(data), 1):  # mostly ASCII text: readable QP
         lines = data.replace(b"\r\n", b"\n")
         encoded = quopri.encodestring(lines, quotetabs=False).replace(b"\n", b"\r\n")
         part["Content-Transfer-Encoding"] = "quoted-printable"
