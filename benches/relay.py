@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Relay benchmark: Postfix ``smtp-source`` -> relay -> Postfix ``smtp-sink``, counted at
+the sink, for ``ferrosmtp relay`` and a Postfix relay side by side in one run.
+
+Both relays keep their queue on disk with fsync before every 250 (ferrosmtp: SQLite WAL
+with group commit, bodies over 128 KiB in fsynced files; Postfix: its queue files, as
+shipped) and forward everything to the same smtp-sink (``--relayhost`` /
+``relayhost``).
+
+For each message size (1 KiB, 100 KiB) and each relay:
+
+* **peak**: smtp-source sends N messages over 20 sessions as fast as it can; msgs/s is N
+  over the time from the first connection until the sink has counted all N;
+* **latency at half peak**: smtp-source again, paced (``-w``) to about half that relay's
+  peak; p50/p99 of each message's time from arrival (just before its 250) to the next
+  hop's 250, read from the relay's own per-delivery log lines (``delay=``, the same field
+  in both relays' logs);
+* **peak RSS** of the relay, sampled every 50 ms while it runs: ferrosmtp's one process;
+  Postfix's master and all its children summed.
+
+Postfix logs ``delay=`` with two decimals, so its p50/p99 have a 10 ms resolution.
+
+The load average is printed before and after; a table taken with load > 0.5 is marked:
+the machine was busy and the figures are not the quiet-machine figures of README.
+
+Usage (as root, Postfix and smtp-sink from .ci/install-peers.sh)::
+
+    python benches/relay.py              # about two minutes
+    python benches/relay.py --quick      # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.peers import PostfixRelay, SmtpSink, free_port, wait_listening  # noqa: E402
+
+SOURCE = "/usr/sbin/smtp-source"
+SESSIONS = 20
+
+
+def load() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Sampler(threading.Thread):
+    """Peak of the summed RSS of some processes, sampled every 50 ms."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.peak = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.05):
+            self.peak = max(self.peak, sum(rss_kib(p) for p in self.pids()))
+
+    def stop(self) -> int:
+        self.stopping.set()
+        self.join(5)
+        return self.peak
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it (from /proc/PID/stat parent links)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+class Relay:
+    name = ""
+
+    def start(self, sink_port: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    def delays(self) -> list[float]:
+        raise NotImplementedError
+
+    def rss_pids(self) -> list[int]:
+        raise NotImplementedError
+
+
+class Ferrosmtp(Relay):
+    name = "ferrosmtp relay"
+
+    def start(self, sink_port: int) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-relay-"))
+        self._port = free_port()
+        self.log = self.dir / "relay.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ferrosmtp", "relay", "--listen",
+                 f"127.0.0.1:{self._port}", "--spool", str(self.dir / "spool"),
+                 "--relayhost", f"127.0.0.1:{sink_port}"],
+                stdout=log, stderr=log,
+            )
+        wait_listening("127.0.0.1", self._port, 20)
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+    def delays(self) -> list[float]:
+        text = self.log.read_text("utf-8", "replace")
+        pattern = r", delay=([0-9.e-]+), delays=[^ ]*, dsn=[^ ]*, status=sent"
+        return [float(x) for x in re.findall(pattern, text)]
+
+    def rss_pids(self) -> list[int]:
+        return [self.proc.pid]
+
+
+class Postfix(Relay):
+    name = "Postfix relay"
+
+    def start(self, sink_port: int) -> None:
+        self.pf = PostfixRelay(sink_port, main_cf={"smtp_destination_concurrency_limit": "20"})
+        self.pf.start()
+
+    @property
+    def port(self) -> int:
+        return self.pf.address[1]
+
+    def stop(self) -> None:
+        self.pf.stop()
+
+    def delays(self) -> list[float]:
+        text = self.pf.maillog()
+        return [float(x) for x in re.findall(r"postfix/smtp\[.*?, delay=([0-9.]+),.*status=sent",
+                                             text)]
+
+    def rss_pids(self) -> list[int]:
+        master = self.pf._read_master_pid()
+        return descendants(master) if master else []
+
+
+@contextlib.contextmanager
+def running(relay: Relay, sink: SmtpSink) -> Iterator[Relay]:
+    relay.start(sink.port)
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+def source(port: int, count: int, size: int) -> float:
+    argv = [SOURCE, "-s", str(SESSIONS), "-m", str(count), "-l", str(size),
+            "-f", "bench@source.test", "-t", "sink@dest.test"]
+    started = time.monotonic()
+    subprocess.run([*argv, f"127.0.0.1:{port}"], check=True, capture_output=True, timeout=900)
+    return started
+
+
+def paced(port: int, count: int, size: int, rate: float, threads: int = 10) -> float:
+    """``count`` messages at ``rate`` a second over ``threads`` smtplib connections (each
+    message on a fixed schedule; smtp-source can only wait whole seconds)."""
+    body = b"Subject: paced\r\n\r\n" + (b"x" * 78 + b"\r\n") * max(size // 80, 1)
+    started = time.monotonic()
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+                for i in range(index, count, threads):
+                    delay = started + i / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    smtp.sendmail("bench@source.test", ["sink@dest.test"], body)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(900)
+    if errors:
+        raise errors[0]
+    return started
+
+
+def measure(relay_cls: type[Relay], size: int, count: int) -> dict[str, float]:
+    with SmtpSink(max_connections=256) as sink:
+        relay = relay_cls()
+        with running(relay, sink):
+            sampler = Sampler(relay.rss_pids)
+            sampler.start()
+            started = source(relay.port, count, size)
+            sink.wait_counters(messages=count, timeout=900)
+            peak = count / (time.monotonic() - started)
+            before = sink.counters().messages
+            half_count = max(int(peak / 2 * 5), 200)  # about 5 s at half the peak rate
+            paced_start = paced(relay.port, half_count, size, peak / 2)
+            sink.wait_counters(messages=before + half_count, timeout=900)
+            achieved = half_count / (time.monotonic() - paced_start)
+            rss = sampler.stop()
+            delays = relay.delays()[-half_count:]
+    delays.sort()
+    return {
+        "peak": peak,
+        "half": achieved,
+        "p50": statistics.median(delays) * 1000 if delays else float("nan"),
+        "p99": delays[int(len(delays) * 0.99) - 1] * 1000 if delays else float("nan"),
+        "rss": rss / 1024,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
+    args = parser.parse_args()
+    if os.geteuid() != 0 or not os.path.exists(SOURCE):
+        print("relay bench: needs root and Postfix's smtp-source (.ci/install-peers.sh)")
+        return 2
+    counts = {1024: 1000 if args.quick else 10000, 100 * 1024: 300 if args.quick else 2000}
+    load_before = load()
+    print(f"load average before: {Path('/proc/loadavg').read_text().strip()}")
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for size, count in counts.items():
+        for relay_cls in (Ferrosmtp, Postfix):
+            results[(relay_cls.name, size)] = measure(relay_cls, size, count)
+    load_after = load()
+    print(f"load average after:  {Path('/proc/loadavg').read_text().strip()}")
+    busy = max(load_before, load_after) > 0.5
+    mark = " (*)" if busy else ""
+    print()
+    print(f"| relay{mark} | size | msgs/s peak | vs Postfix | msgs/s paced | p50 ms | p99 ms "
+          "| peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in counts:
+        base = results[(Postfix.name, size)]["peak"]
+        for relay_cls in (Ferrosmtp, Postfix):
+            r = results[(relay_cls.name, size)]
+            print(f"| {relay_cls.name} | {size // 1024} KiB | {r['peak']:.0f} | "
+                  f"{r['peak'] / base:.2f}x | {r['half']:.0f} | {r['p50']:.1f} | "
+                  f"{r['p99']:.1f} | {r['rss']:.0f} |")
+    if busy:
+        print("\n(*) load average above 0.5 during the run: the machine was busy; "
+              "these are not quiet-machine figures.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""``ferrosmtp queue list|show|retry|delete`` while the relay runs, a corrupt body file
+reported and survived, a full spool answered with 452 4.3.1, the metrics endpoint, and
+the command line's errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.peers import free_port
+from tests.relay.support import RelayProcess, message, next_hop, queue_cli, send, wait_until
+from tests.relay.test_delivery import listed
+from tests.relay.test_queue import small_disk  # noqa: F401 (fixture)
+
+
+def test_queue_commands_while_the_relay_runs(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    with next_hop() as (hop, port):
+        hop.rcpt_replies = {f"u{i}@y.test": "451 4.2.0 not yet" for i in range(3)}
+        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}",
+                          "--min-backoff", "3600", "--max-backoff", "3600") as relay:
+            for i in range(3):
+                assert send(relay.port, "a@x.test", [f"u{i}@y.test"], message(f"m{i}"))[0] == 250
+            wait_until(lambda: len(listed(spool)) == 3
+                       and all(e["attempts"] == 1 for e in listed(spool)), 10, "3 deferrals")
+            entries = listed(spool)
+            first = entries[0]
+            assert set(first) >= {"id", "sender", "recipients", "size", "arrival", "attempts",
+                                  "next_attempt", "last_error"}
+            assert first["sender"] == "a@x.test" and first["recipients"] == ["u0@y.test"]
+            assert first["next_attempt"] > time.time() + 3000  # type: ignore[operator]
+            assert "451 4.2.0 not yet" in str(first["last_error"])
+            text = queue_cli(spool, "list").stdout
+            assert str(first["id"]) in text and "-- 0 Kbytes in 3 Requests." in text
+            shown = queue_cli(spool, "show", str(first["id"]))
+            assert shown.returncode == 0 and '"attempts": 1' in shown.stdout
+            assert "Subject: m0" in shown.stdout
+            # delete one, retry one: the running relay delivers it at once.
+            assert queue_cli(spool, "delete", str(entries[1]["id"])).stdout.strip() == (
+                "1 message(s) deleted"
+            )
+            hop.rcpt_replies.clear()
+            assert queue_cli(spool, "retry", str(first["id"])).returncode == 0
+            (got,) = hop.wait(1)
+            assert got.rcpt_tos == ["u0@y.test"]
+            wait_until(lambda: [e["id"] for e in listed(spool)] == [entries[2]["id"]], 10,
+                       "one message left")
+            assert queue_cli(spool, "retry", "--all").stdout.strip() == "1 message(s) due now"
+            hop.wait(2)
+            wait_until(lambda: listed(spool) == [], 10, "an empty queue")
+            missing = queue_cli(spool, "show", "NOSUCHID")
+            assert missing.returncode == 1 and "no message NOSUCHID" in missing.stderr
+            del relay
+
+
+def test_a_missing_body_file_is_listed_and_never_crashes_the_relay(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    with next_hop() as (hop, port):
+        hop.data_replies = ["451 4.3.0 later"]
+        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}",
+                          "--min-backoff", "1", "--max-backoff", "1") as relay:
+            big = message("big", body="x" * 200_000 + "\r\n")  # over the inline limit: a file
+            code, reply, _ = send(relay.port, "a@x.test", ["b@y.test"], big)
+            assert code == 250
+            queue_id = reply.rsplit(" ", 1)[1]
+            (spool / "bodies" / queue_id).unlink()  # deferred once; now the file is gone
+            wait_until(lambda: listed(spool) and listed(spool)[0]["corrupt"], 10, "corrupt")
+            (entry,) = listed(spool)
+            assert entry["corrupt"] == "body file missing" or "unreadable" in str(entry["corrupt"])
+            assert "corrupt" in queue_cli(spool, "list").stdout
+            # The relay carries on with other mail.
+            assert send(relay.port, "a@x.test", ["c@y.test"], message("after"))[0] == 250
+            wait_until(lambda: any(m.rcpt_tos == ["c@y.test"] for m in hop.messages), 10,
+                       "the next message")
+            assert relay.proc is not None and relay.proc.poll() is None
+            assert queue_cli(spool, "delete", queue_id).returncode == 0
+
+
+def test_a_full_spool_answers_452_and_keeps_nothing(tmp_path: Path, small_disk: Path) -> None:  # noqa: F811
+    spool = small_disk / "spool"
+    with next_hop() as (hop, port):
+        hop.data_replies = ["451 4.3.0 keep it queued"] * 100
+        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}",
+                          "--min-backoff", "3600") as relay:
+            assert send(relay.port, "a@x.test", ["b@y.test"], message("small"))[0] == 250
+            huge = message("huge", body=("y" * 998 + "\r\n") * 6000)  # 6 MB on a 4 MiB disk
+            code, reply, _ = send(relay.port, "a@x.test", ["b@y.test"], huge)
+            assert (code, reply.split(" ")[0]) == (452, "4.3.1")
+            assert [p.name for p in (spool / "bodies").iterdir()] == []
+            assert len(listed(spool)) == 1
+            # Space again: mail flows again.
+            assert send(relay.port, "a@x.test", ["b@y.test"], message("again"))[0] == 250
+            del relay
+
+
+def test_metrics_endpoint(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    with next_hop() as (hop, port):
+        hop.rcpt_replies = {"bad@y.test": "550 5.1.1 unknown"}
+        with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{port}",
+                          "--metrics", f"127.0.0.1:{metrics_port}") as relay:
+            send(relay.port, "a@x.test", ["ok@y.test", "bad@y.test"], message("metrics"))
+            hop.wait(2)  # the message and the bounce
+
+            def scrape() -> str:
+                url = f"http://127.0.0.1:{metrics_port}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return str(response.read().decode())
+
+            wait_until(lambda: "ferrosmtp_relay_delivered_total 2.0" in scrape(), 10, "counts")
+            text = scrape()
+            assert "ferrosmtp_relay_bounced_total 1.0" in text
+            assert "ferrosmtp_relay_delivery_seconds_bucket" in text
+            wait_until(lambda: 'ferrosmtp_relay_queue_messages{state="deferred"}' in scrape(),
+                       15, "the queue depth gauge")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tls-cert", "x.pem"], "--tls-cert and --tls-key go together"),
+        (["--mynetworks", "not-a-network"], "--mynetworks"),
+        (["--min-backoff", "10", "--max-backoff", "5"], "--min-backoff is above --max-backoff"),
+        (["--workers", "0"], "--workers"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ferrosmtp", "relay", "--spool", str(tmp_path / "s"), *args],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_second_relay_on_the_same_spool_is_refused(tmp_path: Path) -> None:
+    with RelayProcess(tmp_path / "spool", "--relayhost", "127.0.0.1:9") as relay:
+        result = subprocess.run(
+            [sys.executable, "-m", "ferrosmtp", "relay", "--spool", str(tmp_path / "spool"),
+             "--listen", f"127.0.0.1:{free_port()}"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert result.returncode == 3 and "in use by another relay" in result.stderr
+        del relay
+
+
+def test_queue_list_json_is_one_object_a_line(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    with RelayProcess(spool, "--relayhost", f"127.0.0.1:{free_port()}",
+                      "--min-backoff", "3600") as relay:
+        for i in range(3):
+            send(relay.port, "a@x.test", ["b@y.test", "c@y.test"], message(f"j{i}"))
+        wait_until(lambda: len(listed(spool)) == 3, 10, "3 messages")
+        del relay
+    out = queue_cli(spool, "list", "--json").stdout.splitlines()
+    assert len(out) == 3
+    for line in out:
+        data = json.loads(line)
+        assert data["recipients"] == ["b@y.test", "c@y.test"] and data["size"] > 0
+    assert os.path.exists(spool / "queue.db")
