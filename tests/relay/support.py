@@ -107,6 +107,10 @@ class ScriptedHandler:
         self.rcpt_replies: dict[str, str] = {}
         self.lock = threading.Lock()
         self.attempts = 0
+        self.hang = 0.0  # seconds handle_DATA waits before answering
+        self.sessions: set[int] = set()  # connections that carried a message
+        self.busy = 0
+        self.most_busy = 0  # the most messages in progress at once
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -119,6 +123,19 @@ class ScriptedHandler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.busy += 1
+            self.most_busy = max(self.most_busy, self.busy)
+            self.sessions.add(id(session))
+        try:
+            if self.hang:
+                await asyncio.sleep(self.hang)
+            return self._answer(envelope)
+        finally:
+            with self.lock:
+                self.busy -= 1
+
+    def _answer(self, envelope: Any) -> str:
         with self.lock:
             self.attempts += 1
             if self.data_replies:

@@ -167,3 +167,36 @@ def test_queue_list_json_is_one_object_a_line(tmp_path: Path) -> None:
         data = json.loads(line)
         assert data["recipients"] == ["b@y.test", "c@y.test"] and data["size"] > 0
     assert os.path.exists(spool / "queue.db")
+
+
+def test_workers_share_the_port_and_the_spool(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    with next_hop() as (hop, port):
+        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}", "--workers", "2") as relay:
+            for i in range(30):
+                assert send(relay.port, "a@x.test", ["b@y.test"], message(f"w{i}"))[0] == 250
+            hop.wait(30)
+            wait_until(lambda: listed(spool) == [], 10, "an empty queue")
+            assert len({m.message["Subject"] for m in hop.messages}) == 30
+
+
+def test_proxy_protocol_clients_are_judged_by_their_real_address(tmp_path: Path) -> None:
+    from tests.peers import swaks
+
+    with next_hop() as (hop, port):
+        with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{port}",
+                          "--proxy-protocol", "5", "--mynetworks", "198.51.100.0/24") as relay:
+            def through(source: str) -> str:
+                result = swaks(
+                    "--from", "a@x.test", "--to", "b@y.test",
+                    "--proxy-version", "2", "--proxy-family", "AF_INET",
+                    "--proxy-source", source, "--proxy-source-port", "5555",
+                    "--proxy-dest", "192.0.2.25", "--proxy-dest-port", "25",
+                    port=relay.port,
+                )
+                return result.stdout
+
+            assert "554 5.7.1 Relay access denied" in through("203.0.113.7")
+            assert "queued as" in through("198.51.100.9")
+            (got,) = hop.wait(1)
+            assert "[198.51.100.9]" in got.message["Received"]

@@ -2,9 +2,13 @@
 carrying every recipient of that destination, per-recipient outcomes.
 
 Connections to each next hop are kept and reused (at most ``concurrency`` transactions
-at once per hop, Postfix's default_destination_concurrency_limit of 20); a hop that just
-refused a connection is skipped for ``down_cache`` seconds instead of being tried by every
-message. The next hop's EHLO decides what is sent: an 8-bit body goes down to 7 bits
+at once per hop, Postfix's default_destination_concurrency_limit of 20). A hop that
+refused a connection is marked down: while it is, one message at a time probes it (at most
+once every ``probe_interval`` seconds) and the others are deferred at once with the same
+error instead of each paying for a connection attempt; those arriving while a probe runs
+wait for its result, so a hop that comes back is used at once.
+
+The next hop's EHLO decides what is sent: an 8-bit body goes down to 7 bits
 without 8BITMIME, UTF-8 addresses without SMTPUTF8 bounce (5.6.7), a body over its SIZE
 bounces (5.3.4), DSN parameters go along when it offers DSN. The next MX is tried after a
 connection failure or a 4xx for the whole session (greeting, MAIL, DATA).
@@ -48,7 +52,7 @@ class DeliveryConfig:
     timeout: float = 300.0
     data_timeout: float = 600.0
     idle_timeout: float = 30.0
-    down_cache: float = 5.0
+    probe_interval: float = 1.0
     username: str | None = None  # AUTH toward the smarthost
     password: str | None = None
     require_tls: bool = False  # STARTTLS or defer (with AUTH)
@@ -89,6 +93,16 @@ class _HopFailure(Exception):
         self.code = code
 
 
+class _Down:
+    """A next hop that refused a connection: when it may be probed again, and the probe
+    running now (its future is set when it ends)."""
+
+    def __init__(self, text: str, next_probe: float) -> None:
+        self.text = text
+        self.next_probe = next_probe
+        self.probe: asyncio.Future[None] | None = None
+
+
 class _Connections:
     """Connections to one next hop, reused between messages."""
 
@@ -102,7 +116,7 @@ class Deliverer:
     def __init__(self, config: DeliveryConfig) -> None:
         self.config = config
         self._hops: dict[tuple[str, int], _Connections] = {}
-        self._down: dict[tuple[str, int], tuple[float, str]] = {}
+        self._down: dict[tuple[str, int], _Down] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -123,9 +137,6 @@ class Deliverer:
                 task.add_done_callback(self._closing.discard)
             if not conns.idle and conns.busy == 0:
                 del self._hops[key]
-        now = time.monotonic()
-        for key in [k for k, (until, _) in self._down.items() if until < now]:
-            del self._down[key]
 
     async def deliver(
         self,
@@ -174,8 +185,14 @@ class Deliverer:
     ) -> list[Attempt]:
         key = (hop.address, hop.port)
         down = self._down.get(key)
-        if down is not None and down[0] > time.monotonic():
-            raise _HopFailure("4.4.1", down[1])
+        if down is not None:
+            if down.probe is not None:  # another message is testing the hop: its result
+                await asyncio.shield(down.probe)
+                down = self._down.get(key)
+            if down is not None:
+                if down.probe is not None or time.monotonic() < down.next_probe:
+                    raise _HopFailure("4.4.1", down.text)
+                down.probe = asyncio.get_running_loop().create_future()  # we probe
         conns = self._hops.get(key)
         if conns is None:
             conns = self._hops[key] = _Connections(self.config.concurrency)
@@ -223,6 +240,7 @@ class Deliverer:
         while conns.idle:
             client, _ = conns.idle.pop()
             if client.is_connected:
+                self._up((hop.address, hop.port))
                 return client
             client.close()
         config = self.config
@@ -237,11 +255,14 @@ class Deliverer:
             username=config.username,
             password=config.password,
         )
+        key = (hop.address, hop.port)
         try:
             await client.connect(timeout=config.connect_timeout)
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()
+            self._up(key)
         except SMTPResponseException as error:
+            self._up(key)
             client.close()
             raise _HopFailure(
                 status_of(error.code, error.message),
@@ -251,12 +272,28 @@ class Deliverer:
         except (SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as error:
             client.close()
             text = f"connect to {hop}: {_describe(error)}"
-            self._down[(hop.address, hop.port)] = (
-                time.monotonic() + self.config.down_cache,
-                text,
-            )
+            self._mark_down(key, text)
             raise _HopFailure("4.4.1", text) from error
+        except BaseException:  # cancelled: let another message probe
+            down = self._down.get(key)
+            if down is not None and down.probe is not None:
+                if not down.probe.done():
+                    down.probe.set_result(None)
+                down.probe = None
+            raise
         return client
+
+    def _up(self, key: tuple[str, int]) -> None:
+        down = self._down.pop(key, None)
+        if down is not None and down.probe is not None and not down.probe.done():
+            down.probe.set_result(None)
+
+    def _mark_down(self, key: tuple[str, int], text: str) -> None:
+        down = self._down.get(key)
+        probe = down.probe if down is not None else None
+        self._down[key] = _Down(text, time.monotonic() + self.config.probe_interval)
+        if probe is not None and not probe.done():
+            probe.set_result(None)
 
     async def _transaction(
         self, client: Client, hop: Hop, entry: QueueEntry, body: bytes, recipients: list[Recipient]
