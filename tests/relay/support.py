@@ -34,6 +34,11 @@ BACKENDS: dict[str, Callable[[Path], Queue]] = {
     "sqlite": lambda tmp: SqliteQueue(tmp / "spool"),
 }
 
+# Extra arguments for every ``ferrosmtp relay`` and ``ferrosmtp queue`` the tests run,
+# e.g. FERROSMTP_TEST_RELAY_ARGS="--queue-url postgresql://..." runs the whole
+# process-level suite against another queue backend.
+RELAY_ARGS: list[str] = os.environ.get("FERROSMTP_TEST_RELAY_ARGS", "").split()
+
 
 def run(coro: Awaitable[Any], timeout: float = 60.0) -> Any:
     async def bounded() -> Any:
@@ -186,7 +191,7 @@ class RelayProcess:
 
     def start(self) -> RelayProcess:
         argv = [sys.executable, "-m", "ferrosmtp", "relay", "--listen",
-                f"127.0.0.1:{self.port}", "--spool", str(self.spool), *self.args]
+                f"127.0.0.1:{self.port}", "--spool", str(self.spool), *self.args, *RELAY_ARGS]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
         log.close()
@@ -229,7 +234,7 @@ class RelayProcess:
 
 def queue_cli(spool: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ferrosmtp", "queue", *args, "--spool", str(spool)],
+        [sys.executable, "-m", "ferrosmtp", "queue", *args, "--spool", str(spool), *RELAY_ARGS],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
 

@@ -82,7 +82,7 @@ def test_next_hop_abilities_smtputf8_and_size(tmp_path: Path, postfix_factory: o
 def test_dsn_parameters_are_passed_on_to_a_next_hop_with_dsn(
     tmp_path: Path, postfix_factory: object
 ) -> None:
-    postfix = postfix_factory()  # type: ignore[operator]
+    postfix = postfix_factory(tls=True)  # type: ignore[operator]
     with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{postfix.address[1]}") as r:
         code, _, _ = send(
             r.port, "sender@x.test", ["b@y.test"], b"Subject: dsn\r\n\r\nbody\r\n",
@@ -90,7 +90,8 @@ def test_dsn_parameters_are_passed_on_to_a_next_hop_with_dsn(
             rcpt_options=["NOTIFY=SUCCESS", "ORCPT=rfc822;orig@y.test"],
         )
         assert code == 250
-        postfix.wait_messages(1, recipient="b@y.test")
+        (got,) = postfix.wait_messages(1, recipient="b@y.test")
+        assert "with ESMTPS" in got.message()["Received"]  # STARTTLS, since it was offered
         # Postfix, given NOTIFY=SUCCESS, reports the delivery to the sender itself (we pass
         # no "relayed" notice of our own): it lands in the same virtual mailbox.
         (notice,) = postfix.wait_messages(1, recipient="sender@x.test", timeout=30)
