@@ -57,7 +57,7 @@ Exit status:
   3  could not start: the address is in use, the storage cannot be created
 """
 
-log = logging.getLogger("ferrosmtp")
+log: logging.Logger = logging.getLogger("ferrosmtp")
 
 
 def add_serve_parser(subparsers: Any) -> None:

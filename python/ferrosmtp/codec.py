@@ -9,53 +9,110 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 _choice = os.environ.get("FERROSMTP_BACKEND", "").strip().lower() or "default"
 if _choice not in ("default", "rust", "pure"):
     raise ImportError(f"FERROSMTP_BACKEND must be 'rust' or 'pure', not {_choice!r}")
 
 
-backend: ModuleType
-if _choice == "pure":
-    from ferrosmtp import _pure as backend
-else:
+def _load() -> ModuleType:
+    if _choice == "pure":
+        from ferrosmtp import _pure
+
+        return _pure
     try:
-        from ferrosmtp import _core as backend
+        from ferrosmtp import _core
     except ImportError as error:
         if _choice == "rust":
             raise ImportError(
                 f"FERROSMTP_BACKEND=rust, but the Rust extension cannot be imported ({error})"
             ) from error
-        from ferrosmtp import _pure as backend
+        from ferrosmtp import _pure
 
-BACKEND: str = "rust" if backend.__name__.endswith("_core") else "pure"
+        return _pure
+    return _core
 
-CodecError = backend.CodecError
-ReplyError = backend.ReplyError
-Command = backend.Command
-Data = backend.Data
-DataEnd = backend.DataEnd
-DotStuffer = backend.DotStuffer
-EhloReply = backend.EhloReply
-Line = backend.Line
+
+backend: ModuleType = _load()
+"""The active backend module, ``ferrosmtp._core`` or ``ferrosmtp._pure``."""
+
+BACKEND: Literal["rust", "pure"] = "rust" if backend.__name__.endswith("_core") else "pure"
+"""Which backend is active: ``"rust"`` (``ferrosmtp._core``) or ``"pure"``."""
+
 if TYPE_CHECKING:
-    # ``backend`` is only known at run time, so every name here is typed Any, and a
-    # variable cannot annotate anything. Path is used in annotations (events.MailFrom,
-    # events.RcptTo): the type checker sees the class the stub declares, whose interface
-    # the pure twin's Path shares. At run time it is the chosen backend's class, as before.
-    from ferrosmtp._core import Path as Path
+    # Type checkers see the classes and functions that _core.pyi declares, whichever
+    # backend runs: the pure twin implements the same interface (the codec tests hold
+    # both to the same signatures, docstrings and behaviour), so code written against
+    # ``codec.Command`` is right under both, and a wrong argument type is an error.
+    from ferrosmtp._core import (
+        CodecError,
+        Command,
+        Data,
+        DataEnd,
+        DotStuffer,
+        EhloReply,
+        Line,
+        Path,
+        Reply,
+        ReplyError,
+        ReplyReader,
+        ServerReader,
+        Violation,
+        dot_stuff,
+        format_reply,
+        parse_command,
+        parse_ehlo,
+        parse_params,
+        parse_path,
+        xtext_decode,
+        xtext_encode,
+    )
 else:
+    CodecError = backend.CodecError
+    ReplyError = backend.ReplyError
+    Command = backend.Command
+    Data = backend.Data
+    DataEnd = backend.DataEnd
+    DotStuffer = backend.DotStuffer
+    EhloReply = backend.EhloReply
+    Line = backend.Line
     Path = backend.Path
-Reply = backend.Reply
-ReplyReader = backend.ReplyReader
-ServerReader = backend.ServerReader
-Violation = backend.Violation
-dot_stuff = backend.dot_stuff
-format_reply = backend.format_reply
-parse_command = backend.parse_command
-parse_ehlo = backend.parse_ehlo
-parse_params = backend.parse_params
-parse_path = backend.parse_path
-xtext_decode = backend.xtext_decode
-xtext_encode = backend.xtext_encode
+    Reply = backend.Reply
+    ReplyReader = backend.ReplyReader
+    ServerReader = backend.ServerReader
+    Violation = backend.Violation
+    dot_stuff = backend.dot_stuff
+    format_reply = backend.format_reply
+    parse_command = backend.parse_command
+    parse_ehlo = backend.parse_ehlo
+    parse_params = backend.parse_params
+    parse_path = backend.parse_path
+    xtext_decode = backend.xtext_decode
+    xtext_encode = backend.xtext_encode
+
+__all__ = [
+    "BACKEND",
+    "CodecError",
+    "Command",
+    "Data",
+    "DataEnd",
+    "DotStuffer",
+    "EhloReply",
+    "Line",
+    "Path",
+    "Reply",
+    "ReplyError",
+    "ReplyReader",
+    "ServerReader",
+    "Violation",
+    "backend",
+    "dot_stuff",
+    "format_reply",
+    "parse_command",
+    "parse_ehlo",
+    "parse_params",
+    "parse_path",
+    "xtext_decode",
+    "xtext_encode",
+]

@@ -15,6 +15,7 @@ the aiosmtplib classes still catches them:
 from __future__ import annotations
 
 from asyncio import TimeoutError as _AsyncioTimeoutError
+from typing import Any
 
 __all__ = [
     "SMTPAuthenticationError",
@@ -40,6 +41,9 @@ __all__ = [
 class SMTPException(Exception):
     """Base class of every exception the client raises (except ``ValueError`` for
     arguments it refuses before sending anything)."""
+
+    message: str
+    args: tuple[Any, ...]
 
     def __init__(self, message: str, /) -> None:
         self.message = message
@@ -78,6 +82,9 @@ class SMTPNotSupported(SMTPException):
 class SMTPResponseException(SMTPException):
     """The server answered with an error code: ``.code`` and ``.message``."""
 
+    code: int
+    args: tuple[Any, ...]
+
     def __init__(self, code: int, message: str, /) -> None:
         self.code = code
         self.message = message
@@ -107,6 +114,9 @@ class SMTPAuthenticationError(SMTPResponseException):
 class SMTPSenderRefused(SMTPResponseException):
     """The server refused the sender (MAIL FROM): ``.sender``."""
 
+    sender: str
+    args: tuple[Any, ...]
+
     def __init__(self, code: int, message: str, sender: str, /) -> None:
         self.code = code
         self.message = message
@@ -117,6 +127,9 @@ class SMTPSenderRefused(SMTPResponseException):
 class SMTPRecipientRefused(SMTPResponseException):
     """The server refused one recipient: ``.recipient``."""
 
+    recipient: str
+    args: tuple[Any, ...]
+
     def __init__(self, code: int, message: str, recipient: str, /) -> None:
         self.code = code
         self.message = message
@@ -126,6 +139,9 @@ class SMTPRecipientRefused(SMTPResponseException):
 
 class SMTPRecipientsRefused(SMTPException):
     """The server refused every recipient: ``.recipients`` lists the refusals."""
+
+    recipients: list[SMTPRecipientRefused]
+    args: tuple[Any, ...]
 
     def __init__(self, recipients: list[SMTPRecipientRefused], /) -> None:
         self.recipients = recipients

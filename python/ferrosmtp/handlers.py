@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 __all__ = ["Debugging", "Mailbox", "Maildir", "Sink", "received_header"]
 
-log = logging.getLogger("ferrosmtp.handlers")
+log: logging.Logger = logging.getLogger("ferrosmtp.handlers")
 
 STORAGE_FAILED = "451 4.3.0 Error: could not store the message"
 DISK_FULL = "452 4.3.1 Error: insufficient system storage"
@@ -38,7 +38,7 @@ class Debugging:
     """Print every message (the envelope, then the content) to ``stream`` (stdout)."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stdout
+        self.stream: TextIO = stream or sys.stdout
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         out = self.stream
@@ -115,7 +115,7 @@ class Maildir:
     def __init__(
         self, path: str | os.PathLike[str], *, received: bool = True, fsync: bool = True
     ) -> None:
-        self.path = Path(path)
+        self.path: Path = Path(path)
         self.received = received
         self.fsync = fsync
         for sub in ("tmp", "new", "cur"):
@@ -211,7 +211,7 @@ class Mailbox:
     """Append each message to an mbox file, locked (fcntl and dot-lock) while writing."""
 
     def __init__(self, path: str | os.PathLike[str], *, received: bool = True) -> None:
-        self.path = Path(path)
+        self.path: Path = Path(path)
         self.received = received
         self.path.parent.mkdir(parents=True, exist_ok=True)
 

@@ -153,7 +153,7 @@ class SMTPTestServer:
         if auth_required and not users:
             raise ValueError("auth_required needs users={'name': 'password', ...}")
         self.host = host
-        self.port = 0
+        self.port: int = 0
         self.tls: TLSMode | None = tls
         self.users: dict[str, str] = dict(users or {})
         self._initial_users = dict(self.users)
@@ -162,7 +162,7 @@ class SMTPTestServer:
         self.messages: list[ReceivedMessage] = []
         self.refuse_recipients: dict[str, str] = {}
         self.refuse_data: str | None = None
-        self.generation = 0
+        self.generation: int = 0
         """Counts ``reset()`` calls: a transaction is recorded in the generation it began."""
         self.cafile: str | None = None
         """Path of the PEM file of the CA that signed the server's certificate (TLS)."""
@@ -193,7 +193,7 @@ class SMTPTestServer:
         hostname = options.pop("hostname")
         self._controller = Controller(_Recorder(self), hostname=hostname, port=0, **options)
         self._controller.start()
-        self.port = self._controller.port
+        self.port = int(self._controller.port)
         return self
 
     def stop(self) -> None:

@@ -227,6 +227,10 @@ class SessionCore:
             protocol.fail(SMTPServerDisconnected("Connection closed"), graceful=True)
         self._protocol = None
         self._conn = None
+        self._forget_greeting()
+
+    def _forget_greeting(self) -> None:
+        """EHLO/HELO must be sent again (a new connection, or after STARTTLS)."""
         self.last_ehlo_response = None
         self.last_helo_response = None
 

@@ -90,10 +90,10 @@ class Turn:
     __slots__ = ("commands", "content_started", "handed", "replies", "reset", "timeout", "waiter")
 
     def __init__(self, commands: list[Command], timeout: Timeout) -> None:
-        self.commands = commands
+        self.commands: list[Command] = commands
         self.timeout = timeout
         self.replies: Awaitable[list[Answer]] | None = None
-        self.reset = False  # an RSET went first: its reply is dropped
-        self.content_started = False  # any byte of the message content written
+        self.reset: bool = False  # an RSET went first: its reply is dropped
+        self.content_started: bool = False  # any byte of the message content written
         self.waiter: asyncio.Future[None] | None = None  # our place in the session queue
-        self.handed = False  # the session was handed to us by the transaction ahead
+        self.handed: bool = False  # the session was handed to us by the transaction ahead

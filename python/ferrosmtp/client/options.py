@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 import os
+import socket
+import ssl
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Literal, TypedDict
 
 __all__ = [
     "BDAT_THRESHOLD",
@@ -22,6 +24,7 @@ __all__ = [
     "SUBMISSIONS_PORT",
     "SUBMISSION_PORT",
     "WRITE_BUFFER_HIGH",
+    "ClientOptions",
     "Default",
     "SMTPTokenGenerator",
     "SocketPathType",
@@ -48,3 +51,29 @@ class Default(enum.Enum):
 
 DEFAULT: Literal[Default.token] = Default.token
 Timeout = float | None | Literal[Default.token]
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword arguments of ``Client`` after hostname and port, as ``Pool`` takes them
+    (a test holds the two lists equal)."""
+
+    username: str | bytes | None
+    password: str | bytes | None
+    oauth_token_generator: SMTPTokenGenerator | None
+    local_hostname: str | None
+    source_address: tuple[str, int] | None
+    timeout: float | None
+    data_timeout: float | None
+    use_tls: bool
+    start_tls: bool | None
+    validate_certs: bool
+    client_cert: str | None
+    client_key: str | None
+    tls_context: ssl.SSLContext | None
+    cert_bundle: str | None
+    socket_path: SocketPathType | None
+    sock: socket.socket | None
+    lmtp: bool
+    use_bdat: bool
+    bdat_threshold: int | None
+    allow_insecure_auth: bool

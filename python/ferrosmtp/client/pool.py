@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import email.message
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, TypeVar
 
+from ferrosmtp.client.options import DEFAULT, ClientOptions, Timeout
 from ferrosmtp.client.results import SendResult
 from ferrosmtp.client.session import Client
 from ferrosmtp.errors import SMTPException, SMTPServerDisconnected
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 __all__ = ["Pool"]
 
@@ -82,7 +86,7 @@ class Pool:
         size: int = 8,
         idle_timeout: float | None = 30.0,
         pipeline_depth: int = 2,
-        **client_options: Any,
+        **client_options: Unpack[ClientOptions],
     ) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one connection")
@@ -131,14 +135,65 @@ class Pool:
         recipients: str | Sequence[str],
         message: str | bytes,
         /,
-        **options: Any,
+        *,
+        mail_options: Iterable[str] | None = None,
+        rcpt_options: Iterable[str] | None = None,
+        ret: Literal["FULL", "HDRS"] | None = None,
+        envid: str | None = None,
+        notify: Iterable[str] | None = None,
+        orcpt: bool | Mapping[str, str] = False,
+        use_bdat: bool | None = None,
+        timeout: Timeout = DEFAULT,
     ) -> SendResult:
-        """``Client.sendmail`` on a pooled connection."""
-        return await self._run(lambda c: c.sendmail(sender, recipients, message, **options))
+        """``Client.sendmail`` on a pooled connection (the same arguments)."""
+        return await self._run(
+            lambda c: c.sendmail(
+                sender,
+                recipients,
+                message,
+                mail_options=mail_options,
+                rcpt_options=rcpt_options,
+                ret=ret,
+                envid=envid,
+                notify=notify,
+                orcpt=orcpt,
+                use_bdat=use_bdat,
+                timeout=timeout,
+            )
+        )
 
-    async def send_message(self, message: email.message.Message, /, **options: Any) -> SendResult:
-        """``Client.send_message`` on a pooled connection."""
-        return await self._run(lambda c: c.send_message(message, **options))
+    async def send_message(
+        self,
+        message: email.message.Message,
+        /,
+        *,
+        sender: str | None = None,
+        recipients: str | Sequence[str] | None = None,
+        mail_options: Iterable[str] | None = None,
+        rcpt_options: Iterable[str] | None = None,
+        ret: Literal["FULL", "HDRS"] | None = None,
+        envid: str | None = None,
+        notify: Iterable[str] | None = None,
+        orcpt: bool | Mapping[str, str] = False,
+        use_bdat: bool | None = None,
+        timeout: Timeout = DEFAULT,
+    ) -> SendResult:
+        """``Client.send_message`` on a pooled connection (the same arguments)."""
+        return await self._run(
+            lambda c: c.send_message(
+                message,
+                sender=sender,
+                recipients=recipients,
+                mail_options=mail_options,
+                rcpt_options=rcpt_options,
+                ret=ret,
+                envid=envid,
+                notify=notify,
+                orcpt=orcpt,
+                use_bdat=use_bdat,
+                timeout=timeout,
+            )
+        )
 
     async def _run(self, operation: Callable[[Client], Awaitable[_T]]) -> _T:
         if self._closed:

@@ -69,7 +69,7 @@ class SendRequest:
         self.envid = envid
         self.orcpt = orcpt
         explicit = any(k.upper() == "SMTPUTF8" for k in mail_params)
-        self.needs_smtputf8 = explicit or not (
+        self.needs_smtputf8: bool = explicit or not (
             sender.isascii() and all(r.isascii() for r in recipients)
         )
 

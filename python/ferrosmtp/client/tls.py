@@ -105,8 +105,7 @@ class StartTLS(Commands):
         protocol.transport = transport
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         conn.tls_started()
-        self.last_ehlo_response = None
-        self.last_helo_response = None
+        self._forget_greeting()
         if self._ehlo_after_starttls:
             await self._ehlo_or_helo_if_needed()
         return response

@@ -38,7 +38,7 @@ import enum
 import functools
 import re
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -117,7 +117,7 @@ class Phase(enum.Enum):
 
     # Members are singletons compared by identity: hash them by identity too, in C
     # (Enum.__hash__ is Python code, and phases are dictionary keys on every command).
-    __hash__ = object.__hash__
+    __hash__: Callable[[object], int] = object.__hash__  # type: ignore[assignment]
 
 
 # What each phase allows the client to send, and the phase it moves to (optimistically,

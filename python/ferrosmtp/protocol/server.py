@@ -150,7 +150,7 @@ class ServerConnection:
     def __init__(
         self, config: ServerConfig | None = None, *, codec: ModuleType | None = None
     ) -> None:
-        self.config = config or ServerConfig()
+        self.config: ServerConfig = config or ServerConfig()
         self._codec = codec or default_codec.backend
         c = self.config
         self._reader = self._codec.ServerReader(
@@ -168,15 +168,15 @@ class ServerConnection:
         self._closing = False
         self._eof = False
         # session state
-        self.tls = c.tls_active
-        self.tls_pending = False
+        self.tls: bool = c.tls_active
+        self.tls_pending: bool = False
         self.hello: str | None = None  # the verb of the accepted HELO/EHLO/LHLO
         self.hello_name: str | None = None
-        self.authenticated = False
-        self.errors = 0
-        self.junk = 0  # junk commands since the last message delivered
-        self.auth_failures = 0
-        self.verb = ""  # of the last command, for the dialect
+        self.authenticated: bool = False
+        self.errors: int = 0
+        self.junk: int = 0  # junk commands since the last message delivered
+        self.auth_failures: int = 0
+        self.verb: str = ""  # of the last command, for the dialect
         self._received_any = False
         self._auth_in_progress = False
         self._reset_transaction()
@@ -186,7 +186,7 @@ class ServerConnection:
     def _reset_transaction(self) -> None:
         self.mail: ev.MailFrom | None = None
         self.recipients: list[ev.RcptTo] = []
-        self.smtputf8 = False  # this transaction declared SMTPUTF8
+        self.smtputf8: bool = False  # this transaction declared SMTPUTF8
         self._in_data = False
         self._bdat_total = 0
         self._bdat_started = False

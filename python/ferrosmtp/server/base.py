@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EVENTS_PER_TURN", "NO_PEER", "ConnectionBase"]
 
-log = logging.getLogger("ferrosmtp.server")
+log: logging.Logger = logging.getLogger("ferrosmtp.server")
 
 # Events one connection may handle before giving other connections a turn: one read can
 # hold thousands of pipelined commands (checklist B10, fairness under a flood).
@@ -34,6 +35,20 @@ NO_PEER = object()
 class ConnectionBase(asyncio.Protocol):
     """The state of one SMTP connection, its output, and the hook-calling primitives."""
 
+    # Declared here for the subclasses that assign them (type checkers take a subclass's
+    # assignment for a new, unannotated attribute otherwise).
+    event_handler: Any
+    hostname: str
+    data_size_limit: int | None
+    enable_SMTPUTF8: bool
+    tls_context: ssl.SSLContext | None
+    require_starttls: bool
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.BaseTransport | None
+    session: Session | None
+    envelope: Envelope | None
+    conn: ServerConnection | None
+
     def __init__(self, server: Server) -> None:
         self._server = server
         self.event_handler = server.handler
@@ -43,10 +58,10 @@ class ConnectionBase(asyncio.Protocol):
         self.tls_context = server.tls_context
         self.require_starttls = server.require_starttls
         self.loop = server.loop
-        self.transport: asyncio.BaseTransport | None = None
-        self.session: Session | None = None
-        self.envelope: Envelope | None = None
-        self.conn: ServerConnection | None = None
+        self.transport = None
+        self.session = None
+        self.envelope = None
+        self.conn = None
         self._hooks = server._hooks
         self._chunks: list[bytes] = []
         self._message_open = False  # Content was delivered for a message not yet ended

@@ -42,12 +42,12 @@ class Controller:
         **SMTP_parameters: Any,
     ) -> None:
         self.handler = handler
-        self.hostname = get_localhost() if hostname is None else hostname
-        self.port = port
-        self.loop = loop or asyncio.new_event_loop()
+        self.hostname: str = get_localhost() if hostname is None else hostname
+        self.port: int = port
+        self.loop: asyncio.AbstractEventLoop = loop or asyncio.new_event_loop()
         self.ready_timeout = ready_timeout
         self.ssl_context = ssl_context
-        self.SMTP_kwargs = dict(SMTP_parameters)
+        self.SMTP_kwargs: dict[str, Any] = dict(SMTP_parameters)
         self.SMTP_kwargs.setdefault("enable_SMTPUTF8", True)
         if server_hostname is not None:
             self.SMTP_kwargs["hostname"] = server_hostname

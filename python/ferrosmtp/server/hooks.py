@@ -22,7 +22,7 @@ from ferrosmtp.server.values import Envelope, is_missing
 
 __all__ = ["HookCalls", "Hooks"]
 
-log = logging.getLogger("ferrosmtp.server")
+log: logging.Logger = logging.getLogger("ferrosmtp.server")
 
 
 class Hooks:
@@ -53,6 +53,8 @@ class Hooks:
 
 class HookCalls(ConnectionBase):
     """The transaction's events, answered through the handler's hooks."""
+
+    envelope: Envelope | None
 
     def _simple(self, name: str, *args: Any) -> Awaitable[None] | None:
         hook = self._hooks.get(name)

@@ -77,8 +77,8 @@ class Server:
         codec: ModuleType | None = None,
     ) -> None:
         self.handler = handler
-        self.hostname = hostname or socket.getfqdn()
-        self.ident = ident or "ESMTP ferrosmtp"
+        self.hostname: str = hostname or socket.getfqdn()
+        self.ident: str = ident or "ESMTP ferrosmtp"
         self.data_size_limit = data_size_limit
         self.enable_SMTPUTF8 = enable_SMTPUTF8
         self.decode_data = decode_data
@@ -102,8 +102,10 @@ class Server:
         self.max_connections_per_ip = max_connections_per_ip
         # Networks whose clients max_connections_per_ip does not count (Postfix exempts
         # $mynetworks the same way): a local relay feeding many connections at once.
-        self.connection_limit_exempt = tuple(
-            ipaddress.ip_network(network, strict=False) for network in connection_limit_exempt
+        self.connection_limit_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+            tuple(
+                ipaddress.ip_network(network, strict=False) for network in connection_limit_exempt
+            )
         )
         # aiosmtpd's option: expect a PROXY protocol header (proxy.py) before the greeting.
         if proxy_protocol_timeout is not None and proxy_protocol_timeout <= 0:

@@ -20,7 +20,7 @@ from ferrosmtp.server.values import MISSING, AuthResult, LoginPassword, is_auth_
 
 __all__ = ["SASL"]
 
-log = logging.getLogger("ferrosmtp.server")
+log: logging.Logger = logging.getLogger("ferrosmtp.server")
 
 
 class SASL(ConnectionBase):

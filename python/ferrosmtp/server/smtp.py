@@ -29,14 +29,20 @@ from ferrosmtp.server.base import EVENTS_PER_TURN
 from ferrosmtp.server.hooks import HookCalls
 from ferrosmtp.server.peers import peer_text
 from ferrosmtp.server.sasl import SASL
+from ferrosmtp.server.values import Envelope, Session
 
 __all__ = ["EVENTS_PER_TURN", "SMTP"]
 
-log = logging.getLogger("ferrosmtp.server")
+log: logging.Logger = logging.getLogger("ferrosmtp.server")
 
 
 class SMTP(HookCalls, SASL):
     """One SMTP connection; what aiosmtpd handlers receive as ``server``."""
+
+    transport: asyncio.BaseTransport | None
+    session: Session | None
+    envelope: Envelope | None
+    conn: ServerConnection | None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
