@@ -97,6 +97,12 @@ fn py_bool(b: bool) -> &'static str {
 
 // -- Path ----------------------------------------------------------------------------------
 
+/// A parsed reverse- or forward-path.
+///
+/// ``local_part`` is the semantic local part (quotes and escapes removed); ``domain`` is
+/// the domain or address literal as sent; ``source_route`` holds the domains of a
+/// deprecated source route, which RFC 5321 says to accept and ignore. The null path
+/// ``<>`` has an empty local part and domain; ``<Postmaster>`` has an empty domain.
 #[pyclass(
     module = "ferrosmtp._core",
     name = "Path",
@@ -111,7 +117,8 @@ pub struct PyPath(address::Path);
 #[pymethods]
 impl PyPath {
     #[new]
-    #[pyo3(signature = (local_part, domain, source_route = Vec::new()))]
+    #[pyo3(signature = (local_part, domain, source_route = Vec::new()),
+        text_signature = "(local_part, domain, source_route=())")]
     fn new(local_part: String, domain: String, source_route: Vec<String>) -> Self {
         PyPath(address::Path {
             local_part,
@@ -135,16 +142,19 @@ impl PyPath {
         PyTuple::new(py, &self.0.source_route)
     }
 
+    /// True for the null path ``<>``.
     #[getter]
     fn is_null(&self) -> bool {
         self.0.is_null()
     }
 
+    /// True for ``<Postmaster>`` (in any case, without a domain).
     #[getter]
     fn is_postmaster(&self) -> bool {
         self.0.is_postmaster()
     }
 
+    /// The mailbox as ``local@domain``, quoting the local part only where needed.
     #[getter]
     fn address(&self) -> String {
         self.0.address()
@@ -166,6 +176,11 @@ impl PyPath {
 
 // -- reader items ----------------------------------------------------------------------
 
+/// One parsed command line.
+///
+/// ``verb`` is upper-cased; ``arg`` is the text after the verb with surrounding spaces
+/// removed. MAIL and RCPT carry their parsed ``path`` and ESMTP ``params``; BDAT carries
+/// ``chunk_size`` and ``last``.
 #[pyclass(module = "ferrosmtp._core", name = "Command", frozen, eq)]
 #[derive(Clone, PartialEq, Eq)]
 pub struct PyCommand(command::Command);
@@ -249,6 +264,10 @@ impl PyCommand {
     }
 }
 
+/// Input the reader refused, with the reply to send.
+///
+/// ``fatal`` means the reader has stopped reading: the connection must be closed after
+/// the reply is sent.
 #[pyclass(
     module = "ferrosmtp._core",
     name = "Violation",
@@ -314,7 +333,8 @@ impl PyViolation {
 /// A reader item that carries one bytes object, equal to another of its class when the
 /// bytes are: `Data` (message content) and `Line` (a line read in single-line mode).
 macro_rules! bytes_item {
-    ($rust:ident, $name:literal) => {
+    ($rust:ident, $name:literal, $doc:literal) => {
+        #[doc = $doc]
         #[pyclass(module = "ferrosmtp._core", name = $name, frozen, freelist = 64)]
         pub struct $rust {
             #[pyo3(get)]
@@ -349,9 +369,23 @@ macro_rules! bytes_item {
     };
 }
 
-bytes_item!(PyData, "Data");
-bytes_item!(PyLine, "Line");
+bytes_item!(
+    PyData,
+    "Data",
+    "A piece of message content: DATA already unstuffed, or BDAT chunk bytes."
+);
+bytes_item!(
+    PyLine,
+    "Line",
+    "One line read in line mode (an AUTH exchange), without its line end."
+);
 
+/// The end of a DATA body (at CRLF.CRLF) or of a BDAT chunk.
+///
+/// ``last`` is False only for a BDAT chunk without LAST. ``size`` counts the content
+/// bytes produced for this body or chunk. ``bare_lf`` / ``bare_cr`` report bare line
+/// ends seen under either policy. ``violation`` is the reply to send instead of
+/// accepting the content (bare line ends under ``reject``, size or line limits).
 #[pyclass(module = "ferrosmtp._core", name = "DataEnd", frozen, eq, hash)]
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PyDataEnd(framing::DataEnd);
@@ -437,6 +471,18 @@ fn items_to_list<'py>(py: Python<'py>, items: Vec<Item>) -> PyResult<Bound<'py, 
 
 // -- ServerReader ----------------------------------------------------------------------
 
+/// Streaming reader of what an SMTP client sends, fed whole socket reads.
+///
+/// ``feed(data)`` returns the items the bytes complete: ``Command`` (several for
+/// pipelined input) and ``Violation`` (input refused, with the reply to send); message
+/// content as ``Data`` and ``DataEnd``; in line mode a ``Line``. After a command whose
+/// reply decides how the next bytes are read (DATA, STARTTLS, AUTH) the reader pauses and
+/// keeps the rest buffered until ``expect_data()``, ``expect_line()`` or
+/// ``expect_command()``. DATA ends only at CRLF.CRLF; the chunk of a valid BDAT is read
+/// as content. Limits in octets: ``max_command_line``, ``max_auth_line``,
+/// ``max_text_line`` and ``max_message_size`` (None: unlimited), ``max_buffer`` (input
+/// held at most); ``bare_newline`` is ``"reject"`` or ``"normalize"``; ``smtputf8``
+/// says whether the server offers SMTPUTF8.
 #[pyclass(module = "ferrosmtp._core", name = "ServerReader")]
 pub struct PyServerReader(framing::ServerReader);
 
@@ -478,6 +524,7 @@ impl PyServerReader {
             .map_err(PyValueError::new_err)
     }
 
+    /// Read ``data`` (bytes, bytearray or memoryview); the items it completes.
     fn feed<'py>(
         &mut self,
         py: Python<'py>,
@@ -487,30 +534,39 @@ impl PyServerReader {
         items_to_list(py, self.0.feed(&data))
     }
 
+    /// Resume reading commands after a pause; the items the buffered bytes complete.
     fn expect_command<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = self.0.expect_command().map_err(PyRuntimeError::new_err)?;
         items_to_list(py, items)
     }
 
+    /// Resume after DATA's 354: read message content up to CRLF.CRLF; the items the
+    /// buffered bytes complete.
     fn expect_data<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = self.0.expect_data().map_err(PyRuntimeError::new_err)?;
         items_to_list(py, items)
     }
 
+    /// Resume after a 334 AUTH challenge: read one line; the items the buffered bytes
+    /// complete.
     fn expect_line<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = self.0.expect_line().map_err(PyRuntimeError::new_err)?;
         items_to_list(py, items)
     }
 
+    /// Forget all buffered input and state (after a TLS handshake) and read commands.
     fn reset(&mut self) {
         self.0.reset()
     }
 
+    /// ``"command"``, ``"paused"`` (until an ``expect_*`` call), ``"data"``, ``"bdat"``,
+    /// ``"line"`` or ``"closed"``.
     #[getter]
     fn mode(&self) -> &'static str {
         self.0.mode().name()
     }
 
+    /// Bytes held but not yet turned into items.
     #[getter]
     fn buffered(&self) -> usize {
         self.0.buffered()
@@ -558,6 +614,11 @@ impl PyServerReader {
 
 // -- replies ---------------------------------------------------------------------------
 
+/// One complete (possibly multi-line) reply.
+///
+/// ``lines`` hold the text after ``NNN-`` / ``NNN `` exactly as sent (an enhanced code
+/// included); ``enhanced`` is the RFC 3463 code of the first line when it has one whose
+/// class matches the reply code.
 #[pyclass(module = "ferrosmtp._core", name = "Reply", frozen, eq, hash)]
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PyReply(reply::Reply);
@@ -588,6 +649,7 @@ impl PyReply {
         PyTuple::new(py, &self.0.lines)
     }
 
+    /// The lines joined with newlines.
     #[getter]
     fn text(&self) -> String {
         self.0.lines.join("\n")
@@ -603,6 +665,12 @@ impl PyReply {
     }
 }
 
+/// Assembles replies from the bytes a server sends (RFC 5321 §4.2).
+///
+/// Strict: CRLF line ends only, three-digit codes with the same code on every line of a
+/// reply, no NUL or bare CR/LF. Bounded: a line over ``max_line`` octets, a reply of more
+/// than ``max_lines`` lines or ``max_reply`` octets raises ReplyError. After an error the
+/// reader must be discarded.
 #[pyclass(module = "ferrosmtp._core", name = "ReplyReader")]
 pub struct PyReplyReader(reply::ReplyReader);
 
@@ -614,6 +682,8 @@ impl PyReplyReader {
         PyReplyReader(reply::ReplyReader::new(max_line, max_lines, max_reply))
     }
 
+    /// Read ``data``; the replies it completes. Raises ReplyError for a reply that
+    /// breaks the grammar or the bounds.
     fn feed<'py>(
         &mut self,
         py: Python<'py>,
@@ -624,11 +694,13 @@ impl PyReplyReader {
         PyList::new(py, replies.into_iter().map(PyReply))
     }
 
+    /// Bytes held but not yet turned into replies.
     #[getter]
     fn buffered(&self) -> usize {
         self.0.buffered()
     }
 
+    /// True while a multi-line reply has started but not ended.
     #[getter]
     fn in_reply(&self) -> bool {
         self.0.in_reply()
@@ -650,6 +722,12 @@ impl PyReplyReader {
     }
 }
 
+/// Format a reply for the wire.
+///
+/// ``text`` is one line, or a sequence of lines for a multi-line reply. CR, LF and other
+/// control characters (except tab) are refused with ValueError, as are codes outside
+/// 200-559 and an enhanced code whose class differs from the reply's. Lines longer than
+/// 512 octets are wrapped onto continuation lines.
 #[pyfunction]
 #[pyo3(signature = (code, text, enhanced = None))]
 fn format_reply<'py>(
@@ -696,6 +774,8 @@ fn format_reply<'py>(
     Ok(PyBytes::new(py, &out))
 }
 
+/// The parts of an EHLO reply: the server's name, its greeting text, and the
+/// extensions it offers (keyword upper-cased -> parameter text, ``""`` if none).
 #[pyclass(module = "ferrosmtp._core", name = "EhloReply", frozen, eq)]
 #[derive(Clone, PartialEq, Eq)]
 pub struct PyEhloReply(reply::EhloReply);
@@ -731,11 +811,13 @@ impl PyEhloReply {
         Ok(dict)
     }
 
+    /// Whether the server offers the extension ``keyword`` (in any case).
     fn has(&self, keyword: &str) -> bool {
         let keyword = keyword.to_uppercase();
         self.0.extensions.iter().any(|(k, _)| *k == keyword)
     }
 
+    /// The parameter text of ``keyword`` (``""`` without one), or None if not offered.
     fn param(&self, keyword: &str) -> Option<String> {
         let keyword = keyword.to_uppercase();
         self.0
@@ -755,6 +837,10 @@ impl PyEhloReply {
     }
 }
 
+/// Read the capabilities from the lines of a 250 EHLO reply.
+///
+/// The first line is ``domain [greeting]``; each other line is ``KEYWORD [params]``.
+/// Lines that are not a valid keyword are skipped; the first of duplicates wins.
 #[pyfunction]
 fn parse_ehlo(py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<PyEhloReply> {
     let mut owned = Vec::new();
@@ -768,6 +854,11 @@ fn parse_ehlo(py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<PyEhloReply>
 
 // -- dot-stuffing ----------------------------------------------------------------------
 
+/// Streaming encoder for a message body (RFC 5321 §4.5.2).
+///
+/// Bare CR and bare LF become CRLF, a final CRLF is ensured, and with ``dots=True`` (the
+/// DATA form) lines starting with ``.`` get a second one and ``.\r\n`` ends the output.
+/// ``dots=False`` gives the BDAT form: only the line ends are normalized.
 #[pyclass(module = "ferrosmtp._core", name = "DotStuffer")]
 pub struct PyDotStuffer(dotstuff::DotStuffer);
 
@@ -779,6 +870,8 @@ impl PyDotStuffer {
         PyDotStuffer(dotstuff::DotStuffer::new(dots))
     }
 
+    /// Encode the next piece of the body; the bytes to send (a CR that ends ``data``
+    /// is held until the next byte shows whether it starts a CRLF).
     fn feed<'py>(
         &mut self,
         py: Python<'py>,
@@ -792,6 +885,8 @@ impl PyDotStuffer {
         Ok(PyBytes::new(py, &out))
     }
 
+    /// End the body: the last bytes to send (a final CRLF if needed, and ``.\r\n``
+    /// with ``dots=True``). Nothing may be fed after it.
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let mut out = Vec::new();
         self.0.finish(&mut out).map_err(PyRuntimeError::new_err)?;
@@ -799,6 +894,7 @@ impl PyDotStuffer {
     }
 }
 
+/// The DATA wire form of ``body``, ending with ``.\r\n``.
 #[pyfunction]
 fn dot_stuff<'py>(py: Python<'py>, body: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let body = bytes_arg(body, "body")?;
@@ -807,6 +903,11 @@ fn dot_stuff<'py>(py: Python<'py>, body: &Bound<'py, PyAny>) -> PyResult<Bound<'
 
 // -- parsers ---------------------------------------------------------------------------
 
+/// Parse one command line (a trailing CRLF is allowed and ignored).
+///
+/// ``smtputf8`` says whether the server offers SMTPUTF8: only then may MAIL, RCPT, VRFY
+/// and EXPN carry UTF-8, and a MAIL path only with the ``SMTPUTF8`` parameter.
+/// Raises CodecError carrying the reply to send.
 #[pyfunction]
 #[pyo3(signature = (line, *, smtputf8 = false))]
 fn parse_command(py: Python<'_>, line: &Bound<'_, PyAny>, smtputf8: bool) -> PyResult<PyCommand> {
@@ -816,6 +917,8 @@ fn parse_command(py: Python<'_>, line: &Bound<'_, PyAny>, smtputf8: bool) -> PyR
         .map_err(|e| codec_err(py, e))
 }
 
+/// Parse an RFC 5321 path: ``<local@domain>``, ``<>``, ``<Postmaster>``, a source-routed
+/// ``<@a,@b:local@domain>``, or a bare ``local@domain``. Raises CodecError.
 #[pyfunction]
 #[pyo3(signature = (text, *, smtputf8 = false))]
 fn parse_path(py: Python<'_>, text: &Bound<'_, PyString>, smtputf8: bool) -> PyResult<PyPath> {
@@ -824,6 +927,10 @@ fn parse_path(py: Python<'_>, text: &Bound<'_, PyString>, smtputf8: bool) -> PyR
         .map_err(|e| codec_err(py, e))
 }
 
+/// Parse ``KEY[=value]`` words separated by spaces.
+///
+/// Keywords are upper-cased, values kept as sent; a keyword given twice is refused.
+/// Raises CodecError (501 5.5.4).
 #[pyfunction]
 #[pyo3(signature = (text, *, smtputf8 = false))]
 fn parse_params<'py>(
@@ -835,11 +942,14 @@ fn parse_params<'py>(
     params_dict(py, &params)
 }
 
+/// Decode RFC 3461 xtext (``+XX`` hex escapes) to the UTF-8 string it encodes.
 #[pyfunction]
 fn xtext_decode(py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<String> {
     params::xtext_decode(&utf8(py, text)?).map_err(|e| codec_err(py, e))
 }
 
+/// Encode a string as RFC 3461 xtext: octets outside ``!``..``~``, ``+`` and ``=``
+/// become ``+XX``.
 #[pyfunction]
 fn xtext_encode(py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<String> {
     Ok(params::xtext_encode(&utf8(py, text)?))

@@ -34,6 +34,13 @@ __all__ = [
 
 @final
 class Path:
+    """A parsed reverse- or forward-path.
+
+    ``local_part`` is the semantic local part (quotes and escapes removed); ``domain`` is
+    the domain or address literal as sent; ``source_route`` holds the domains of a
+    deprecated source route, which RFC 5321 says to accept and ignore. The null path
+    ``<>`` has an empty local part and domain; ``<Postmaster>`` has an empty domain.
+    """
     def __new__(cls, local_part: str, domain: str, source_route: Sequence[str] = ...) -> Path: ...
     @property
     def local_part(self) -> str: ...
@@ -42,16 +49,25 @@ class Path:
     @property
     def source_route(self) -> tuple[str, ...]: ...
     @property
-    def is_null(self) -> bool: ...
+    def is_null(self) -> bool:
+        """True for the null path ``<>``."""
     @property
-    def is_postmaster(self) -> bool: ...
+    def is_postmaster(self) -> bool:
+        """True for ``<Postmaster>`` (in any case, without a domain)."""
     @property
-    def address(self) -> str: ...
+    def address(self) -> str:
+        """The mailbox as ``local@domain``, quoting the local part only where needed."""
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final
 class Command:
+    """One parsed command line.
+
+    ``verb`` is upper-cased; ``arg`` is the text after the verb with surrounding spaces
+    removed. MAIL and RCPT carry their parsed ``path`` and ESMTP ``params``; BDAT carries
+    ``chunk_size`` and ``last``.
+    """
     def __new__(
         cls,
         verb: str,
@@ -78,6 +94,11 @@ class Command:
 
 @final
 class Violation:
+    """Input the reader refused, with the reply to send.
+
+    ``fatal`` means the reader has stopped reading: the connection must be closed after
+    the reply is sent.
+    """
     def __new__(
         cls, kind: str, code: int, enhanced: str, text: str, fatal: bool = False
     ) -> Violation: ...
@@ -96,6 +117,7 @@ class Violation:
 
 @final
 class Data:
+    """A piece of message content: DATA already unstuffed, or BDAT chunk bytes."""
     def __new__(cls, data: bytes) -> Data: ...
     @property
     def data(self) -> bytes: ...
@@ -104,6 +126,13 @@ class Data:
 
 @final
 class DataEnd:
+    """The end of a DATA body (at CRLF.CRLF) or of a BDAT chunk.
+
+    ``last`` is False only for a BDAT chunk without LAST. ``size`` counts the content
+    bytes produced for this body or chunk. ``bare_lf`` / ``bare_cr`` report bare line
+    ends seen under either policy. ``violation`` is the reply to send instead of
+    accepting the content (bare line ends under ``reject``, size or line limits).
+    """
     def __new__(
         cls,
         last: bool,
@@ -127,6 +156,7 @@ class DataEnd:
 
 @final
 class Line:
+    """One line read in line mode (an AUTH exchange), without its line end."""
     def __new__(cls, data: bytes) -> Line: ...
     @property
     def data(self) -> bytes: ...
@@ -135,6 +165,19 @@ class Line:
 
 @final
 class ServerReader:
+    """Streaming reader of what an SMTP client sends, fed whole socket reads.
+
+    ``feed(data)`` returns the items the bytes complete: ``Command`` (several for
+    pipelined input) and ``Violation`` (input refused, with the reply to send); message
+    content as ``Data`` and ``DataEnd``; in line mode a ``Line``. After a command whose
+    reply decides how the next bytes are read (DATA, STARTTLS, AUTH) the reader pauses and
+    keeps the rest buffered until ``expect_data()``, ``expect_line()`` or
+    ``expect_command()``. DATA ends only at CRLF.CRLF; the chunk of a valid BDAT is read
+    as content. Limits in octets: ``max_command_line``, ``max_auth_line``,
+    ``max_text_line`` and ``max_message_size`` (None: unlimited), ``max_buffer`` (input
+    held at most); ``bare_newline`` is ``"reject"`` or ``"normalize"``; ``smtputf8``
+    says whether the server offers SMTPUTF8.
+    """
     def __new__(
         cls,
         *,
@@ -146,15 +189,28 @@ class ServerReader:
         smtputf8: bool = False,
         max_buffer: int = 1048576,
     ) -> ServerReader: ...
-    def feed(self, data: bytes) -> list[Command | Violation | Data | DataEnd | Line]: ...
-    def expect_command(self) -> list[Command | Violation | Data | DataEnd | Line]: ...
-    def expect_data(self) -> list[Command | Violation | Data | DataEnd | Line]: ...
-    def expect_line(self) -> list[Command | Violation | Data | DataEnd | Line]: ...
-    def reset(self) -> None: ...
+    def feed(self, data: bytes) -> list[Command | Violation | Data | DataEnd | Line]:
+        """Read ``data`` (bytes, bytearray or memoryview); the items it completes."""
+    def expect_command(self) -> list[Command | Violation | Data | DataEnd | Line]:
+        """Resume reading commands after a pause; the items the buffered bytes complete."""
+    def expect_data(self) -> list[Command | Violation | Data | DataEnd | Line]:
+        """Resume after DATA's 354: read message content up to CRLF.CRLF; the items the
+        buffered bytes complete.
+        """
+    def expect_line(self) -> list[Command | Violation | Data | DataEnd | Line]:
+        """Resume after a 334 AUTH challenge: read one line; the items the buffered bytes
+        complete.
+        """
+    def reset(self) -> None:
+        """Forget all buffered input and state (after a TLS handshake) and read commands."""
     @property
-    def mode(self) -> str: ...
+    def mode(self) -> str:
+        """``"command"``, ``"paused"`` (until an ``expect_*`` call), ``"data"``, ``"bdat"``,
+        ``"line"`` or ``"closed"``.
+        """
     @property
-    def buffered(self) -> int: ...
+    def buffered(self) -> int:
+        """Bytes held but not yet turned into items."""
     @property
     def max_command_line(self) -> int: ...
     @property
@@ -172,6 +228,12 @@ class ServerReader:
 
 @final
 class Reply:
+    """One complete (possibly multi-line) reply.
+
+    ``lines`` hold the text after ``NNN-`` / ``NNN `` exactly as sent (an enhanced code
+    included); ``enhanced`` is the RFC 3463 code of the first line when it has one whose
+    class matches the reply code.
+    """
     def __new__(cls, code: int, enhanced: str | None, lines: Sequence[str]) -> Reply: ...
     @property
     def code(self) -> int: ...
@@ -180,20 +242,33 @@ class Reply:
     @property
     def lines(self) -> tuple[str, ...]: ...
     @property
-    def text(self) -> str: ...
+    def text(self) -> str:
+        """The lines joined with newlines."""
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final
 class ReplyReader:
+    """Assembles replies from the bytes a server sends (RFC 5321 §4.2).
+
+    Strict: CRLF line ends only, three-digit codes with the same code on every line of a
+    reply, no NUL or bare CR/LF. Bounded: a line over ``max_line`` octets, a reply of more
+    than ``max_lines`` lines or ``max_reply`` octets raises ReplyError. After an error the
+    reader must be discarded.
+    """
     def __new__(
         cls, *, max_line: int = 2048, max_lines: int = 256, max_reply: int = 65536
     ) -> ReplyReader: ...
-    def feed(self, data: bytes) -> list[Reply]: ...
+    def feed(self, data: bytes) -> list[Reply]:
+        """Read ``data``; the replies it completes. Raises ReplyError for a reply that
+        breaks the grammar or the bounds.
+        """
     @property
-    def buffered(self) -> int: ...
+    def buffered(self) -> int:
+        """Bytes held but not yet turned into replies."""
     @property
-    def in_reply(self) -> bool: ...
+    def in_reply(self) -> bool:
+        """True while a multi-line reply has started but not ended."""
     @property
     def max_line(self) -> int: ...
     @property
@@ -203,6 +278,9 @@ class ReplyReader:
 
 @final
 class EhloReply:
+    """The parts of an EHLO reply: the server's name, its greeting text, and the
+    extensions it offers (keyword upper-cased -> parameter text, ``""`` if none).
+    """
     def __new__(
         cls, domain: str, greeting: str, extensions: Iterable[tuple[str, str]] | None = None
     ) -> EhloReply: ...
@@ -212,22 +290,74 @@ class EhloReply:
     def greeting(self) -> str: ...
     @property
     def extensions(self) -> dict[str, str]: ...
-    def has(self, keyword: str) -> bool: ...
-    def param(self, keyword: str) -> str | None: ...
+    def has(self, keyword: str) -> bool:
+        """Whether the server offers the extension ``keyword`` (in any case)."""
+    def param(self, keyword: str) -> str | None:
+        """The parameter text of ``keyword`` (``""`` without one), or None if not offered."""
     def __eq__(self, other: object, /) -> bool: ...
     __hash__: None  # type: ignore[assignment]
 
 @final
 class DotStuffer:
-    def __new__(cls, *, dots: bool = True) -> DotStuffer: ...
-    def feed(self, data: bytes) -> bytes: ...
-    def finish(self) -> bytes: ...
+    """Streaming encoder for a message body (RFC 5321 §4.5.2).
 
-def parse_command(line: bytes, *, smtputf8: bool = False) -> Command: ...
-def parse_path(text: str, *, smtputf8: bool = False) -> Path: ...
-def parse_params(text: str, *, smtputf8: bool = False) -> dict[str, str | None]: ...
-def xtext_decode(text: str) -> str: ...
-def xtext_encode(text: str) -> str: ...
-def format_reply(code: int, text: str | Sequence[str], enhanced: str | None = None) -> bytes: ...
-def parse_ehlo(lines: Iterable[str]) -> EhloReply: ...
-def dot_stuff(body: bytes) -> bytes: ...
+    Bare CR and bare LF become CRLF, a final CRLF is ensured, and with ``dots=True`` (the
+    DATA form) lines starting with ``.`` get a second one and ``.\\r\\n`` ends the output.
+    ``dots=False`` gives the BDAT form: only the line ends are normalized.
+    """
+    def __new__(cls, *, dots: bool = True) -> DotStuffer: ...
+    def feed(self, data: bytes) -> bytes:
+        """Encode the next piece of the body; the bytes to send (a CR that ends ``data``
+        is held until the next byte shows whether it starts a CRLF).
+        """
+    def finish(self) -> bytes:
+        """End the body: the last bytes to send (a final CRLF if needed, and ``.\\r\\n``
+        with ``dots=True``). Nothing may be fed after it.
+        """
+
+def parse_command(line: bytes, *, smtputf8: bool = False) -> Command:
+    """Parse one command line (a trailing CRLF is allowed and ignored).
+
+    ``smtputf8`` says whether the server offers SMTPUTF8: only then may MAIL, RCPT, VRFY
+    and EXPN carry UTF-8, and a MAIL path only with the ``SMTPUTF8`` parameter.
+    Raises CodecError carrying the reply to send.
+    """
+
+def parse_path(text: str, *, smtputf8: bool = False) -> Path:
+    """Parse an RFC 5321 path: ``<local@domain>``, ``<>``, ``<Postmaster>``, a source-routed
+    ``<@a,@b:local@domain>``, or a bare ``local@domain``. Raises CodecError.
+    """
+
+def parse_params(text: str, *, smtputf8: bool = False) -> dict[str, str | None]:
+    """Parse ``KEY[=value]`` words separated by spaces.
+
+    Keywords are upper-cased, values kept as sent; a keyword given twice is refused.
+    Raises CodecError (501 5.5.4).
+    """
+
+def xtext_decode(text: str) -> str:
+    """Decode RFC 3461 xtext (``+XX`` hex escapes) to the UTF-8 string it encodes."""
+
+def xtext_encode(text: str) -> str:
+    """Encode a string as RFC 3461 xtext: octets outside ``!``..``~``, ``+`` and ``=``
+    become ``+XX``.
+    """
+
+def format_reply(code: int, text: str | Sequence[str], enhanced: str | None = None) -> bytes:
+    """Format a reply for the wire.
+
+    ``text`` is one line, or a sequence of lines for a multi-line reply. CR, LF and other
+    control characters (except tab) are refused with ValueError, as are codes outside
+    200-559 and an enhanced code whose class differs from the reply's. Lines longer than
+    512 octets are wrapped onto continuation lines.
+    """
+
+def parse_ehlo(lines: Iterable[str]) -> EhloReply:
+    """Read the capabilities from the lines of a 250 EHLO reply.
+
+    The first line is ``domain [greeting]``; each other line is ``KEYWORD [params]``.
+    Lines that are not a valid keyword are skipped; the first of duplicates wins.
+    """
+
+def dot_stuff(body: bytes) -> bytes:
+    """The DATA wire form of ``body``, ending with ``.\\r\\n``."""

@@ -167,10 +167,12 @@ class Path:
 
     @property
     def is_null(self) -> bool:
+        """True for the null path ``<>``."""
         return not self.local_part and not self.domain
 
     @property
     def is_postmaster(self) -> bool:
+        """True for ``<Postmaster>`` (in any case, without a domain)."""
         return (
             not self.domain
             and self.local_part.isascii()

@@ -25,6 +25,8 @@ class DotStuffer:
         self._finished = False
 
     def feed(self, data: bytes) -> bytes:
+        """Encode the next piece of the body; the bytes to send (a CR that ends ``data``
+        is held until the next byte shows whether it starts a CRLF)."""
         data = require_bytes(data, "data")
         if self._finished:
             raise RuntimeError("DotStuffer.feed() after finish()")
@@ -48,6 +50,8 @@ class DotStuffer:
         return out
 
     def finish(self) -> bytes:
+        """End the body: the last bytes to send (a final CRLF if needed, and ``.\\r\\n``
+        with ``dots=True``). Nothing may be fed after it."""
         if self._finished:
             raise RuntimeError("DotStuffer.finish() called twice")
         self._finished = True

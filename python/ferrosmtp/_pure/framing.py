@@ -101,6 +101,20 @@ def _violation(kind: str, reply: error.Canned, fatal: bool = False) -> Violation
 
 
 class ServerReader:
+    """Streaming reader of what an SMTP client sends, fed whole socket reads.
+
+    ``feed(data)`` returns the items the bytes complete: ``Command`` (several for
+    pipelined input) and ``Violation`` (input refused, with the reply to send); message
+    content as ``Data`` and ``DataEnd``; in line mode a ``Line``. After a command whose
+    reply decides how the next bytes are read (DATA, STARTTLS, AUTH) the reader pauses and
+    keeps the rest buffered until ``expect_data()``, ``expect_line()`` or
+    ``expect_command()``. DATA ends only at CRLF.CRLF; the chunk of a valid BDAT is read
+    as content. Limits in octets: ``max_command_line``, ``max_auth_line``,
+    ``max_text_line`` and ``max_message_size`` (None: unlimited), ``max_buffer`` (input
+    held at most); ``bare_newline`` is ``"reject"`` or ``"normalize"``; ``smtputf8``
+    says whether the server offers SMTPUTF8.
+    """
+
     def __init__(
         self,
         *,
@@ -142,6 +156,8 @@ class ServerReader:
 
     @property
     def mode(self) -> str:
+        """``"command"``, ``"paused"`` (until an ``expect_*`` call), ``"data"``, ``"bdat"``,
+        ``"line"`` or ``"closed"``."""
         return self._mode
 
     @property
@@ -150,6 +166,7 @@ class ServerReader:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Item]:
+        """Read ``data`` (bytes, bytearray or memoryview); the items it completes."""
         data = error.require_bytes(data, "data")
         if self._mode == CLOSED:
             return []
@@ -158,12 +175,17 @@ class ServerReader:
         return self._run(buf)
 
     def expect_command(self) -> list[Item]:
+        """Resume reading commands after a pause; the items the buffered bytes complete."""
         return self._resume(COMMAND)
 
     def expect_data(self) -> list[Item]:
+        """Resume after DATA's 354: read message content up to CRLF.CRLF; the items the
+        buffered bytes complete."""
         return self._resume(DATA)
 
     def expect_line(self) -> list[Item]:
+        """Resume after a 334 AUTH challenge: read one line; the items the buffered bytes
+        complete."""
         return self._resume(LINE)
 
     def reset(self) -> None:

@@ -31,6 +31,7 @@ class Reply:
 
     @property
     def text(self) -> str:
+        """The lines joined with newlines."""
         return "\n".join(self.lines)
 
 
@@ -65,6 +66,7 @@ class ReplyReader:
 
     @property
     def buffered(self) -> int:
+        """Bytes held but not yet turned into replies."""
         return len(self._buf)
 
     @property
@@ -73,6 +75,8 @@ class ReplyReader:
         return self._code is not None
 
     def feed(self, data: bytes) -> list[Reply]:
+        """Read ``data``; the replies it completes. Raises ReplyError for a reply that
+        breaks the grammar or the bounds."""
         data = error.require_bytes(data, "data")
         buf = self._buf + data if self._buf else data
         out: list[Reply] = []
@@ -192,9 +196,11 @@ class EhloReply:
     extensions: dict[str, str] = field(default_factory=dict)
 
     def has(self, keyword: str) -> bool:
+        """Whether the server offers the extension ``keyword`` (in any case)."""
         return keyword.upper() in self.extensions
 
     def param(self, keyword: str) -> str | None:
+        """The parameter text of ``keyword`` (``""`` without one), or None if not offered."""
         return self.extensions.get(keyword.upper())
 
 
