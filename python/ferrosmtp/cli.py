@@ -61,6 +61,7 @@ log: logging.Logger = logging.getLogger("ferrosmtp")
 
 
 def add_serve_parser(subparsers: Any) -> None:
+    """Add the ``serve`` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser(
         "serve",
         help="receive mail and store it (default: into ./maildir on 127.0.0.1:8025)",
@@ -221,6 +222,7 @@ class FileAuthenticator:
 
     def check(self, login: bytes, password: bytes) -> bool:
         # Same work whether or not the user exists: no timing oracle for user names.
+        """Whether ``password`` is the one stored for ``login`` (plain or ``{sha256}``)."""
         stored = self.users.get(login, b"{sha256}" + b"0" * 64)
         if stored.startswith(b"{sha256}"):
             given = b"{sha256}" + hashlib.sha256(password).hexdigest().encode()
@@ -291,6 +293,7 @@ def _handler(args: argparse.Namespace) -> Any:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    """Run ``ferrosmtp serve`` with parsed arguments; returns the exit status."""
     from ferrosmtp.server import Server
 
     prog = "ferrosmtp serve"
@@ -462,6 +465,7 @@ def version_line() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``ferrosmtp`` command and its subcommands."""
     parser = ArgumentParser(prog="ferrosmtp", description="Fast, strict SMTP for Python.")
     parser.add_argument("--version", action="version", version=version_line())
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")

@@ -157,6 +157,7 @@ class ArgumentParser(argparse.ArgumentParser):
         self.environ = environ
 
     def error(self, message: str) -> NoReturn:
+        """Print ``prog: message`` on one line and exit with status 2."""
         message = message.removeprefix("argument ")  # "argument --port: ..." -> "--port: ..."
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
@@ -169,6 +170,7 @@ class ArgumentParser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse the command line, then fill options not given from the environment."""
         if self.env_prefix is None:
             return super().parse_known_args(args, namespace)
         # Every option that has a variable parses with the default "unset", so that what

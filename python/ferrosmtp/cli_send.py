@@ -154,6 +154,7 @@ def read_sources(paths: list[str]) -> Iterator[Item]:
 
 
 def count_messages(path: str) -> int:
+    """How many messages the source at ``path`` holds (for the progress bar)."""
     kind = source_kind(path)
     if kind == "mbox":
         box = mailbox.mbox(path, create=False)
@@ -225,9 +226,13 @@ def envelope_for(item: Item, sender: str | None, recipients: list[str] | None) -
 
 
 class Progress(Protocol):
-    def update(self, sent: int, refused: int, failed: int) -> None: ...
+    """What shows progress: a counter or a tqdm bar on a terminal, nothing otherwise."""
 
-    def close(self) -> None: ...
+    def update(self, sent: int, refused: int, failed: int) -> None:
+        """Show the counts so far."""
+
+    def close(self) -> None:
+        """End the display."""
 
 
 class _Counter:
@@ -289,6 +294,8 @@ def make_progress(total: int | None, quiet: bool, stream: TextIO) -> Progress:
 
 @dataclass
 class Outcome:
+    """What happened to the messages: counts, failure lines, and why sending stopped."""
+
     sent: int = 0
     refused: int = 0  # messages with at least one refused recipient (or refused entirely)
     failed: int = 0  # messages that could not be sent (bad input, unsupported, errors)
@@ -304,6 +311,7 @@ class Outcome:
 
 
 def client_options(args: argparse.Namespace, password: str | None) -> dict[str, Any]:
+    """The keyword arguments of ``Pool`` for the command line's options."""
     options: dict[str, Any] = {
         "timeout": args.timeout,
         "local_hostname": args.local_hostname,
@@ -330,6 +338,7 @@ def check_cafile(cafile: Path | None) -> None:
 
 
 def read_password(args: argparse.Namespace) -> str | None:
+    """The password from ``--password-file`` (its first line); UsageError if misused."""
     if args.password_file is None:
         if args.user:
             raise UsageError("--user needs --password-file")
@@ -344,6 +353,7 @@ def read_password(args: argparse.Namespace) -> str | None:
 
 
 async def send_all(args: argparse.Namespace, password: str | None, progress: Progress) -> Outcome:
+    """Send every message of the sources over a pool of ``--pool`` connections."""
     outcome = Outcome()
     pool = Pool(args.host, args.port, size=args.pool, **client_options(args, password))
     try:
@@ -378,6 +388,7 @@ async def send_all(args: argparse.Namespace, password: str | None, progress: Pro
 async def send_one(
     pool: Pool, item: Item, args: argparse.Namespace, outcome: Outcome, stop: asyncio.Event
 ) -> None:
+    """Send one message, counting the result into ``outcome``; a fatal error sets ``stop``."""
     try:
         envelope = envelope_for(item, args.sender, args.recipients)
         result: SendResult = await pool.sendmail(
@@ -412,6 +423,7 @@ async def send_one(
 
 
 def describe(exc: BaseException) -> str:
+    """An exception as one line for the summary."""
     if isinstance(exc, SMTPResponseException):
         return f"{type(exc).__name__}: {exc.code} {exc.message}"
     if isinstance(exc, SMTPException):
@@ -453,6 +465,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(outcome: Outcome, elapsed: float, verbose: bool, err: TextIO) -> int:
+    """Print the summary (and failures); returns the exit status."""
     details = outcome.details if verbose else outcome.details[:MAX_DETAILS]
     for line in details:
         print(f"  {line}", file=err)

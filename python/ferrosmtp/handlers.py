@@ -41,6 +41,7 @@ class Debugging:
         self.stream: TextIO = stream or sys.stdout
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """Print the envelope and the message."""
         out = self.stream
         print("---------- MESSAGE FOLLOWS ----------", file=out)
         print(f"X-Peer: {session.peer!r}", file=out)
@@ -140,6 +141,7 @@ class Maildir:
     async def handle_DATA_CHUNK(
         self, server: Any, session: Any, envelope: Any, data: bytes
     ) -> None:
+        """Write a piece of the message into its file in ``tmp/``."""
         if getattr(envelope, "_maildir_error", None) is not None:
             return  # already failed: the rest of the message is dropped
         try:
@@ -155,6 +157,7 @@ class Maildir:
             await self.handle_DATA_ABORT(server, session, envelope)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """Fsync the message and rename it into ``new/``; then 250."""
         error = getattr(envelope, "_maildir_error", None)
         state = getattr(envelope, "_maildir", None)
         envelope._maildir = None
@@ -187,6 +190,7 @@ class Maildir:
                 os.close(fd)
 
     async def handle_DATA_ABORT(self, server: Any, session: Any, envelope: Any) -> None:
+        """The message was refused or its client vanished: remove its file."""
         state = getattr(envelope, "_maildir", None)
         envelope._maildir = None
         if state is not None:
@@ -216,6 +220,7 @@ class Mailbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """Append the message to the mbox, locked; then 250."""
         content = envelope.original_content or b""
         if self.received:
             content = received_header(server, session, envelope) + content

@@ -48,6 +48,8 @@ class PROTO(enum.IntEnum):
 
 
 class V2_CMD(enum.IntEnum):  # aiosmtpd's name
+    """The command of a PROXY protocol v2 header: LOCAL (a health check) or PROXY."""
+
     LOCAL = 0
     PROXY = 1
 

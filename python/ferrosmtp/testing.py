@@ -370,6 +370,7 @@ def _matches(
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``smtp_server`` marker."""
     config.addinivalue_line(
         "markers",
         "smtp_server(tls=None|'starttls'|'implicit', users=None, auth_required=False, "

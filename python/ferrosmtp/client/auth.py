@@ -78,12 +78,15 @@ class Authentication(StartTLS):
     async def auth_plain(
         self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = DEFAULT
     ) -> SMTPResponse:
+        """AUTH PLAIN (RFC 4616) with ``username`` and ``password``; SMTPAuthenticationError if
+        refused."""
         initial = sasl.plain_response(username, password)
         return await self._locked(lambda: self._sasl("PLAIN", initial, None, timeout))
 
     async def auth_login(
         self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = DEFAULT
     ) -> SMTPResponse:
+        """AUTH LOGIN: the user name, then the password, each answering the server's challenge."""
         initial = sasl.b64(username.encode() if isinstance(username, str) else username)
 
         def respond(challenge: str) -> str:
@@ -94,6 +97,9 @@ class Authentication(StartTLS):
     async def auth_crammd5(
         self, username: str | bytes, password: str | bytes, /, *, timeout: Timeout = DEFAULT
     ) -> SMTPResponse:
+        """AUTH CRAM-MD5 (RFC 2195): the password never crosses the wire, only its HMAC of the
+        challenge."""
+
         def respond(challenge: str) -> str:
             return sasl.cram_md5_response(challenge, username, password)
 
@@ -102,6 +108,7 @@ class Authentication(StartTLS):
     async def auth_xoauth2(
         self, username: str | bytes, access_token: str | bytes, /, *, timeout: Timeout = DEFAULT
     ) -> SMTPResponse:
+        """AUTH XOAUTH2 with an OAuth 2.0 ``access_token`` (Gmail's and Outlook's SASL)."""
         initial = sasl.xoauth2_response(username, access_token)
 
         def respond(challenge: str) -> str:

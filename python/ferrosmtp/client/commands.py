@@ -44,9 +44,11 @@ class Commands(SessionCore):
         return await self._locked(run)
 
     async def rset(self, *, timeout: Timeout = DEFAULT) -> SMTPResponse:
+        """RSET: abandon the current mail transaction."""
         return await self._locked(lambda: self._simple("RSET", timeout))
 
     async def noop(self, *, timeout: Timeout = DEFAULT) -> SMTPResponse:
+        """NOOP: a round trip that changes nothing (keeps a connection alive, checks it)."""
         return await self._locked(lambda: self._simple("NOOP", timeout))
 
     async def _simple(self, verb: str, timeout: Timeout) -> SMTPResponse:

@@ -204,6 +204,7 @@ class SessionCore:
         return [m.lower() for m in mechanisms.split()]
 
     def supports_extension(self, extension: str, /) -> bool:
+        """Whether the server's EHLO reply offered ``extension`` (aiosmtplib's name)."""
         return extension.lower() in self.esmtp_extensions
 
     @property
@@ -211,6 +212,8 @@ class SessionCore:
         return self._protocol.transport if self._protocol else None
 
     def get_transport_info(self, key: str) -> Any:
+        """``transport.get_extra_info(key)`` of the connection (``"peername"``,
+        ``"sslcontext"``...)."""
         if not self.is_connected or self.transport is None:
             raise SMTPServerDisconnected("Server not connected")
         return self.transport.get_extra_info(key)

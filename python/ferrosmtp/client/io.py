@@ -88,6 +88,7 @@ class SMTPProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # cast, not isinstance: uvloop's transports do not subclass asyncio.Transport.
+        """asyncio: connected; start waiting for the greeting."""
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
@@ -96,6 +97,7 @@ class SMTPProtocol(asyncio.Protocol):
         self.greeting = self.expect(1, self.greeting_timeout)
 
     def data_received(self, data: bytes) -> None:
+        """asyncio: bytes from the server, fed to the ClientConnection."""
         try:
             events = self.conn.receive_data(data)
         except RemoteProtocolError as exc:
@@ -126,18 +128,22 @@ class SMTPProtocol(asyncio.Protocol):
                     waiter.future.set_result(answers)
 
     def eof_received(self) -> bool | None:
+        """asyncio: the server closed its side; close ours too."""
         return False  # close the transport; connection_lost reports it
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio: the connection is gone; pending operations fail."""
         self.conn.connection_lost()
         reason = f"Connection lost: {exc}" if exc else "Connection lost"
         self.fail(SMTPServerDisconnected(reason))
         self.transport = None
 
     def pause_writing(self) -> None:
+        """asyncio: the socket's buffer is full; writers wait."""
         self._paused = True
 
     def resume_writing(self) -> None:
+        """asyncio: the socket drained; writers go on."""
         self._paused = False
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
@@ -158,6 +164,7 @@ class SMTPProtocol(asyncio.Protocol):
         return waiter.future
 
     def write(self, data: bytes) -> None:
+        """Write ``data``, or raise the error that ended the connection."""
         if self.error is not None:
             raise clone_error(self.error)
         assert self.transport is not None

@@ -28,15 +28,18 @@ class FifoLock:
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def locked(self) -> bool:
+        """Whether the lock is held."""
         return self._held
 
     def try_acquire(self) -> bool:
+        """Take the lock if it is free and nobody waits; whether it was taken."""
         if self._held or self._waiters:
             return False
         self._held = True
         return True
 
     async def acquire(self) -> None:
+        """Wait for the lock; waiters get it in the order they came."""
         if self.try_acquire():
             return
         waiter = asyncio.get_running_loop().create_future()
@@ -57,10 +60,12 @@ class FifoLock:
         return waiter
 
     def forget(self, waiter: asyncio.Future[None]) -> None:
+        """Remove ``waiter`` from the queue (it gave up)."""
         if waiter in self._waiters:
             self._waiters.remove(waiter)
 
     def release(self) -> None:
+        """Hand the lock to the next waiter, or free it."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

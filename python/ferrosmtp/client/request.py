@@ -34,6 +34,7 @@ def params_from_options(options: Iterable[str] | None) -> dict[str, str | None]:
 
 
 def dsn_notify(notify: Iterable[str] | None) -> str | None:
+    """The NOTIFY parameter (RFC 3461) for ``notify``; ValueError for a bad combination."""
     if notify is None:
         return None
     values = [notify] if isinstance(notify, str) else [str(n).upper() for n in notify]

@@ -90,10 +90,12 @@ class SendResult(tuple[dict[str, SMTPResponse], str]):
 
 
 def smtp_response(reply: Any) -> SMTPResponse:
+    """An SMTPResponse from a codec Reply."""
     return SMTPResponse(int(reply.code), str(reply.text))
 
 
 def all_refused(refused: Mapping[str, SMTPResponse]) -> SMTPRecipientsRefused:
+    """The SMTPRecipientsRefused for a message whose every recipient was refused."""
     return SMTPRecipientsRefused(
         [SMTPRecipientRefused(r.code, r.message, rcpt) for rcpt, r in refused.items()]
     )

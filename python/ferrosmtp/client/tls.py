@@ -57,7 +57,7 @@ class StartTLS(Commands):
         Raises SMTPException if TLS is already on or the server does not offer STARTTLS,
         and SMTPProtocolError (closing the connection) if the server sends anything after
         its 220 before the handshake: such bytes would be read as if they came from the
-        encrypted server (security checklist B6)."""
+        encrypted server (SECURITY.md, B6)."""
         for name, value in (
             ("client_cert", client_cert),
             ("client_key", client_key),

@@ -11,7 +11,7 @@ The rules it enforces, all in this module:
 - Replies are matched to commands through a FIFO of outstanding commands, so any number
   of pipelined commands (RFC 2920) pair with their replies. A reply when nothing is
   outstanding is a ``RemoteProtocolError``, except a 421, which a server may send at any
-  time and which closes the session (security checklist B7).
+  time and which closes the session (SECURITY.md, B7).
 - Commands that must end a pipelining group (EHLO, DATA, AUTH, STARTTLS, QUIT, NOOP,
   VRFY, EXPN, HELP) block further commands until their reply; without PIPELINING, every
   command waits for the previous reply. Message content may start a group (RFC 2920
@@ -264,6 +264,7 @@ class Command(NamedTuple):
         return None
 
     def has_param(self, keyword: str) -> bool:
+        """Whether this command carries the ESMTP parameter ``keyword``."""
         for key, _ in self.params:
             if key == keyword:
                 return True
@@ -349,6 +350,7 @@ class Command(NamedTuple):
 
     @classmethod
     def help(cls, topic: str | None = None) -> Command:
+        """HELP, with an optional one-word ``topic``."""
         if not topic:
             return cls("HELP", "", b"HELP\r\n")
         if not topic.isascii() or not topic.isprintable() or " " in topic:
@@ -699,9 +701,11 @@ class ClientConnection:
         return list(self._transaction.accepted) if self._transaction else []
 
     def supports(self, extension: str) -> bool:
+        """Whether the server's EHLO reply offered ``extension`` (any case)."""
         return extension.upper() in self._names
 
     def extension_param(self, extension: str) -> str | None:
+        """The parameter text the server gave with ``extension`` in its EHLO reply, or None."""
         if self._extensions is None:
             return None
         value = self._extensions.param(extension)
@@ -828,47 +832,61 @@ class ClientConnection:
         return self.send(Command.hello("LHLO" if self.lmtp else "EHLO", name, codec=self.codec))
 
     def helo(self, name: str) -> bytes:
+        """The bytes of ``HELO name`` (checked against the session's state)."""
         return self.send(Command.hello("HELO", name, codec=self.codec))
 
     def lhlo(self, name: str) -> bytes:
+        """The bytes of ``LHLO name`` (LMTP's EHLO)."""
         return self.send(Command.hello("LHLO", name, codec=self.codec))
 
     def mail(self, sender: str, params: Mapping[str, str | None] | None = None) -> bytes:
+        """The bytes of ``MAIL FROM:<sender>`` with ESMTP ``params``."""
         smtputf8 = any(key.upper() == "SMTPUTF8" for key in params or {})
         return self.send(Command.mail(sender, params, smtputf8=smtputf8, codec=self.codec))
 
     def rcpt(self, recipient: str, params: Mapping[str, str | None] | None = None) -> bytes:
+        """The bytes of ``RCPT TO:<recipient>`` with ESMTP ``params``."""
         smtputf8 = self._transaction.smtputf8 if self._transaction else False
         return self.send(Command.rcpt(recipient, params, smtputf8=smtputf8, codec=self.codec))
 
     def data(self) -> bytes:
+        """The bytes of ``DATA``."""
         return self.send(_SIMPLE["DATA"])
 
     def rset(self) -> bytes:
+        """The bytes of ``RSET``."""
         return self.send(_SIMPLE["RSET"])
 
     def noop(self) -> bytes:
+        """The bytes of ``NOOP``."""
         return self.send(_SIMPLE["NOOP"])
 
     def quit(self) -> bytes:
+        """The bytes of ``QUIT``."""
         return self.send(_SIMPLE["QUIT"])
 
     def starttls(self) -> bytes:
+        """The bytes of ``STARTTLS``; after its 220 nothing more is read in plaintext."""
         return self.send(_SIMPLE["STARTTLS"])
 
     def vrfy(self, argument: str) -> bytes:
+        """The bytes of ``VRFY argument``."""
         return self.send(Command.query("VRFY", argument, smtputf8=True))
 
     def expn(self, argument: str) -> bytes:
+        """The bytes of ``EXPN argument``."""
         return self.send(Command.query("EXPN", argument, smtputf8=True))
 
     def help(self, topic: str | None = None) -> bytes:
+        """The bytes of ``HELP [topic]``."""
         return self.send(Command.help(topic))
 
     def auth(self, mechanism: str, initial_response: str | None = None) -> bytes:
+        """The bytes of ``AUTH mechanism [initial-response]``."""
         return self.send(Command.auth(mechanism, initial_response))
 
     def auth_response(self, response: str) -> bytes:
+        """The bytes of one SASL response line, answering a 334 challenge."""
         return self.send(Command.auth_response(response))
 
     # --- Message content ------------------------------------------------------------

@@ -25,6 +25,7 @@ class Response:
     def of(
         cls, code: int, text: str | list[str] | tuple[str, ...] = "", enhanced: str | None = None
     ) -> Response:
+        """A Response from one line of text (or several) and an optional enhanced code."""
         lines = (text,) if isinstance(text, str) else tuple(text)
         return cls(code, lines or ("",), enhanced)
 

@@ -253,6 +253,7 @@ class ServerConnection:
         self._send(R(220, f"{c.hostname} {c.greeting}".rstrip()), None, plain=True)
 
     def receive_data(self, data: bytes) -> None:
+        """Take bytes the client sent; the events they complete come from ``next_event()``."""
         if self._closing:
             return
         if self.tls_pending:
@@ -269,6 +270,7 @@ class ServerConnection:
         self._items.extend(self._reader.feed(data))
 
     def receive_eof(self) -> None:
+        """The client closed its side of the connection."""
         self._eof = True
 
     def next_event(self) -> Event | Any:
@@ -293,6 +295,7 @@ class ServerConnection:
                 return event
 
     def data_to_send(self) -> bytes:
+        """The bytes to write to the client now (replies, batched); empties the buffer."""
         out = bytes(self._out)
         self._out.clear()
         return out
@@ -306,6 +309,7 @@ class ServerConnection:
         self.respond_with(R(code, text, enhanced))
 
     def respond_with(self, response: Response) -> None:
+        """Answer the event that is waiting for a reply with ``response``."""
         event = self._awaiting
         if event is None:
             raise RuntimeError("no event is waiting for an answer")
@@ -329,6 +333,7 @@ class ServerConnection:
         self.respond_with(self.default_response(event))
 
     def default_response(self, event: Event) -> Response:
+        """The reply the server gives ``event`` when no hook decides otherwise."""
         fixed = _FIXED_DEFAULTS.get(type(event))
         if fixed is not None:
             return fixed
@@ -400,6 +405,7 @@ class ServerConnection:
         self._resume(self._reader.expect_line())
 
     def auth_succeeded(self, response: Response | None = None) -> None:
+        """End the AUTH exchange: the client is authenticated (235 unless ``response`` says)."""
         if not self._end_auth():
             return
         self.authenticated = True
@@ -407,6 +413,7 @@ class ServerConnection:
         self._resume(self._reader.expect_command())
 
     def auth_failed(self, response: Response | None = None) -> None:
+        """End the AUTH exchange refused (535 unless ``response`` says); too many failures close."""
         if not self._end_auth():
             return
         response = response or R(535, "Authentication credentials invalid", "5.7.8")
@@ -456,6 +463,7 @@ class ServerConnection:
             self._close()
 
     def close(self) -> None:
+        """Stop: no more events; what is still to send is sent."""
         self._close()
 
     def _close(self) -> None:

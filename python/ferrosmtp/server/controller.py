@@ -57,6 +57,7 @@ class Controller:
         self._error: BaseException | None = None
 
     def factory(self) -> Server:
+        """The Server the thread runs (override to customize it, as in aiosmtpd)."""
         return Server(
             self.handler, ssl_context=self.ssl_context, loop=self.loop, **self.SMTP_kwargs
         )
@@ -93,6 +94,7 @@ class Controller:
         self.loop.close()
 
     def start(self) -> None:
+        """Start the server in its thread; returns once it listens (``port`` then set)."""
         self._thread = threading.Thread(target=self._run, name="ferrosmtp-controller", daemon=True)
         self._thread.start()
         if not self._ready.wait(self.ready_timeout):
@@ -101,6 +103,7 @@ class Controller:
             raise self._error
 
     def stop(self, no_assert: bool = False) -> None:
+        """Stop the server and its thread."""
         assert no_assert or self._thread is not None, "SMTP daemon not running"
         if self._thread is not None:
             self.loop.call_soon_threadsafe(self.loop.stop)

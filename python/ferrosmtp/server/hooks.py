@@ -48,6 +48,7 @@ class Hooks:
                 raise RuntimeError("Unsupported EHLO Hook")
 
     def get(self, name: str) -> Callable[..., Any] | None:
+        """The handler's hook for ``name`` (``"DATA"`` for ``handle_DATA``), or None."""
         return self.by_name.get(name)
 
 

@@ -27,8 +27,8 @@ DATA_SIZE_DEFAULT = 32 << 20
 class Server:
     """An SMTP listener: ``await server.start(host, port)``, or ``async with``.
 
-    The keyword arguments mirror aiosmtpd's ``SMTP`` where they exist; the rest are the
-    limits and policies of DESIGN.md §4 and §7.
+    The keyword arguments mirror aiosmtpd's ``SMTP`` where they exist; the rest are
+    ferrosmtp's limits and policies, each described with its default in SECURITY.md.
     """
 
     def __init__(
@@ -292,6 +292,8 @@ class Server:
         sock: socket.socket | None = None,
         **kwargs: Any,
     ) -> None:
+        """Listen on ``host``:``port`` (or on ``sock``); returns once listening. Port 0 picks a free
+        port, then in ``server.port``. Other keywords go to ``loop.create_server``."""
         self._loop = asyncio.get_running_loop()
         # asyncio's default backlog of 100 makes a burst of connections wait for SYN retries.
         kwargs.setdefault("backlog", self.backlog)
@@ -318,16 +320,19 @@ class Server:
         return int(self.sockets[0].getsockname()[1])
 
     async def serve_forever(self) -> None:
+        """Serve until cancelled (after ``start()``)."""
         assert self._server is not None, "call start() first"
         await self._server.serve_forever()
 
     def close(self) -> None:
+        """Stop listening and end every connection (clients get 421 4.3.2)."""
         if self._server is not None:
             self._server.close()
         for smtp in list(self._connections):
             smtp._shut_down()
 
     async def wait_closed(self) -> None:
+        """Wait until the listener and its connections are closed."""
         if self._server is not None:
             await self._server.wait_closed()
 

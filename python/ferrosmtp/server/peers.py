@@ -10,6 +10,7 @@ __all__ = ["address_key", "client_ip", "peer_text", "printable"]
 
 
 def peer_text(peer: Any) -> str:
+    """A client's address for a log line: ``host:port``, IPv6 in brackets."""
     if isinstance(peer, tuple) and len(peer) >= 2:
         host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
         return f"{host}:{peer[1]}"

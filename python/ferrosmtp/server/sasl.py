@@ -189,6 +189,7 @@ class SASL(ConnectionBase):
             self._pause_reading()
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        """AUTH PLAIN (RFC 4616), with or without an initial response."""
         if len(args) == 1:
             answer = await self.challenge_auth("")
             if is_missing(answer):
@@ -207,6 +208,7 @@ class SASL(ConnectionBase):
         return await self._authenticate("PLAIN", LoginPassword(login, password))
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        """AUTH LOGIN: user name and password asked for in turn."""
         if len(args) == 1:
             login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
             if is_missing(login):

@@ -47,6 +47,7 @@ class SMTP(HookCalls, SASL):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """asyncio: a client connected (admitted under the limits, or refused with 421)."""
         self.transport = transport
         peer = transport.get_extra_info("peername")
         refusal = self._server._admit(self, peer)
@@ -190,6 +191,7 @@ class SMTP(HookCalls, SASL):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        """asyncio: bytes from the client, fed to the connection's state machine."""
         conn = self.conn
         if conn is None or self._closing:
             return
@@ -216,6 +218,7 @@ class SMTP(HookCalls, SASL):
             self._process()
 
     def eof_received(self) -> bool | None:
+        """asyncio: the client closed its side."""
         if self.conn is not None:
             self.conn.receive_eof()
             if self._task is None and not self._closing:
@@ -223,6 +226,7 @@ class SMTP(HookCalls, SASL):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio: the connection is gone; a message still arriving is not kept."""
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
@@ -243,11 +247,13 @@ class SMTP(HookCalls, SASL):
 
     def pause_writing(self) -> None:
         # A client that pipelines and does not read: stop reading until it catches up.
+        """asyncio: the client is not reading its replies; stop reading its commands."""
         self._write_paused = True
         if self.transport is not None and not self._closing:
             self.transport.pause_reading()  # type: ignore[attr-defined]
 
     def resume_writing(self) -> None:
+        """asyncio: the client caught up; read again."""
         self._write_paused = False
         self._resume_reading()
 

@@ -1,6 +1,6 @@
 """The values aiosmtpd handlers see and return: Session, Envelope, AuthResult,
 LoginPassword, MISSING and the ``auth_mechanism`` decorator, with aiosmtpd's names and
-meanings (DESIGN.md §4)."""
+meanings."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ MISSING = _Missing.MISSING
 
 def is_missing(value: object) -> bool:
     # aiosmtpd's own MISSING counts too: handlers written for it import theirs.
+    """Whether a hook returned MISSING (ferrosmtp's or aiosmtpd's)."""
     return value is MISSING or type(value).__name__ == "_Missing"
 
 
@@ -63,6 +64,7 @@ class AuthResult:
 def is_auth_result(value: object) -> TypeGuard[AuthResult]:
     # aiosmtpd's own AuthResult counts too (authenticators written for it import theirs);
     # it has the same four attributes, which is all that is read from either.
+    """Whether ``value`` is an AuthResult (ferrosmtp's or aiosmtpd's)."""
     return isinstance(value, AuthResult) or type(value).__name__ == "AuthResult"
 
 
@@ -70,6 +72,8 @@ _MECHANISM_NAME = re.compile(r"[A-Z0-9_-]+", re.ASCII)
 
 
 class LoginPassword(NamedTuple):
+    """The credentials an AUTH PLAIN or LOGIN exchange gave (aiosmtpd's type)."""
+
     login: bytes
     password: bytes
 
