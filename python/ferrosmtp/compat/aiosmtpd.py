@@ -281,6 +281,7 @@ class Controller(_Controller):
         self.server: Any = None
 
     def factory(self) -> SMTP:
+        """The SMTP object the server runs (override it, as in aiosmtpd)."""
         return SMTP(self.handler, **self.SMTP_kwargs)
 
     def _listener(self) -> _Server:
@@ -295,6 +296,7 @@ class Controller(_Controller):
         self.server = listener._server
 
     def stop(self, no_assert: bool = False) -> None:
+        """Stop the server and its thread; ``server`` and ``smtpd`` become None."""
         super().stop(no_assert)
         self.server = None
         self.smtpd = None

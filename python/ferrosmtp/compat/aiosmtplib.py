@@ -204,6 +204,8 @@ class SMTP(Client):
         encoding: str = "ascii",
         timeout: Timeout = DEFAULT,
     ) -> SMTPResponse:
+        """MAIL FROM, as aiosmtplib: an address ``encoding`` cannot encode raises
+        UnicodeEncodeError."""
         sender.encode(encoding)  # aiosmtplib encodes the address: UnicodeEncodeError
         try:
             return await super().mail(sender, options=options, encoding=encoding, timeout=timeout)
@@ -219,6 +221,8 @@ class SMTP(Client):
         encoding: str = "ascii",
         timeout: Timeout = DEFAULT,
     ) -> SMTPResponse:
+        """RCPT TO, as aiosmtplib: an address ``encoding`` cannot encode raises
+        UnicodeEncodeError."""
         recipient.encode(encoding)
         try:
             return await super().rcpt(
@@ -228,6 +232,7 @@ class SMTP(Client):
             raise SMTPRecipientRefused(exc.code, exc.message, recipient) from exc
 
     async def data(self, message: str | bytes, /, *, timeout: Timeout = DEFAULT) -> SMTPResponse:
+        """DATA and the content, as aiosmtplib: a ``str`` message must be ASCII."""
         if isinstance(message, str):
             message = message.encode("ascii")  # as aiosmtplib: UnicodeEncodeError
         try:
@@ -246,6 +251,7 @@ class SMTP(Client):
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = DEFAULT,
     ) -> SendResult:
+        """``ferrosmtp.Client.sendmail`` with aiosmtplib's arguments only."""
         if isinstance(message, str):
             message = message.encode("ascii")  # as aiosmtplib: UnicodeEncodeError
         return await super().sendmail(
