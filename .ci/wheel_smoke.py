@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +32,8 @@ def free_port() -> int:
 
 def ferrosmtp_command() -> list[str]:
     """The installed console script (its presence is part of the test)."""
-    scripts = Path(sys.executable).parent
-    script = shutil.which("ferrosmtp", path=str(scripts))
+    scripts = sysconfig.get_path("scripts")  # bin/ on POSIX, Scripts\ on Windows
+    script = shutil.which("ferrosmtp", path=scripts)
     if script is None:
         raise SystemExit(f"wheel smoke: no ferrosmtp script next to {sys.executable}")
     return [script]

@@ -182,7 +182,7 @@ class Maildir:
         finally:
             f.close()
         os.rename(tmp, self.path / "new" / name)
-        if self.fsync:
+        if self.fsync and os.name != "nt":  # Windows cannot open (nor fsync) a directory
             fd = os.open(self.path / "new", os.O_RDONLY)
             try:
                 os.fsync(fd)
