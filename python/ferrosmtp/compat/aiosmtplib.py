@@ -180,6 +180,7 @@ class SMTP(Client):
             raise SMTPAuthenticationError(exc.code, exc.message) from exc
 
     async def execute_command(self, *args: bytes | str, timeout: Timeout = DEFAULT) -> SMTPResponse:
+        """Send one command, as aiosmtplib: a 421 is returned (and the connection closed)."""
         try:
             return await super().execute_command(*args, timeout=timeout)
         except SMTPServiceUnavailable as exc:  # aiosmtplib returns the 421 (and closes)
