@@ -28,7 +28,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STARTUP = 3
 
-log = logging.getLogger("ferrosmtp.relay")
+log: logging.Logger = logging.getLogger("ferrosmtp.relay")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -54,6 +54,7 @@ def _csv(text: str) -> list[str]:
 
 
 def add_parsers(subparsers: Any) -> None:
+    """Add the ``relay`` and ``queue`` subcommands to an argparse subparsers object."""
     p = subparsers.add_parser(
         "relay",
         help="relay mail: accept, spool with fsync, deliver by MX or smarthost, retry, bounce",
@@ -269,6 +270,7 @@ def _lock_spool(spool: Path) -> int | None:
 
 
 def run_relay(args: argparse.Namespace) -> int:
+    """Run ``ferrosmtp relay`` with parsed arguments; returns the exit status."""
     from ferrosmtp import cli
 
     config = _config(args)
@@ -375,6 +377,7 @@ def _when(stamp: float) -> str:
 
 
 def run_queue(args: argparse.Namespace) -> int:
+    """Run ``ferrosmtp queue`` with parsed arguments; returns the exit status."""
     spool = Path(args.spool)
     if not (spool / "queue.db").exists():
         print(f"ferrosmtp queue: no spool at {spool} (no queue.db)", file=sys.stderr)

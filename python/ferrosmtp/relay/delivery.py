@@ -39,13 +39,16 @@ from ferrosmtp.relay.routing import Hop
 
 __all__ = ["Attempt", "Deliverer", "DeliveryConfig"]
 
-log = logging.getLogger("ferrosmtp.relay")
+log: logging.Logger = logging.getLogger("ferrosmtp.relay")
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 @dataclasses.dataclass
 class DeliveryConfig:
+    """How the relay delivers: its HELO name, concurrency, timeouts, and the credentials for a
+    smarthost."""
+
     helo: str
     concurrency: int = 20
     connect_timeout: float = 30.0
@@ -113,6 +116,9 @@ class _Connections:
 
 
 class Deliverer:
+    """Delivers messages to their next hops, reusing connections per destination and marking
+    unreachable ones down for a while."""
+
     def __init__(self, config: DeliveryConfig) -> None:
         self.config = config
         self._hops: dict[tuple[str, int], _Connections] = {}
@@ -120,6 +126,7 @@ class Deliverer:
         self._closing: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
+        """Close the idle connections (QUIT)."""
         clients = [c for conns in self._hops.values() for c, _ in conns.idle]
         for conns in self._hops.values():
             conns.idle.clear()

@@ -30,6 +30,7 @@ class Unconvertible(Exception):
 
 
 def needs_downgrade(body: bytes) -> bool:
+    """Whether the body has 8-bit content (to be converted for a next hop without 8BITMIME)."""
     return not body.isascii()
 
 

@@ -23,7 +23,7 @@ from ferrosmtp.relay.queue import (
 
 __all__ = ["DISK_FULL", "STORAGE_FAILED", "QueueHandler"]
 
-log = logging.getLogger("ferrosmtp.relay")
+log: logging.Logger = logging.getLogger("ferrosmtp.relay")
 
 DISK_FULL = "452 4.3.1 Error: insufficient system storage"
 STORAGE_FAILED = "451 4.3.0 Error: queue file write error"
@@ -67,6 +67,7 @@ class QueueHandler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
+        """Accept the recipient if the relay policy allows it, else refuse: relay denied."""
         if not self.policy.may_relay(session, address):
             log.info(
                 "%s reject RCPT <%s>: Relay access denied", _peer(session), _printable(address)
@@ -85,6 +86,7 @@ class QueueHandler:
     async def handle_DATA_CHUNK(
         self, server: Any, session: Any, envelope: Any, data: bytes
     ) -> None:
+        """Stream a piece of the message into the queue (after a Received header)."""
         if getattr(envelope, _ERROR, None) is not None:
             return  # already failed: the rest of the message is dropped
         body: BodyWriter | None = getattr(envelope, _BODY, None)
@@ -99,12 +101,15 @@ class QueueHandler:
             await self.handle_DATA_ABORT(server, session, envelope)
 
     async def handle_DATA_ABORT(self, server: Any, session: Any, envelope: Any) -> None:
+        """The message was refused or its client vanished: forget its body."""
         body: BodyWriter | None = getattr(envelope, _BODY, None)
         setattr(envelope, _BODY, None)
         if body is not None:
             await body.abort()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """Store the message durably in the queue, then 250 with its queue id (451 or 452 if it
+        cannot)."""
         error = getattr(envelope, _ERROR, None)
         setattr(envelope, _ERROR, None)
         if error is None and getattr(envelope, _BODY, None) is None:

@@ -11,13 +11,17 @@ __all__ = ["Metrics", "NoMetrics", "start_metrics"]
 class NoMetrics:
     """The metrics interface, doing nothing."""
 
-    def sent(self, latency: float) -> None: ...
+    def sent(self, latency: float) -> None:
+        """A message was delivered, ``latency`` seconds after it was queued."""
 
-    def deferred(self) -> None: ...
+    def deferred(self) -> None:
+        """A delivery attempt was deferred."""
 
-    def bounced(self) -> None: ...
+    def bounced(self) -> None:
+        """A message was bounced."""
 
-    def depth(self, counts: dict[str, int]) -> None: ...
+    def depth(self, counts: dict[str, int]) -> None:
+        """The queue's depth by state."""
 
 
 class Metrics(NoMetrics):
@@ -47,16 +51,20 @@ class Metrics(NoMetrics):
         )
 
     def sent(self, latency: float) -> None:
+        """A message was delivered, ``latency`` seconds after it was queued."""
         self._sent.inc()
         self._latency.observe(latency)
 
     def deferred(self) -> None:
+        """A delivery attempt was deferred."""
         self._deferred.inc()
 
     def bounced(self) -> None:
+        """A message was bounced."""
         self._bounced.inc()
 
     def depth(self, counts: dict[str, int]) -> None:
+        """The queue's depth by state."""
         for state, value in counts.items():
             self._depth.labels(state).set(value)
 

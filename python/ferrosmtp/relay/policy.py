@@ -51,6 +51,7 @@ class RelayPolicy:
         return cls(networks, domains)
 
     def trusted_client(self, session: Any) -> bool:
+        """Whether the client may relay anywhere: authenticated over TLS, or in ``mynetworks``."""
         if getattr(session, "authenticated", False) and getattr(session, "ssl", None):
             return True
         address = client_address(session)
@@ -65,6 +66,8 @@ class RelayPolicy:
         return any(ip in network for network in self.mynetworks)
 
     def relay_domain(self, recipient: str) -> bool:
+        """Whether ``recipient``'s domain is one of ``relay_domains`` (a leading dot: and its
+        subdomains)."""
         domain = recipient.rpartition("@")[2].lower().rstrip(".")
         if not domain:
             return False
@@ -74,6 +77,8 @@ class RelayPolicy:
         return any("." + ".".join(parts[i:]) in self.relay_domains for i in range(1, len(parts)))
 
     def may_relay(self, session: Any, recipient: str) -> bool:
+        """Whether mail from this session to ``recipient`` is accepted: a trusted client, or a relay
+        domain."""
         return self.trusted_client(session) or self.relay_domain(recipient)
 
 
@@ -84,12 +89,13 @@ class HopCounter:
     __slots__ = ("_at_line_start", "_done", "_partial", "count")
 
     def __init__(self) -> None:
-        self.count = 0
+        self.count: int = 0
         self._partial = b""
         self._done = False
         self._at_line_start = True
 
     def feed(self, data: bytes) -> None:
+        """Count the Received headers in the next piece of the message's header."""
         if self._done:
             return
         data = self._partial + data

@@ -76,6 +76,7 @@ class Recipient:
     remote_mta: str | None = None  # the host that answered last
 
     def to_json(self) -> dict[str, object]:
+        """The recipient as a JSON object (the spool's and ``queue list --json``'s form)."""
         data: dict[str, object] = {"address": self.address}
         for name in ("notify", "orcpt", "status", "diagnostic", "remote_mta"):
             value = getattr(self, name)
@@ -87,6 +88,7 @@ class Recipient:
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> Recipient:
+        """A recipient from its JSON object (``to_json``'s inverse)."""
         notify = data.get("notify")
         return cls(
             address=str(data["address"]),
@@ -170,9 +172,11 @@ class BodyWriter(Protocol):
     id: str  # the queue id the message will have
     size: int
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes) -> None:
+        """Append ``data`` to the body."""
 
-    async def abort(self) -> None: ...
+    async def abort(self) -> None:
+        """Forget the body: the message was refused or its client vanished."""
 
 
 @runtime_checkable

@@ -181,6 +181,7 @@ class Router:
 
 
 def group_by_destination(router: Router, recipients: Sequence[str]) -> dict[str, list[str]]:
+    """The recipients grouped by the destination the router gives each (one delivery per group)."""
     groups: dict[str, list[str]] = {}
     for address in recipients:
         groups.setdefault(router.destination(address), []).append(address)

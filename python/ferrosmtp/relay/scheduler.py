@@ -33,7 +33,7 @@ from ferrosmtp.relay.routing import Router, RoutingError
 
 __all__ = ["RetryPolicy", "Scheduler"]
 
-log = logging.getLogger("ferrosmtp.relay")
+log: logging.Logger = logging.getLogger("ferrosmtp.relay")
 
 
 @dataclasses.dataclass
@@ -52,6 +52,9 @@ class RetryPolicy:
 
 
 class Scheduler:
+    """Takes due messages from the queue, delivers them through the Deliverer, and records the
+    outcomes: retries with backoff, bounces and delivery notices."""
+
     def __init__(
         self,
         queue: Queue,
@@ -70,8 +73,8 @@ class Scheduler:
         self.router = router
         self.deliverer = deliverer
         self.hostname = hostname
-        self.retry = retry or RetryPolicy()
-        self.metrics = metrics or NoMetrics()
+        self.retry: RetryPolicy = retry or RetryPolicy()
+        self.metrics: NoMetrics = metrics or NoMetrics()
         self.lease_seconds = lease
         self.batch = batch
         self.max_active = max_active
@@ -99,6 +102,7 @@ class Scheduler:
     # --- the loop ------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the scheduling task."""
         self._main = asyncio.ensure_future(self._run())
 
     async def stop(self, grace: float = 10.0) -> None:

@@ -58,14 +58,14 @@ class Relay:
         from ferrosmtp.server import Server
 
         self.config = config
-        self.hostname = config.hostname or socket.getfqdn()
+        self.hostname: str = config.hostname or socket.getfqdn()
         self.queue: Queue = queue if queue is not None else SqliteQueue(Path(config.spool))
-        self.policy = RelayPolicy.parse(config.mynetworks, config.relay_domains)
-        self.router = Router(
+        self.policy: RelayPolicy = RelayPolicy.parse(config.mynetworks, config.relay_domains)
+        self.router: Router = Router(
             relayhost=config.relayhost, nameserver=config.dns, mx_port=config.mx_port
         )
         user, password = config.relayhost_auth or (None, None)
-        self.deliverer = Deliverer(
+        self.deliverer: Deliverer = Deliverer(
             DeliveryConfig(
                 helo=self.hostname,
                 concurrency=config.concurrency,
@@ -74,7 +74,7 @@ class Relay:
                 require_tls=config.relayhost_auth is not None,
             )
         )
-        self.scheduler = Scheduler(
+        self.scheduler: Scheduler = Scheduler(
             self.queue,
             self.router,
             self.deliverer,
@@ -83,7 +83,7 @@ class Relay:
             metrics=metrics,
             max_active=config.max_active,
         )
-        self.handler = QueueHandler(
+        self.handler: QueueHandler = QueueHandler(
             self.queue,
             self.policy,
             on_queued=self.scheduler.submit,
@@ -94,7 +94,7 @@ class Relay:
             "connection_limit_exempt": [str(n) for n in self.policy.mynetworks],
             **config.server_options,
         }
-        self.server = Server(self.handler, **options)
+        self.server: Server = Server(self.handler, **options)
 
     @property
     def port(self) -> int:

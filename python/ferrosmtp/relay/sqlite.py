@@ -43,7 +43,7 @@ from ferrosmtp.relay.queue import (
 
 __all__ = ["SqliteQueue"]
 
-log = logging.getLogger("ferrosmtp.relay.queue")
+log: logging.Logger = logging.getLogger("ferrosmtp.relay.queue")
 
 _T = TypeVar("_T")
 
@@ -280,9 +280,9 @@ class SqliteQueue:
     """The queue in a spool folder: ``queue.db`` (SQLite, WAL) and ``bodies/``."""
 
     def __init__(self, spool: str | os.PathLike[str], *, inline_limit: int = 128 << 10) -> None:
-        self.spool = Path(spool)
-        self.bodies = self.spool / "bodies"
-        self.db_path = self.spool / "queue.db"
+        self.spool: Path = Path(spool)
+        self.bodies: Path = self.spool / "bodies"
+        self.db_path: Path = self.spool / "queue.db"
         self.inline_limit = inline_limit
         self._writer: _Writer | None = None
         self._reader: sqlite3.Connection | None = None
@@ -295,6 +295,7 @@ class SqliteQueue:
     # --- life cycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Create the storage if needed. Idempotent."""
         if self._writer is not None:
             return
         self.bodies.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -306,6 +307,7 @@ class SqliteQueue:
         self._writer = writer
 
     async def close(self) -> None:
+        """Finish pending writes and release resources."""
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.ops.put(None)
@@ -330,6 +332,9 @@ class SqliteQueue:
             return fn(self._reader)
 
     async def recover(self) -> int:
+        """At relay start, when no other process delivers from this queue: end every lease (messages
+        left mid-delivery by a crash are due again). Returns how many."""
+
         def run(conn: sqlite3.Connection) -> tuple[int, set[str]]:
             count = conn.execute(
                 "UPDATE messages SET lease_until = 0 WHERE lease_until > 0"
@@ -351,9 +356,14 @@ class SqliteQueue:
     # --- putting ------------------------------------------------------------------------
 
     def new_body(self) -> _Body:
+        """A writer for a message body about to arrive."""
         return _Body(self)
 
     async def put(self, envelope: Envelope, body: Any, *, lease: float | None = None) -> QueueEntry:
+        """Store envelope and body durably (fsync or commit) and return the entry.  ``lease``
+        (seconds) stores the message already leased to the caller, who delivers it at once (the
+        entry then carries the body when it is small). Raises QueueFull when out of space,
+        QueueError on any other failure; nothing is kept then."""
         assert isinstance(body, _Body)
         now = time.time()
         inline = None if body.in_file else body.inline()
@@ -401,6 +411,9 @@ class SqliteQueue:
     # --- delivering ---------------------------------------------------------------------
 
     async def lease(self, n: int, lease: float) -> list[QueueEntry]:
+        """Up to ``n`` messages due now (next attempt passed, no live lease), leased for ``lease``
+        seconds, oldest due first."""
+
         def run(conn: sqlite3.Connection) -> list[QueueEntry]:
             now = time.time()
             rows = conn.execute(
@@ -425,6 +438,7 @@ class SqliteQueue:
         return await self._run(run)
 
     async def renew(self, ids: Sequence[str], lease: float) -> None:
+        """Extend the leases of messages still being delivered."""
         until = time.time() + lease
         await self._run(
             lambda conn: conn.executemany(
@@ -434,6 +448,8 @@ class SqliteQueue:
         )
 
     async def read_body(self, entry: QueueEntry) -> bytes:
+        """The body of a leased message. Raises QueueError if it is missing or corrupt (the backend
+        then marks the message corrupt: listed, never delivered)."""
         if entry.body is not None:
             return entry.body
 
@@ -471,6 +487,9 @@ class SqliteQueue:
         next_attempt: float | None,
         error: str | None = None,
     ) -> None:
+        """Store one attempt: per-recipient outcomes, ``attempts`` + 1, the last error and the next
+        attempt; end the lease. The message is deleted when no recipient is pending any more
+        (``next_attempt`` is then ignored)."""
         by_address = {r.address: r for r in results}
         for recipient in entry.envelope.recipients:
             result = by_address.get(recipient.address)
@@ -509,6 +528,7 @@ class SqliteQueue:
         )
 
     async def release(self, entry: QueueEntry) -> None:
+        """End a lease without recording an attempt (shutting down)."""
         await self._run(
             lambda conn: conn.execute(
                 "UPDATE messages SET lease_until = 0 WHERE id = ?", (entry.id,)
@@ -518,6 +538,8 @@ class SqliteQueue:
     # --- administration -----------------------------------------------------------------
 
     async def delete(self, queue_id: str | None) -> int:
+        """Delete one message (or every one with None); returns how many."""
+
         def run(conn: sqlite3.Connection) -> list[str | None]:
             where, args = ("", ()) if queue_id is None else (" WHERE id = ?", (queue_id,))
             files = [r[0] for r in conn.execute("SELECT body_file FROM messages" + where, args)]
@@ -532,6 +554,7 @@ class SqliteQueue:
         return len(files)
 
     async def retry(self, queue_id: str | None) -> int:
+        """Make one message (or every one with None) due now; returns how many."""
         now = time.time()
         where, args = ("", ()) if queue_id is None else (" WHERE id = ?", (queue_id,))
         count = await self._run(
@@ -606,13 +629,18 @@ class SqliteQueue:
             conn.close()
 
     async def list(self) -> list[QueueEntry]:
+        """Every queued message, oldest first, without bodies."""
         return await asyncio.to_thread(self._list)
 
     async def get(self, queue_id: str) -> QueueEntry | None:
+        """One message without its body, or None."""
         found = await asyncio.to_thread(self._list, " WHERE id = ?", (queue_id,))
         return found[0] if found else None
 
     async def counts(self) -> dict[str, int]:
+        """Queue depth by state: ``active`` (leased), ``deferred`` (tried before), ``incoming``
+        (never tried), ``corrupt``."""
+
         def run(conn: sqlite3.Connection) -> dict[str, int]:
             now = time.time()
             row = conn.execute(
@@ -628,6 +656,7 @@ class SqliteQueue:
         return await asyncio.to_thread(self._read, run)
 
     async def wait_for_work(self, timeout: float) -> None:
+        """Return when new mail may be due (a put, a retry) or after ``timeout``."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._work.wait(), timeout)
         self._work.clear()
