@@ -15,8 +15,8 @@ For each message size (1 KiB, 100 KiB) and each relay:
   peak; p50/p99 of each message's time from arrival (just before its 250) to the next
   hop's 250, read from the relay's own per-delivery log lines (``delay=``, the same field
   in both relays' logs);
-* **peak RSS** of the relay, sampled every 50 ms while it runs: ferrosmtp's one process;
-  Postfix's master and all its children summed.
+* **peak memory** of the relay (PSS, sampled every 50 ms while it runs): ferrosmtp's one
+  process; Postfix's master and all its children summed.
 
 Postfix logs ``delay=`` with two decimals, so its p50/p99 have a 10 ms resolution.
 
@@ -58,10 +58,13 @@ def load() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def rss_kib(pid: int, field: str = "VmRSS") -> int:
+def rss_kib(pid: int) -> int:
+    """The proportional set size (PSS): shared pages divided among the processes sharing
+    them, so a sum over Postfix's processes does not count its libraries many times; for
+    one process it is close to its RSS."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -269,7 +272,7 @@ def main() -> int:
     mark = " (*)" if busy else ""
     print()
     print(f"| relay{mark} | size | msgs/s peak | vs Postfix | msgs/s paced | p50 ms | p99 ms "
-          "| peak RSS MiB |")
+          "| peak PSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for size in counts:
         base = results[(Postfix.name, size)]["peak"]

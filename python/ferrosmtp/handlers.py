@@ -102,7 +102,10 @@ def received_header(
 
 
 def _clean(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in str(text))
+    text = str(text)
+    if text.isprintable():  # nearly always: one C call instead of a loop per character
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 class Maildir:

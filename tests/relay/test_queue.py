@@ -282,3 +282,49 @@ def test_sqlite_full_disk_raises_queue_full_and_keeps_nothing(small_disk: Path) 
             await queue.close()
 
     run(main())
+
+
+def test_bodies_in_delivery_stay_within_the_memory_budget(queue: Queue) -> None:
+    """1000 messages may be in delivery at once, but not 1000 big bodies in memory."""
+    from ferrosmtp.relay.delivery import Attempt
+    from ferrosmtp.relay.routing import Router
+    from ferrosmtp.relay.scheduler import Scheduler
+
+    class Recording:
+        def __init__(self) -> None:
+            self.busy = self.most = self.done = 0
+
+        async def deliver(self, entry: QueueEntry, body: bytes, rcpts: Any, hops: Any) -> Any:
+            self.busy += len(body)
+            self.most = max(self.most, self.busy)
+            await asyncio.sleep(0.02)
+            self.busy -= len(body)
+            self.done += 1
+            return [Attempt(RecipientResult(r.address, Outcome.SENT, "2.0.0", "250 ok"),
+                            "test", "250 ok", (0.0, 0.0)) for r in rcpts]
+
+        def sweep(self) -> None: ...
+
+        async def close(self) -> None: ...
+
+    async def main() -> Recording:
+        await queue.open()
+        deliverer = Recording()
+        scheduler = Scheduler(queue, Router(relayhost=("127.0.0.1", 9)), deliverer,  # type: ignore[arg-type]
+                              hostname="relay.test", body_budget=100_000)
+        try:
+            for _ in range(10):
+                await put(queue, b"x" * 40_000)
+            scheduler.start()
+            for _ in range(500):
+                if deliverer.done == 10:
+                    break
+                await asyncio.sleep(0.02)
+            return deliverer
+        finally:
+            await scheduler.stop()
+            await queue.close()
+
+    deliverer = run(main())
+    assert deliverer.done == 10
+    assert 40_000 <= deliverer.most <= 100_000

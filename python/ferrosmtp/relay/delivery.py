@@ -315,28 +315,29 @@ class Deliverer:
             ]
             return result
 
+        extensions = client.esmtp_extensions  # built per call: read it once
         utf8 = envelope.smtputf8 or not (
             envelope.sender.isascii() and all(a.isascii() for a in addresses)
         )
-        if utf8 and not client.supports_extension("smtputf8"):
+        if utf8 and "smtputf8" not in extensions:
             return every(
                 Outcome.BOUNCED,
                 "5.6.7",
                 f"SMTPUTF8 is required, but was not offered by host {hop}",
             )
-        if not body.isascii() and not client.supports_extension("8bitmime"):
+        if not body.isascii() and "8bitmime" not in extensions:
             try:
                 body = to_7bit(body)
             except Unconvertible as error:
                 return every(Outcome.BOUNCED, error.status, f"{error} (host {hop})")
-        limit = client.esmtp_extensions.get("size", "")
+        limit = extensions.get("size", "")
         if limit.isdigit() and int(limit) and len(body) > int(limit):
             return every(
                 Outcome.BOUNCED,
                 "5.3.4",
                 f"message size {len(body)} exceeds size limit {limit} of server {hop}",
             )
-        dsn = client.supports_extension("dsn")
+        dsn = "dsn" in extensions
         groups: dict[tuple[str, ...] | None, list[Recipient]] = {}
         for rcpt in recipients:
             groups.setdefault(rcpt.notify if dsn else None, []).append(rcpt)

@@ -68,6 +68,7 @@ class Scheduler:
         batch: int = 100,
         max_active: int = 1000,
         poll: float = 1.0,
+        body_budget: int = 128 << 20,
     ) -> None:
         self.queue = queue
         self.router = router
@@ -83,6 +84,12 @@ class Scheduler:
         self._room = asyncio.Event()
         self._stopping = False
         self._main: asyncio.Task[None] | None = None
+        # Bodies are delivered from memory: at most this many octets of them at once
+        # (a message bigger than the budget goes alone), so 1000 messages in delivery
+        # cannot mean 1000 big bodies in memory.
+        self.body_budget = body_budget
+        self._body_bytes = 0
+        self._body_room = asyncio.Condition()
 
     # --- hand-over from the accepting side -----------------------------------------------
 
@@ -198,6 +205,20 @@ class Scheduler:
                 )
 
     async def _attempt(self, entry: QueueEntry) -> None:
+        async with self._body_room:
+            await self._body_room.wait_for(
+                lambda: self._body_bytes == 0
+                or self._body_bytes + entry.size <= self.body_budget
+            )
+            self._body_bytes += entry.size
+        try:
+            await self._attempt_with_body(entry)
+        finally:
+            async with self._body_room:
+                self._body_bytes -= entry.size
+                self._body_room.notify_all()
+
+    async def _attempt_with_body(self, entry: QueueEntry) -> None:
         started = time.time()
         try:
             body = await self.queue.read_body(entry)

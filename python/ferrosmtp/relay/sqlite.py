@@ -581,7 +581,7 @@ class SqliteQueue:
     def _list(self, where: str = "", args: tuple[Any, ...] = ()) -> list[QueueEntry]:
         def run(conn: sqlite3.Connection) -> list[QueueEntry]:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages{where} ORDER BY arrival", args
+                f"SELECT {_COLUMNS} FROM messages{where} ORDER BY rowid", args
             ).fetchall()
             entries = []
             for row in rows:
@@ -611,7 +611,7 @@ class SqliteQueue:
                 " 'next_attempt', next_attempt, 'last_error', last_error,"
                 " 'leased', json(CASE WHEN lease_until > ? THEN 'true' ELSE 'false' END),"
                 " 'corrupt', corrupt), body_file, size, corrupt"
-                " FROM messages ORDER BY arrival",
+                " FROM messages ORDER BY rowid",  # insertion order: arrival order, no sort
                 (now,),
             )
             for line, name, size, corrupt in rows:
