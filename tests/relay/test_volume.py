@@ -67,7 +67,6 @@ def test_a_big_queue_waits_for_the_next_hop_then_drains(tmp_path: Path) -> None:
         wait_until(lambda: queue_size(spool)[0] == VOLUME, 120, f"{VOLUME} queued")
         count, seconds = queue_size(spool)
         assert count == VOLUME
-        assert seconds < 2.0, f"queue list of {VOLUME} took {seconds:.2f} s"
         with SmtpSink(port=sink_port, max_connections=256) as sink:
             retried = subprocess.run(
                 [sys.executable, "-m", "ferrosmtp", "queue", "retry", "--all", "--spool",
@@ -81,3 +80,4 @@ def test_a_big_queue_waits_for_the_next_hop_then_drains(tmp_path: Path) -> None:
         print(f"\nvolume test: {VOLUME} messages, queue list {seconds:.2f} s, "
               f"relay peak RSS {rss / (1 << 20):.0f} MiB")
         assert rss < RSS_LIMIT
+        assert seconds < 2.0, f"queue list of {VOLUME} took {seconds:.2f} s"
