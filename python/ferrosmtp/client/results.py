@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ferrosmtp.errors import SMTPRecipientRefused, SMTPRecipientsRefused
+
+if TYPE_CHECKING:
+    from ferrosmtp.codec import Reply
 
 __all__ = ["SMTPResponse", "SMTPStatus", "SendResult", "all_refused", "smtp_response"]
 
@@ -89,7 +92,7 @@ class SendResult(tuple[dict[str, SMTPResponse], str]):
         return self[1]
 
 
-def smtp_response(reply: Any) -> SMTPResponse:
+def smtp_response(reply: Reply) -> SMTPResponse:
     """An SMTPResponse from a codec Reply."""
     return SMTPResponse(int(reply.code), str(reply.text))
 

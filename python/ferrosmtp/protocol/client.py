@@ -40,9 +40,12 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ferrosmtp import codec as _active_codec
+
+if TYPE_CHECKING:
+    from ferrosmtp.codec import DotStuffer, EhloReply, Reply
 
 __all__ = [
     "Answer",
@@ -271,7 +274,7 @@ class Command(NamedTuple):
         return False
 
     @classmethod
-    def hello(cls, verb: str, name: str, *, codec: Any = None) -> Command:
+    def hello(cls, verb: str, name: str, *, codec: ModuleType | None = None) -> Command:
         """EHLO, HELO or LHLO with the client's name: a domain or an address literal."""
         if verb not in ("EHLO", "HELO", "LHLO"):
             raise ValueError(f"not a greeting command: {verb!r}")
@@ -285,7 +288,7 @@ class Command(NamedTuple):
         params: Mapping[str, str | None] | None = None,
         *,
         smtputf8: bool = False,
-        codec: Any = None,
+        codec: ModuleType | None = None,
     ) -> Command:
         """MAIL FROM:<sender> [params]. ``sender`` may be empty (or ``<>``): the null path.
 
@@ -305,7 +308,7 @@ class Command(NamedTuple):
         params: Mapping[str, str | None] | None = None,
         *,
         smtputf8: bool = False,
-        codec: Any = None,
+        codec: ModuleType | None = None,
     ) -> Command:
         """RCPT TO:<recipient> [params]."""
         address, null, _ = _canonical_path(recipient, smtputf8, "recipient", codec)
@@ -317,7 +320,7 @@ class Command(NamedTuple):
 
     @classmethod
     def query(
-        cls, verb: str, argument: str, *, smtputf8: bool = False, codec: Any = None
+        cls, verb: str, argument: str, *, smtputf8: bool = False, codec: ModuleType | None = None
     ) -> Command:
         """VRFY or EXPN: a user or list name (an atom, a dot-string or a quoted string,
         RFC 5321 §4.1.1.6) or a mailbox (``a@b`` or ``<a@b>``, parsed as MAIL and RCPT
@@ -414,7 +417,7 @@ _SIMPLE = {
 }
 
 
-def check_hello_name(name: str, *, codec: Any = None) -> None:
+def check_hello_name(name: str, *, codec: ModuleType | None = None) -> None:
     """Refuse an EHLO/HELO/LHLO name that is not an ASCII domain or address literal.
 
     The check borrows the address parser (``postmaster@<name>``), so it accepts exactly
@@ -431,7 +434,10 @@ def check_hello_name(name: str, *, codec: Any = None) -> None:
 
 
 def format_params(
-    params: Mapping[str, str | None] | None, *, smtputf8: bool = False, codec: Any = None
+    params: Mapping[str, str | None] | None,
+    *,
+    smtputf8: bool = False,
+    codec: ModuleType | None = None,
 ) -> tuple[Params, str]:
     """ESMTP parameters as `` KEY=value KEY2`` (leading space), and their items.
 
@@ -493,7 +499,9 @@ def _check_base64(text: str, *, allow_equals: bool) -> None:
             raise ValueError("a SASL response must be base64 text")
 
 
-def _canonical_path(text: str, smtputf8: bool, role: str, codec: Any) -> tuple[str, bool, bool]:
+def _canonical_path(
+    text: str, smtputf8: bool, role: str, codec: ModuleType | None
+) -> tuple[str, bool, bool]:
     """``(address, is_null, is_postmaster)`` of an address given as ``a@b`` or ``<a@b>``.
 
     Parsed with the server's parser and re-serialized, so only a valid RFC 5321 path
@@ -506,7 +514,7 @@ def _canonical_path(text: str, smtputf8: bool, role: str, codec: Any) -> tuple[s
 
 @functools.lru_cache(maxsize=4096)  # pure: bulk senders repeat the same addresses
 def _canonical_path_cached(
-    text: str, smtputf8: bool, role: str, codec: Any
+    text: str, smtputf8: bool, role: str, codec: ModuleType
 ) -> tuple[str, bool, bool]:
     if _CONTROL.search(text):
         raise ValueError(f"the {role} address contains CR, LF, NUL or another control character")
@@ -555,7 +563,7 @@ class Answer(NamedTuple):
 
     command: str
     argument: str
-    reply: Any
+    reply: Reply
 
     @property
     def code(self) -> int:
@@ -570,7 +578,7 @@ class Answer(NamedTuple):
 class ServerClosing(NamedTuple):
     """A 421 that answered no command: the server is shutting the session down."""
 
-    reply: Any
+    reply: Reply
 
 
 Event = Answer | ServerClosing
@@ -589,7 +597,7 @@ class _Transaction:
         self.mail_ok: bool | None = None
         self.recipients = 0  # RCPT commands sent
         self.accepted: list[str] = []  # recipients the server took
-        self.stuffer: Any = None  # DotStuffer for DATA content or BDAT chunks
+        self.stuffer: DotStuffer | None = None  # for DATA content or BDAT chunks
 
 
 class _Pending:
@@ -633,14 +641,14 @@ class ClientConnection:
         # not advertise is sent all the same and the server decides, as aiosmtplib does
         # (its drop-in sets it). The SIZE limit and the SMTPUTF8 rules hold either way.
         self.check_extensions = check_extensions
-        self.codec: Any = codec if codec is not None else _active_codec
+        self.codec: ModuleType = codec if codec is not None else _active_codec
         self._reader = self.codec.ReplyReader(
             max_line=max_reply_line, max_lines=max_reply_lines, max_reply=max_reply
         )
         self._phase = Phase.GREETING
         self._pending: deque[_Pending] = deque([_Pending("CONNECT")])
         self._transaction: _Transaction | None = None
-        self._extensions: Any = None  # EhloReply after a 250 to EHLO/LHLO
+        self._extensions: EhloReply | None = None  # after a 250 to EHLO/LHLO
         self._names: frozenset[str] = frozenset()  # its keywords, upper-cased
         self._pipelining = False
         self._max_size: int | None = None
@@ -664,7 +672,7 @@ class ClientConnection:
         return len(self._pending)
 
     @property
-    def extensions(self) -> Any:
+    def extensions(self) -> EhloReply | None:
         """The codec's ``EhloReply`` of the last successful EHLO/LHLO, or None (before
         it, after HELO, and after STARTTLS until the next EHLO)."""
         return self._extensions
@@ -898,11 +906,12 @@ class ClientConnection:
         held back from the previous one) are produced, so a large message is never
         copied whole."""
         txn = self._transaction
-        if self._phase is not Phase.BODY or txn is None:
+        stuffer = txn.stuffer if txn is not None else None
+        if self._phase is not Phase.BODY or stuffer is None:  # BODY: the 354 made one
             raise LocalProtocolError(
                 f"message content is not allowed now (phase: {self._phase.value})"
             )
-        out: bytes = txn.stuffer.feed(data)
+        out: bytes = stuffer.feed(data)
         return out
 
     def end_data(self) -> bytes:
@@ -911,11 +920,12 @@ class ClientConnection:
         Also the right thing to send after a 354 when no recipient was accepted (RFC 2920
         §3.1: "the client SMTP should send a single dot")."""
         txn = self._transaction
-        if self._phase is not Phase.BODY or txn is None:
+        stuffer = txn.stuffer if txn is not None else None
+        if self._phase is not Phase.BODY or txn is None or stuffer is None:
             raise LocalProtocolError(
                 f"message content is not allowed now (phase: {self._phase.value})"
             )
-        out: bytes = txn.stuffer.finish()
+        out: bytes = stuffer.finish()
         txn.stuffer = None
         self._phase = Phase.READY
         self._transaction = None
@@ -968,7 +978,7 @@ class ClientConnection:
         self._authenticated = False
         self._phase = Phase.UNIDENTIFIED
 
-    def _set_extensions(self, extensions: Any) -> None:
+    def _set_extensions(self, extensions: EhloReply | None) -> None:
         self._extensions = extensions
         self._names = frozenset(extensions.extensions) if extensions is not None else frozenset()
         self._pipelining = "PIPELINING" in self._names
@@ -1042,7 +1052,7 @@ class ClientConnection:
         self._pending.extendleft(reversed(expanded[1:]))
         return expanded[0]
 
-    def _apply_reply(self, pending: _Pending, reply: Any) -> Phase:
+    def _apply_reply(self, pending: _Pending, reply: Reply) -> Phase:
         """How each reply changes the session; returns the phase after it."""
         code = reply.code
         verb = pending.verb
