@@ -4,15 +4,19 @@
     python docs/benchmarks/charts.py --check    # fails if a committed chart is stale
 
 Each data/<name>.json holds the figures of one README table (or one bench run), the
-command that produced them and the conditions. The charts are plain SVG written by this
-script (horizontal bars, one group per workload, each group scaled to its own largest
-value), so they need no plotting library and come out byte-identical every time.
+command that produced them and the conditions; ``source`` names the table (a section
+between ``--8<-- [start:NAME]`` and ``[end:NAME]`` markers), and ``--check`` fails when a
+figure drawn is not in it, so a table rerun and a stale chart cannot live side by side.
+The charts are plain SVG written by this script (horizontal bars, one group per workload,
+each group scaled to its own largest value), so they need no plotting library and come
+out byte-identical every time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from html import escape
 from pathlib import Path
@@ -85,22 +89,51 @@ def render(data: dict) -> str:
     )
 
 
+def section(path: Path, name: str) -> str:
+    text = path.read_text("utf-8")
+    match = re.search(rf"--8<-- \[start:{name}\](.*?)--8<-- \[end:{name}\]", text, re.S)
+    if match is None:
+        sys.exit(f"charts: no section {name!r} in {path}")
+    return match.group(1)
+
+
+def missing_figures(data: dict) -> list[str]:
+    """The figures of ``data`` that its source tables do not show."""
+    root = HERE.parent.parent
+    text = " ".join(section(root / data["source"]["file"], s) for s in data["source"]["sections"])
+    missing = []
+    for group in data["groups"]:
+        for bar in group["bars"]:
+            value = bar["value"]
+            forms = {f"{value:,}", f"{value}", f"{value:.1f}", f"{value:.2f}", f"{value:,.0f}"}
+            shown = (re.search(rf"(?<![\d.,]){re.escape(f)}(?![\d,])", text) for f in forms)
+            if not any(shown):
+                missing.append(f"{group['name']} / {bar['label']}: {value}")
+    return missing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="fail if a chart is stale")
     check = parser.parse_args().check
     stale = []
     for source in sorted((HERE / "data").glob("*.json")):
-        svg = render(json.loads(source.read_text()))
+        data = json.loads(source.read_text())
+        for figure in missing_figures(data):
+            stale.append(f"{source.name} ({figure}: not in its table)")
+        svg = render(data)
         target = HERE / f"{source.stem}.svg"
         if check:
             if not target.exists() or target.read_text() != svg:
                 stale.append(target.name)
-        else:
+        elif not stale:
             target.write_text(svg)
             print(f"wrote {target.relative_to(HERE.parent.parent)}")
     if stale:
-        sys.exit(f"stale charts (run python docs/benchmarks/charts.py): {', '.join(stale)}")
+        sys.exit(
+            "charts: stale: " + "; ".join(stale) + " (update data/*.json to the tables, "
+            "then run python docs/benchmarks/charts.py)"
+        )
 
 
 if __name__ == "__main__":
