@@ -13,11 +13,14 @@ trap 'rm -rf "$work"' EXIT
 
 "$python" -m venv "$work/venv"
 pip=("$work/venv/bin/python" -m pip --disable-pip-version-check -q)
+# ferrosmtp from DIST only (never from an index), then its dependencies from the index.
 if [ "$backend" = rust ]; then
-    "${pip[@]}" install --no-index --find-links "$dist" ferrosmtp
+    "${pip[@]}" install --no-index --no-deps --find-links "$dist" ferrosmtp
 else
-    "${pip[@]}" install "$dist"/ferrosmtp-*-py3-none-any.whl
+    "${pip[@]}" install --no-deps "$dist"/ferrosmtp-*-py3-none-any.whl
 fi
+"$work/venv/bin/python" "$here/wheel_deps.py" | "$work/venv/bin/python" -m pip \
+    --disable-pip-version-check -q install -r /dev/stdin
 tag=$("$work/venv/bin/python" -c '
 import importlib.metadata as m
 print(" ".join(l.split(": ")[1] for l in m.distribution("ferrosmtp").read_text("WHEEL").splitlines() if l.startswith("Tag: ")))')
