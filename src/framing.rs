@@ -369,15 +369,34 @@ impl ServerReader {
         }
     }
 
-    fn too_long(&self, start: &[u8]) -> Item {
-        // RFC 4954 §4: an AUTH line, initial response included, that is too long is 5.5.6
+    /// Refuse an overlong line. A BDAT line is not discarded like the others: its chunk
+    /// size cannot be read, so the bytes after it would be chunk content read as commands;
+    /// the reader stops instead, whatever the length (checklist B4, Postfix `bdat_cmd`).
+    fn too_long(&mut self, start: &[u8], out: &mut Vec<Item>) {
         let verb = &start[..start.len().min(5)];
+        if self.mode == Mode::Command && verb.eq_ignore_ascii_case(b"BDAT ") {
+            out.push(Item::Violation(Violation::new(
+                "syntax",
+                error::BDAT_SYNTAX,
+                true,
+            )));
+            self.close();
+            return;
+        }
+        // RFC 4954 §4: an AUTH line, initial response included, that is too long is 5.5.6
         let canned = if self.mode == Mode::Line || verb.eq_ignore_ascii_case(b"AUTH ") {
             error::AUTH_LINE_TOO_LONG
         } else {
             error::LINE_TOO_LONG
         };
-        Item::Violation(Violation::new("line_too_long", canned, false))
+        out.push(Item::Violation(Violation::new(
+            "line_too_long",
+            canned,
+            false,
+        )));
+        if self.mode == Mode::Line {
+            self.mode = Mode::Paused;
+        }
     }
 
     /// Drop the rest of an overlong line; keep a final CR that may start a CRLF.
@@ -399,22 +418,23 @@ impl ServerReader {
             Some(found) => found,
             None => {
                 if buf.len() - pos > limit {
-                    out.push(self.too_long(&buf[pos..]));
-                    self.discarding = true;
-                    if self.mode == Mode::Line {
-                        self.mode = Mode::Paused;
+                    self.too_long(&buf[pos..], out);
+                    if self.mode == Mode::Closed {
+                        return buf.len();
                     }
+                    self.discarding = true;
                     return self.discard(buf, pos);
                 }
                 return pos;
             }
         };
         if next - pos > limit {
-            out.push(self.too_long(&buf[pos..]));
-            if self.mode == Mode::Line {
-                self.mode = Mode::Paused;
-            }
-            return next;
+            self.too_long(&buf[pos..], out);
+            return if self.mode == Mode::Closed {
+                buf.len()
+            } else {
+                next
+            };
         }
         let line = &buf[pos..end];
         if self.mode == Mode::Line {
@@ -894,5 +914,26 @@ mod tests {
         items.extend(r.feed(b"\r\nNOOP\r\n"));
         assert_eq!(items.len(), 2);
         assert!(matches!(&items[0], Item::Violation(v) if v.kind == "line_too_long"));
+    }
+
+    #[test]
+    fn an_overlong_bdat_line_stops_the_reader() {
+        // Issue 10 fault 3: its chunk would otherwise be read as commands.
+        for whole in [true, false] {
+            let mut r = reader(false);
+            let mut line = b"bdat 15 ".to_vec();
+            line.extend_from_slice(&[b'X'; 600]);
+            line.extend_from_slice(b"\r\nNOOP smuggled\r\n");
+            let items = if whole {
+                r.feed(&line)
+            } else {
+                let mut items = r.feed(&line[..520]);
+                items.extend(r.feed(&line[520..]));
+                items
+            };
+            assert_eq!(items.len(), 1);
+            assert!(matches!(&items[0], Item::Violation(v) if v.fatal && v.code == 521));
+            assert_eq!(r.mode(), Mode::Closed);
+        }
     }
 }

@@ -269,11 +269,23 @@ class ServerReader:
             return max(self.max_auth_line, self.max_command_line)
         return self.max_command_line
 
-    def _too_long(self, start: bytes) -> Violation:
+    def _too_long(self, start: bytes, out: list[Item]) -> None:
+        """Refuse an overlong line. A BDAT line is not discarded like the others: its
+        chunk size cannot be read, so the bytes after it would be chunk content read as
+        commands; the reader stops instead, whatever the length (checklist B4, Postfix
+        ``bdat_cmd``)."""
+        verb = start[:5].upper()
+        if self._mode == COMMAND and verb == b"BDAT ":
+            out.append(_violation("syntax", error.BDAT_SYNTAX, fatal=True))
+            self._close()
+            return
         # RFC 4954 §4: an AUTH line, initial response included, that is too long is 5.5.6
-        if self._mode == LINE or start[:5].upper() == b"AUTH ":
-            return _violation("line_too_long", error.AUTH_LINE_TOO_LONG)
-        return _violation("line_too_long", error.LINE_TOO_LONG)
+        if self._mode == LINE or verb == b"AUTH ":
+            out.append(_violation("line_too_long", error.AUTH_LINE_TOO_LONG))
+        else:
+            out.append(_violation("line_too_long", error.LINE_TOO_LONG))
+        if self._mode == LINE:
+            self._mode = PAUSED
 
     def _discard(self, buf: bytes, pos: int) -> int:
         """Drop the rest of an overlong line; keep a final CR that may start a CRLF."""
@@ -290,17 +302,15 @@ class ServerReader:
         limit = self._line_limit(buf[pos : pos + 5])
         if end < 0:
             if len(buf) - pos > limit:
-                out.append(self._too_long(buf[pos : pos + 5]))
+                self._too_long(buf[pos : pos + 5], out)
+                if self._mode == CLOSED:
+                    return len(buf)
                 self._discarding = True
-                if self._mode == LINE:
-                    self._mode = PAUSED
                 return self._discard(buf, pos)
             return pos
         if nxt - pos > limit:
-            out.append(self._too_long(buf[pos : pos + 5]))
-            if self._mode == LINE:
-                self._mode = PAUSED
-            return nxt
+            self._too_long(buf[pos : pos + 5], out)
+            return len(buf) if self._mode == CLOSED else nxt
         line = buf[pos:end]
         if self._mode == LINE:
             out.append(Line(line))
