@@ -37,6 +37,14 @@ class Response:
         prefix = f"{self.enhanced} " if self.enhanced else ""
         return f"{self.code} {prefix}{' / '.join(self.lines)}"
 
+    def fill(self, **values: str) -> Response:
+        """This reply with ``{name}`` in its text replaced by ``values[name]`` (plain
+        replacement, not ``str.format``: a value may hold braces)."""
+        lines = self.lines
+        for name, value in values.items():
+            lines = tuple(line.replace("{" + name + "}", value) for line in lines)
+        return Response(self.code, lines, self.enhanced)
+
 
 class Event:
     """Base class of everything next_event() returns."""
@@ -172,6 +180,16 @@ class AuthAborted(Event):
     too long, and the connection has already answered ``response``."""
 
     response: Response
+    needs_answer = False
+
+
+@dataclass(slots=True)
+class Delay(Event):
+    """The client keeps making errors (inform): wait ``seconds`` before reading or
+    answering anything more (Postfix's ``smtpd_soft_error_limit`` and
+    ``smtpd_error_sleep_time``). The replies so far are sent first."""
+
+    seconds: float
     needs_answer = False
 
 

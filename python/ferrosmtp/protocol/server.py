@@ -17,36 +17,11 @@ from typing import Any
 
 from ferrosmtp import codec as default_codec
 from ferrosmtp.protocol import events as ev
+from ferrosmtp.protocol import params as rules
 from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Event, Response
+from ferrosmtp.protocol.replies import Replies
 
 R = Response.of
-
-# Replies the connection gives by itself (texts follow Postfix and aiosmtpd where clients
-# are known to match on them).
-NEED_HELO = R(503, "Error: send HELO/EHLO first", "5.5.1")
-NEED_EHLO = R(503, "Error: send EHLO first", "5.5.1")
-NEED_MAIL = R(503, "Error: need MAIL command", "5.5.1")
-NESTED_MAIL = R(503, "Error: nested MAIL command", "5.5.1")
-NO_RECIPIENTS = R(554, "Error: no valid recipients", "5.5.1")
-BDAT_IN_PROGRESS = R(503, "Error: BDAT transaction in progress", "5.5.1")
-BDAT_FAILED = R(503, "Error: this message was refused; send RSET", "5.5.1")
-NULL_BDAT = R(501, "Error: BDAT 0 without LAST", "5.5.4")
-NEED_STARTTLS = R(530, "Must issue a STARTTLS command first", "5.7.0")
-NEED_AUTH = R(530, "Authentication required", "5.7.0")
-MAIL_PARAMS_NEED_EHLO = R(501, "Syntax: MAIL FROM:<address> (parameters need EHLO)", "5.5.4")
-RCPT_PARAMS_NEED_EHLO = R(501, "Syntax: RCPT TO:<address> (parameters need EHLO)", "5.5.4")
-TOO_MANY_RECIPIENTS = R(452, "Error: too many recipients", "4.5.3")
-MESSAGE_TOO_BIG = R(552, "Message size exceeds fixed maximum message size", "5.3.4")
-NEED_SMTPUTF8 = R(553, "Must declare SMTPUTF8 to send unicode address", "5.6.7")
-NOT_IMPLEMENTED = R(502, "Error: command not implemented", "5.5.1")
-TLS_ACTIVE = R(554, "Error: TLS already active", "5.5.1")
-STARTTLS_PIPELINED = R(554, "Error: commands pipelined after STARTTLS", "5.5.1")
-ALREADY_AUTHENTICATED = R(503, "Error: already authenticated", "5.5.1")
-AUTH_IN_TRANSACTION = R(503, "Error: MAIL transaction in progress", "5.5.1")
-UNKNOWN_MECHANISM = R(504, "Unrecognized authentication type", "5.5.4")
-AUTH_ENCRYPTION = R(538, "Encryption required for requested authentication mechanism", "5.7.11")
-HTTP_COMMAND = R(502, "Error: HTTP command received, this is an SMTP server", "5.7.0")
-DATA_READY = R(354, "End data with <CR><LF>.<CR><LF>")
 
 # RFC 3207 §4: what a server that requires TLS answers before the handshake (aiosmtpd's
 # ALLOWED_BEFORE_STARTTLS, with LMTP's LHLO); everything else gets 530.
@@ -58,7 +33,6 @@ JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP"})
 # RFC 2920 §3.1: these end a pipelined group; bytes after them are a protocol violation.
 SYNC_VERBS = frozenset({"EHLO", "HELO", "LHLO", "DATA", "NOOP", "VRFY", "EXPN"})
 HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "PATCH"})
-DSN_NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 
 
 @dataclass
@@ -74,7 +48,15 @@ class ServerConfig:
     max_text_line: int | None = None
     bare_newline: str = "reject"
     max_recipients: int = 1000
-    max_errors: int = 10
+    # Errors: every refused command counts (Postfix's smtpd_hard_error_limit, 20), and
+    # from soft_error_limit on each one costs the client error_sleep seconds first
+    # (smtpd_soft_error_limit, 10, and smtpd_error_sleep_time, 1 s). A delivered message
+    # forgives them. RCPTs over max_recipients count only past the overshoot allowance
+    # (smtpd_recipient_overshoot_limit), so a large fan-out gets its 452s and goes on.
+    max_errors: int = 20
+    soft_error_limit: int = 10
+    error_sleep: float = 1.0
+    recipient_overshoot_limit: int = 1000
     max_auth_failures: int = 3
     max_junk_commands: int = 100
     smtputf8: bool = True
@@ -91,6 +73,7 @@ class ServerConfig:
     auth_require_tls: bool = True
     strict_pipelining: bool = True
     extra_extensions: tuple[str, ...] = field(default=())
+    replies: Replies = field(default_factory=Replies)
     # Another server's words for the same replies (ferrosmtp.compat.aiosmtpd): called
     # with each reply, the event it answers (None for a refusal) and the verb of the last
     # command, it returns the reply to send. The rules and limits stay this module's.
@@ -99,6 +82,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.max_recipients < 1 or self.max_errors < 1 or self.max_auth_failures < 1:
             raise ValueError("limits must be at least 1")
+        if self.soft_error_limit < 1 or self.error_sleep < 0 or self.recipient_overshoot_limit < 0:
+            raise ValueError("soft_error_limit must be at least 1, the others not negative")
         if self.bare_newline not in ("reject", "normalize"):
             raise ValueError("bare_newline must be 'reject' or 'normalize'")
 
@@ -126,17 +111,19 @@ def _default_enhanced(event: Event | None, code: int) -> str | None:
     return None
 
 
-# Default answers that do not depend on the connection (the others are computed).
-_FIXED_DEFAULTS: dict[type, Response] = {
-    ev.Quit: R(221, "Bye", "2.0.0"),
-    ev.Verify: R(252, "Cannot VRFY user, but will accept message and attempt delivery", "2.0.0"),
-    ev.Expand: R(502, "EXPN not implemented", "5.5.1"),
-    ev.StartTLS: R(220, "Ready to start TLS", "2.0.0"),
-    ev.Auth: R(535, "Authentication credentials invalid", "5.7.8"),
-    ev.AuthLine: R(535, "Authentication credentials invalid", "5.7.8"),
-    ev.MessageEnd: R(250, "OK", "2.0.0"),
-}
-_OK = R(250, "OK")
+def host_replies(config: ServerConfig) -> Replies:
+    """The configuration's reply table with its host name filled in, made once per
+    configuration (and again if its replies, host name or greeting change)."""
+    key = (config.replies, config.hostname, config.greeting)
+    cached: tuple[tuple[Replies, str, str], Replies] | None = config.__dict__.get("_host_replies")
+    if cached is not None and cached[0][0] is key[0] and cached[0][1:] == key[1:]:
+        return cached[1]
+    table = config.replies.for_host(config.hostname, config.greeting)
+    config.__dict__["_host_replies"] = (key, table)
+    return table
+
+
+_AUTH = ev.Auth("", None)  # what an AUTH reply answers, for its default enhanced code
 
 # Formatted replies, by (response, enhanced): most replies of a busy server are the same
 # few. Bounded, since handlers may put unique text (queue ids) in theirs.
@@ -153,6 +140,7 @@ class ServerConnection:
         self.config: ServerConfig = config or ServerConfig()
         self._codec = codec or default_codec.backend
         c = self.config
+        self.replies = host_replies(c)
         self._reader = self._codec.ServerReader(
             max_command_line=c.max_command_line,
             max_auth_line=c.max_auth_line,
@@ -176,6 +164,8 @@ class ServerConnection:
         self.errors: int = 0
         self.junk: int = 0  # junk commands since the last message delivered
         self.auth_failures: int = 0
+        self._delay = 0.0  # seconds the client's errors cost it, not yet paid
+        self._started = False
         self.verb: str = ""  # of the last command, for the dialect
         self._received_any = False
         self._auth_in_progress = False
@@ -190,8 +180,9 @@ class ServerConnection:
         self._in_data = False
         self._bdat_total = 0
         self._bdat_started = False
-        self._bdat_failure: Response | None = None  # the refusal later chunks repeat
+        self._bdat_failed = False  # a chunk was refused: the rest is dropped (until LAST)
         self._chunk_refusal: Response | None = None  # this chunk is being discarded
+        self._rcpt_overshoot = 0  # RCPTs refused for max_recipients
 
     @property
     def esmtp(self) -> bool:
@@ -200,6 +191,11 @@ class ServerConnection:
     @property
     def in_transaction(self) -> bool:
         return self.mail is not None
+
+    @property
+    def in_bdat(self) -> bool:
+        """A BDAT transaction is running or has failed: only BDAT and RSET go on."""
+        return self._bdat_started or self._bdat_failed
 
     @property
     def auth_in_progress(self) -> bool:
@@ -249,12 +245,23 @@ class ServerConnection:
 
     def start(self) -> None:
         """Queue the greeting (220)."""
-        c = self.config
-        self._send(R(220, f"{c.hostname} {c.greeting}".rstrip()), None, plain=True)
+        self._started = True
+        self._send(self.replies.greeting, None, plain=True)
+
+    def refuse_connection(self, response: Response) -> None:
+        """Instead of the greeting: refuse the session (``replies.too_many_connections``
+        or ``too_many_connections_from_address``) and close."""
+        self._started = True
+        self._fatal(response)
 
     def receive_data(self, data: bytes) -> None:
         """Take bytes the client sent; the events they complete come from ``next_event()``."""
         if self._closing:
+            return
+        if not self._started and data:
+            # Checklist B3: a client that talks before the greeting is not a real MTA
+            # (Postfix's pregreet test; the greeting may be delayed to catch them).
+            self._fatal(self.replies.sync_error)
             return
         if self.tls_pending:
             # Plaintext after our 220 to STARTTLS, before the handshake: never read it.
@@ -280,6 +287,9 @@ class ServerConnection:
         while True:
             if self._closing:
                 return CLOSED
+            if self._delay:
+                delay, self._delay = self._delay, 0.0
+                return ev.Delay(delay)
             if self.tls_pending:
                 return NEED_DATA
             if not self._items:
@@ -314,12 +324,7 @@ class ServerConnection:
         if event is None:
             raise RuntimeError("no event is waiting for an answer")
         if type(event) in (ev.Auth, ev.AuthLine):
-            if response.code == 334:
-                self.auth_challenge(response.lines[0])
-            elif response.code == 235:
-                self.auth_succeeded(response)
-            else:
-                self.auth_failed(response)
+            self.auth_respond(response)
             return
         self._awaiting = None
         self._send(response, event)
@@ -334,19 +339,31 @@ class ServerConnection:
 
     def default_response(self, event: Event) -> Response:
         """The reply the server gives ``event`` when no hook decides otherwise."""
-        fixed = _FIXED_DEFAULTS.get(type(event))
-        if fixed is not None:
-            return fixed
-        c = self.config
-        if isinstance(event, ev.Hello):
+        r = self.replies
+        kind = type(event)
+        if kind is ev.MessageEnd:
+            return r.message_accepted
+        if kind is ev.Hello:
+            assert isinstance(event, ev.Hello)
             if event.verb == "HELO":
-                return R(250, c.hostname)
-            return R(250, [c.hostname, *event.extensions])
-        if isinstance(event, ev.Help):
-            return R(214, "Supported commands: " + " ".join(self._commands_supported()), "2.0.0")
-        if isinstance(event, ev.Unknown):
-            return R(500, f'Error: command "{event.verb}" not recognized', "5.5.1")
-        return _OK
+                return r.helo
+            return Response(250, (*r.helo.lines, *event.extensions), r.helo.enhanced)
+        if kind is ev.Quit:
+            return r.quit
+        if kind is ev.Verify:
+            return r.vrfy
+        if kind is ev.Expand:
+            return r.expn
+        if kind is ev.StartTLS:
+            return r.starttls_ready
+        if kind is ev.Auth or kind is ev.AuthLine:
+            return r.auth_invalid
+        if kind is ev.Help:
+            return r.help.fill(commands=" ".join(self._commands_supported()))
+        if kind is ev.Unknown:
+            assert isinstance(event, ev.Unknown)
+            return r.unknown_command.fill(verb=event.verb)
+        return r.ok
 
     def respond_lmtp(self, responses: list[Response]) -> None:
         """Answer MessageEnd under LMTP: one reply per accepted recipient (RFC 2033 §4.2)."""
@@ -360,7 +377,9 @@ class ServerConnection:
             self._send(response, event)
         self._reset_transaction()
         if any(r.positive for r in responses):
-            self.junk = 0
+            self._delivered()
+        else:
+            self._count_error()
 
     def _apply(self, event: Event, response: Response) -> None:
         """What an answer changes: the state transition of the event it answers."""
@@ -376,20 +395,28 @@ class ServerConnection:
         elif kind is ev.MessageEnd:
             self._reset_transaction()
             if ok:
-                self.junk = 0  # a client that delivers mail is not looping on junk
+                self._delivered()
         elif kind is ev.Hello:
             if ok:
                 self.hello, self.hello_name = event.verb, event.hostname  # type: ignore[attr-defined]
         elif kind is ev.Quit:
             self._close()
+            return
         elif kind is ev.StartTLS:
             if ok:
                 self.tls_pending = True  # the reader stays paused until the handshake
             else:
                 self._resume(self._reader.expect_command())
-        elif kind is ev.Unknown:
-            if response.code >= 500:
-                self._count_error()
+        if response.code >= 400:
+            # Every refused command is an error, whoever refused it (Postfix counts the
+            # same): a hook's 550s to a directory harvest cost the harvester too.
+            self._count_error()
+
+    def _delivered(self) -> None:
+        """A message was accepted: the client is not looping on junk or errors, and is
+        forgiven its earlier ones (Postfix resets both counters here)."""
+        self.junk = 0
+        self.errors = 0
 
     # -- AUTH ------------------------------------------------------------------------------
 
@@ -404,35 +431,43 @@ class ServerConnection:
         self._out += b"334 " + challenge.encode("ascii") + b"\r\n"
         self._resume(self._reader.expect_line())
 
+    def auth_respond(self, response: Response) -> None:
+        """Answer the AUTH exchange with a reply by its code: 334 is a challenge, 235 ends
+        it with success, anything else with failure."""
+        if response.code == 334:
+            self.auth_challenge(" ".join(response.lines))
+        elif response.code == 235:
+            self.auth_succeeded(response)
+        else:
+            self.auth_failed(response)
+
     def auth_succeeded(self, response: Response | None = None) -> None:
         """End the AUTH exchange: the client is authenticated (235 unless ``response`` says)."""
         if not self._end_auth():
             return
         self.authenticated = True
-        self._send(response or R(235, "Authentication successful", "2.7.0"), ev.Auth("", None))
+        self._send(response or self.replies.auth_succeeded, _AUTH)
         self._resume(self._reader.expect_command())
 
     def auth_failed(self, response: Response | None = None) -> None:
-        """End the AUTH exchange refused (535 unless ``response`` says); too many failures close."""
+        """End the exchange with a failure (``replies.auth_invalid`` by default, or
+        another entry: ``auth_cancelled``, ``auth_bad_base64``, ``auth_locked_out``...).
+        Any failure is an error of the session; a 535 is also a failed login."""
         if not self._end_auth():
             return
-        response = response or R(535, "Authentication credentials invalid", "5.7.8")
-        self._send(response, ev.Auth("", None))
+        response = response or self.replies.auth_invalid
+        if response.code < 400:
+            raise ValueError(f"an AUTH failure needs a 4xx or 5xx reply, not {response.code}")
+        self._send(response, _AUTH)
         if response.code == 535:
             self.auth_failures += 1
             if self.auth_failures >= self.config.max_auth_failures:
                 # RFC 4954 §9 allows dropping after failures, but not before three.
-                self._send(
-                    R(
-                        421,
-                        f"{self.config.hostname} Error: too many authentication failures",
-                        "4.7.0",
-                    ),
-                    None,
-                )
-                self._close()
+                self._fatal(self.replies.too_many_auth_failures)
                 return
-        self._resume(self._reader.expect_command())
+        self._count_error()
+        if not self._closing:
+            self._resume(self._reader.expect_command())
 
     def _end_auth(self) -> bool:
         if not self._auth_in_progress:
@@ -457,9 +492,35 @@ class ServerConnection:
 
     def timeout(self) -> None:
         """The idle timer fired: say so and close."""
+        self._end(self.replies.timeout)
+
+    def hook_timed_out(self) -> None:
+        """The application did not answer in time: say so and close."""
+        self._end(self.replies.hook_timeout)
+
+    def internal_error(self) -> None:
+        """The application failed in a way that leaves the session unusable: say so and
+        close."""
+        self._end(self.replies.internal_error)
+
+    def shutdown(self) -> None:
+        """The server is stopping: say so (RFC 5321 §3.8: 421, then close), whatever the
+        session was doing; a client that has not been greeted is only disconnected."""
+        self._end(self.replies.shutting_down if self._started else None)
+
+    def push(self, response: Response) -> None:
+        """Queue a reply that answers no event (aiosmtpd's ``push``), exactly as given:
+        no enhanced code is added or removed."""
         if not self._closing:
-            self._awaiting = None
-            self._send(R(421, f"{self.config.hostname} Error: timeout exceeded", "4.4.2"), None)
+            self._out += self._codec.format_reply(
+                response.code, list(response.lines), response.enhanced
+            )
+
+    def _end(self, response: Response | None) -> None:
+        if not self._closing:
+            self._auth_in_progress = False
+            if response is not None:
+                self._send(response, None)
             self._close()
 
     def close(self) -> None:
@@ -491,18 +552,22 @@ class ServerConnection:
             _wire_cache[key] = wire
         self._out += wire
 
-    def _refuse(self, response: Response, *, error: bool | None = None) -> None:
-        """Answer a command the connection refuses by itself; a permanent (5xx) refusal
-        counts toward max_errors unless ``error`` says otherwise."""
+    def _refuse(self, response: Response, *, error: bool = True) -> None:
+        """Answer a command the connection refuses by itself: an error of the session
+        unless ``error`` says otherwise."""
         self._send(response, None)
-        if error if error is not None else response.code >= 500:
+        if error:
             self._count_error()
 
     def _count_error(self) -> None:
+        if self._closing:
+            return
         self.errors += 1
-        if self.errors >= self.config.max_errors and not self._closing:
-            self._send(R(421, f"{self.config.hostname} Error: too many errors", "4.7.0"), None)
-            self._close()
+        c = self.config
+        if self.errors >= c.max_errors:
+            self._fatal(self.replies.too_many_errors)
+        elif self.errors >= c.soft_error_limit:
+            self._delay += c.error_sleep
 
     def _fatal(self, response: Response) -> None:
         self._send(response, None)
@@ -529,7 +594,7 @@ class ServerConnection:
     # -- codec items -----------------------------------------------------------------------
 
     def _violation(self, item: Any) -> Event | None:
-        response = R(item.code, item.text, item.enhanced)
+        response = Response(item.code, (item.text,), item.enhanced)
         self._refuse(response)
         if item.fatal:
             self._close()
@@ -543,7 +608,7 @@ class ServerConnection:
     def _command(self, cmd: Any) -> Event | None:
         verb = self.verb = cmd.verb
         if verb == "STARTTLS" and self._pipelined():
-            self._fatal(STARTTLS_PIPELINED)  # checklist B5, CVE-2011-0411
+            self._fatal(self.replies.starttls_pipelined)  # checklist B5, CVE-2011-0411
             return None
         if (
             self.config.strict_pipelining
@@ -557,7 +622,7 @@ class ServerConnection:
             )
         ):
             # RFC 2920 §3.1 / checklist B3: nothing may follow these in one group.
-            self._fatal(R(554, "Error: SMTP protocol synchronization", "5.5.0"))
+            self._fatal(self.replies.sync_error)
             return None
         if verb in JUNK_VERBS:
             self.junk += 1
@@ -567,7 +632,7 @@ class ServerConnection:
                     return None
         if self.config.require_starttls and not self.tls and verb not in BEFORE_STARTTLS:
             if verb != "BDAT":  # BDAT's chunk must be read: _bdat refuses it
-                self._refuse(NEED_STARTTLS)
+                self._refuse(self.replies.need_starttls)
                 if verb in ("DATA", "AUTH"):
                     self._resume(self._reader.expect_command())  # the reader paused
                 return None
@@ -579,14 +644,14 @@ class ServerConnection:
 
     def _unknown(self, cmd: Any) -> Event | None:
         if cmd.verb in HTTP_VERBS:
-            self._fatal(HTTP_COMMAND)
+            self._fatal(self.replies.http_command)
             return None
         return ev.Unknown(cmd.verb, cmd.arg)
 
     def _hello(self, cmd: Any) -> Event | None:
         lmtp = self.config.lmtp
         if (cmd.verb == "LHLO") != lmtp:
-            self._refuse(R(500, f'Error: command "{cmd.verb}" not recognized', "5.5.1"))
+            self._refuse(self.replies.unknown_command.fill(verb=cmd.verb))
             return None
         self._reset_transaction()  # RFC 5321 §4.1.4: a new EHLO aborts a transaction
         extensions = () if cmd.verb == "HELO" else tuple(self.extensions())
@@ -594,20 +659,22 @@ class ServerConnection:
 
     def _session_ready(self) -> Response | None:
         if self.hello is None:
-            return NEED_HELO
+            return self.replies.need_helo
         if self.config.require_starttls and not self.tls:
-            return NEED_STARTTLS
+            return self.replies.need_starttls
         if self.config.auth_required and not self.authenticated:
-            return NEED_AUTH
+            return self.replies.need_auth
         return None
 
     def _mail(self, cmd: Any) -> Event | None:
         params = cmd.params  # each read of a Rust item's field builds a new object
         refusal = self._session_ready()
         if refusal is None and self.mail is not None:
-            refusal = NESTED_MAIL
+            refusal = self.replies.nested_mail
+        if refusal is None and self.in_bdat:
+            refusal = self.replies.mail_after_bdat
         if refusal is None and params and not self.esmtp:
-            refusal = MAIL_PARAMS_NEED_EHLO  # RFC 5321 §4.1.1.11: parameters are ESMTP
+            refusal = self.replies.mail_params_need_ehlo  # RFC 5321 §4.1.1.11: ESMTP only
         if refusal is None and params:
             refusal = self._mail_params(params)
         if refusal is not None:
@@ -616,80 +683,77 @@ class ServerConnection:
         return ev.MailFrom(cmd.path, params)
 
     def _mail_params(self, params: dict[str, str | None]) -> Response | None:
-        c = self.config
+        c, r, xtext = self.config, self.replies, self._codec.xtext_decode
         for key, value in params.items():
             if key == "SIZE":
-                if value is None or not value.isdigit() or len(value) > 20:
-                    return R(501, "Syntax error in SIZE parameter", "5.5.4")
-                if c.max_message_size is not None and int(value) > c.max_message_size:
-                    return MESSAGE_TOO_BIG
+                size = rules.size_octets(value)
+                if size is None:
+                    return r.bad_size
+                if c.max_message_size is not None and size > c.max_message_size:
+                    return r.message_too_big
             elif key == "BODY" and c.eightbitmime:
-                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
-                    return R(501, "Error: BODY can only be one of 7BIT, 8BITMIME", "5.5.4")
+                if not rules.body_ok(value):
+                    return r.bad_body
             elif key == "SMTPUTF8" and c.smtputf8:
-                if value is not None:
-                    return R(501, "Error: SMTPUTF8 takes no value", "5.5.4")
+                if not rules.smtputf8_ok(value):
+                    return r.bad_smtputf8
             elif key == "RET" and c.dsn:
-                if value is None or value.upper() not in ("FULL", "HDRS"):
-                    return R(501, "Error: RET must be FULL or HDRS", "5.5.4")
+                if not rules.ret_ok(value):
+                    return r.bad_ret
             elif key == "ENVID" and c.dsn:
-                if value is None or not self._is_xtext(value, 100):
-                    return R(501, "Error: ENVID must be xtext of at most 100 characters", "5.5.4")
+                if not rules.envid_ok(value, xtext):
+                    return r.bad_envid
             elif key == "AUTH":
                 # RFC 4954 §5: kept, but it means nothing from an unauthenticated client
-                if value is None or (value != "<>" and not self._is_xtext(value, 500)):
-                    return R(501, "Error: AUTH parameter must be xtext or <>", "5.5.4")
+                if not rules.auth_ok(value, xtext):
+                    return r.bad_auth_param
             else:
-                return R(555, f"Error: MAIL parameter {key} not supported", "5.5.4")
+                return r.mail_param_unsupported.fill(keyword=key)
         return None
 
     def _rcpt(self, cmd: Any) -> Event | None:
+        r = self.replies
         refusal = self._session_ready()
         if refusal is None and self.mail is None:
-            refusal = NEED_MAIL
-        if refusal is None and self._bdat_started:
-            refusal = BDAT_IN_PROGRESS
+            refusal = r.need_mail
+        if refusal is None and self.in_bdat:
+            refusal = r.rcpt_after_bdat
         if refusal is not None:
             self._refuse(refusal)
             return None
         path, params = cmd.path, cmd.params
         if not self.smtputf8 and not path.address.isascii():
-            self._refuse(NEED_SMTPUTF8)
+            self._refuse(r.need_smtputf8)
             return None
         refusal = None
         if params:
-            refusal = self._rcpt_params(params) if self.esmtp else RCPT_PARAMS_NEED_EHLO
-        if refusal is None and len(self.recipients) >= self.config.max_recipients:
-            refusal = TOO_MANY_RECIPIENTS
+            refusal = self._rcpt_params(params) if self.esmtp else r.rcpt_params_need_ehlo
         if refusal is not None:
             self._refuse(refusal)
+            return None
+        if len(self.recipients) >= self.config.max_recipients:
+            # RFC 5321 §4.5.3.1.10: 452, and the client goes on with the recipients it
+            # has. Only RCPTs past the overshoot allowance are errors (Postfix).
+            self._rcpt_overshoot += 1
+            self._refuse(
+                r.too_many_recipients,
+                error=self._rcpt_overshoot > self.config.recipient_overshoot_limit,
+            )
             return None
         return ev.RcptTo(path, params)
 
     def _rcpt_params(self, params: dict[str, str | None]) -> Response | None:
+        r, xtext = self.replies, self._codec.xtext_decode
         for key, value in params.items():
             if key == "NOTIFY" and self.config.dsn:
-                words = (value or "").upper().split(",")
-                if words != ["NEVER"] and (
-                    not set(words) <= DSN_NOTIFY or len(set(words)) != len(words)
-                ):
-                    return R(501, "Error: NOTIFY must be NEVER or SUCCESS, FAILURE, DELAY", "5.5.4")
+                if not rules.notify_ok(value):
+                    return r.bad_notify
             elif key == "ORCPT" and self.config.dsn:
-                addr_type, sep, addr = (value or "").partition(";")
-                if not sep or not addr_type or not self._is_xtext(addr, 500):
-                    return R(501, "Error: ORCPT must be addr-type;xtext", "5.5.4")
+                if not rules.orcpt_ok(value, xtext):
+                    return r.bad_orcpt
             else:
-                return R(555, f"Error: RCPT parameter {key} not supported", "5.5.4")
+                return r.rcpt_param_unsupported.fill(keyword=key)
         return None
-
-    def _is_xtext(self, value: str, limit: int) -> bool:
-        if len(value) > limit:
-            return False
-        try:
-            self._codec.xtext_decode(value)
-        except self._codec.CodecError:
-            return False
-        return True
 
     def _data(self, cmd: Any) -> Event | None:
         refusal = self._transaction_ready()
@@ -698,39 +762,40 @@ class ServerConnection:
             self._resume(self._reader.expect_command())
             return None
         self._in_data = True
-        self._send(DATA_READY, None)
+        self._send(self.replies.data_ready, None)
         self._resume(self._reader.expect_data())
         return None
 
     def _transaction_ready(self) -> Response | None:
         refusal = self._session_ready()
+        if refusal is None and self.in_bdat:
+            refusal = self.replies.data_after_bdat
         if refusal is None and self.mail is None:
-            refusal = NEED_MAIL
+            refusal = self.replies.need_mail
         if refusal is None and not self.recipients:
-            refusal = NO_RECIPIENTS
-        if refusal is None and self._bdat_started:
-            refusal = BDAT_IN_PROGRESS
+            refusal = self.replies.no_recipients
         return refusal
 
     def _bdat(self, cmd: Any) -> Event | None:
         # The reader consumes the chunk whatever we decide (checklist B4); here we only
         # decide whether its bytes are content or are dropped, and what to answer after it.
+        r = self.replies
         refusal: Response | None = None
         if not self.config.chunking:
-            refusal = NOT_IMPLEMENTED
-        elif self._bdat_failure is not None:
-            refusal = BDAT_FAILED
+            refusal = r.not_implemented
+        elif self._bdat_failed:
+            refusal = r.bdat_failed
         else:
             refusal = self._session_ready()
             if refusal is None and self.mail is None:
-                refusal = NEED_MAIL
+                refusal = r.need_mail
             if refusal is None and not self.recipients:
-                refusal = NO_RECIPIENTS
+                refusal = r.no_recipients
             if refusal is None and cmd.chunk_size == 0 and not cmd.last:
-                refusal = NULL_BDAT
+                refusal = r.null_bdat
             limit = self.config.max_message_size
             if refusal is None and limit is not None and self._bdat_total + cmd.chunk_size > limit:
-                refusal = MESSAGE_TOO_BIG
+                refusal = r.message_too_big
         self._chunk_refusal = refusal
         if refusal is None:
             self._bdat_started = True
@@ -746,7 +811,7 @@ class ServerConnection:
             self._in_data = False
             violation = item.violation
             if violation is not None:
-                response = R(violation.code, violation.text, violation.enhanced)
+                response = Response(violation.code, (violation.text,), violation.enhanced)
                 self._refuse(response)
                 self._reset_transaction()
                 return ev.MessageAborted(response)
@@ -759,23 +824,24 @@ class ServerConnection:
         aborted: Event | None = None
         if refusal is None and item.violation is not None:
             v = item.violation
-            refusal = R(v.code, v.text, v.enhanced)
+            refusal = Response(v.code, (v.text,), v.enhanced)
         if refusal is not None:
             self._refuse(refusal)
             if self._bdat_started:
                 aborted = ev.MessageAborted(refusal)
                 self._bdat_started = False
             if self.mail is not None and self.recipients:
-                # The message is incomplete now: refuse its later chunks until RSET, and
-                # end the transaction at the LAST one (Postfix does the same).
+                # The message is incomplete now: nothing but BDAT (discarded) and RSET
+                # until the LAST chunk, which ends the transaction (Postfix's
+                # SMTPD_BDAT_STAT_ERROR; RFC 3030 §3: the client SHOULD send RSET).
                 if item.last:
                     self._reset_transaction()
-                elif self._bdat_failure is None:
-                    self._bdat_failure = refusal
+                else:
+                    self._bdat_failed = True
             return aborted
         self._bdat_total += item.size
         if not item.last:
-            self._send(R(250, f"{item.size} octets received", "2.0.0"), None)
+            self._send(self.replies.chunk_received.fill(size=str(item.size)), None)
             return None
         total = self._bdat_total
         self._bdat_started = False
@@ -790,7 +856,7 @@ class ServerConnection:
 
     def _vrfy(self, cmd: Any) -> Event | None:
         if self.config.auth_required and not self.authenticated:
-            self._refuse(NEED_AUTH)  # no address probing before AUTH
+            self._refuse(self.replies.need_auth)  # no address probing before AUTH
             return None
         return ev.Verify(cmd.arg)
 
@@ -799,7 +865,7 @@ class ServerConnection:
 
     def _help(self, cmd: Any) -> Event | None:
         if self.config.auth_required and not self.authenticated:
-            self._refuse(NEED_AUTH)
+            self._refuse(self.replies.need_auth)
             return None
         return ev.Help(cmd.arg)
 
@@ -807,13 +873,14 @@ class ServerConnection:
         return ev.Quit()
 
     def _starttls(self, cmd: Any) -> Event | None:
+        r = self.replies
         refusal: Response | None = None
         if not self.config.starttls and not self.tls:
-            refusal = NOT_IMPLEMENTED
+            refusal = r.not_implemented
         elif self.tls:
-            refusal = TLS_ACTIVE
+            refusal = r.tls_active
         elif not self.esmtp:
-            refusal = NEED_EHLO
+            refusal = r.need_ehlo
         if refusal is not None:
             self._refuse(refusal)
             self._resume(self._reader.expect_command())
@@ -823,19 +890,20 @@ class ServerConnection:
     def _auth(self, cmd: Any) -> Event | None:
         mechanism, _, initial = cmd.arg.partition(" ")
         mechanism = mechanism.upper()
+        r = self.replies
         refusal: Response | None = None
         if not self.config.auth_mechanisms:
-            refusal = NOT_IMPLEMENTED
+            refusal = r.not_implemented
         elif not self.esmtp:
-            refusal = NEED_EHLO
+            refusal = r.need_ehlo
         elif self.config.auth_require_tls and not self.tls:
-            refusal = NEED_STARTTLS
+            refusal = r.need_starttls
         elif self.authenticated:
-            refusal = ALREADY_AUTHENTICATED
+            refusal = r.already_authenticated
         elif self.mail is not None:
-            refusal = AUTH_IN_TRANSACTION
+            refusal = r.auth_in_transaction
         elif mechanism not in self.config.auth_mechanisms:
-            refusal = UNKNOWN_MECHANISM
+            refusal = r.unknown_mechanism
         if refusal is not None:
             self._refuse(refusal)
             self._resume(self._reader.expect_command())
