@@ -10,12 +10,10 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ferrosmtp import codec
-from ferrosmtp.protocol import events as ev
 from ferrosmtp.protocol.events import Response
 from ferrosmtp.protocol.server import ServerConnection
-from ferrosmtp.server.peers import peer_text
-from ferrosmtp.server.status import INTERNAL_ERROR, parse_status
+from ferrosmtp.server.peers import client_peer, peer_text
+from ferrosmtp.server.status import parse_status
 from ferrosmtp.server.values import Envelope, Session, is_missing
 
 if TYPE_CHECKING:
@@ -82,7 +80,7 @@ class ConnectionBase(asyncio.Protocol):
         self._budget = EVENTS_PER_TURN  # events left before giving other connections a turn
         self._proxy_buffer: bytearray | None = None  # waiting for a PROXY header
         self._proxy_timer: asyncio.TimerHandle | None = None
-        self._labelled_peer: Any = NO_PEER  # the peer _peer_label was made for
+        self._labelled_peer: tuple[Any, Any] = (NO_PEER, None)  # what _peer_label shows
         self._peer_label = ""
         self._peer_key: str | None = None
         self._auth_methods_cache: dict[str, Callable[..., Awaitable[Any]]] | None = None
@@ -115,59 +113,61 @@ class ConnectionBase(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _end(self, end: Callable[[ServerConnection], None]) -> None:
+        """End the session the way ``end`` (a ServerConnection method: ``internal_error``,
+        ``shutdown``, ``timeout``, ``hook_timed_out``) says, then close."""
+        if self.conn is not None:
+            end(self.conn)
+            self._flush()
+        self._close_transport()
+
     def _abort(self) -> None:
         """An internal error: tell the client, then close."""
-        self._write(self._closing_reply("Error: internal server error", "4.3.0"))
-        self._close_transport()
-
-    def _closing_reply(self, text: str, enhanced: str) -> bytes:
-        """A 421 the connection writes itself; no enhanced code where the server sends
-        none (issue 9)."""
-        conn = self.conn
-        code: str | None = enhanced
-        if conn is not None and not conn.config.enhanced_status_codes:
-            code = None
-        wire: bytes = codec.format_reply(421, f"{self.hostname} {text}", code)
-        return wire
+        self._end(ServerConnection.internal_error)
 
     def _shut_down(self) -> None:
-        """The server is stopping: say so (RFC 5321 §3.8: 421, then close), whatever the
-        session was doing. A message not yet answered is not kept; its client will retry."""
-        if self._closing or self.transport is None:
-            return
-        if self._greeted:
-            self._write(self._closing_reply("Service shutting down", "4.3.2"))
-        self._close_transport()
+        """The server is stopping: say so, whatever the session was doing. A message not
+        yet answered is not kept; its client will retry."""
+        if not self._closing and self.transport is not None:
+            self._end(ServerConnection.shutdown)
 
     def _pause_reading(self) -> None:
         if self.transport is not None and not self._closing:
             self.transport.pause_reading()  # type: ignore[attr-defined]
 
     def _peer(self) -> str:
-        """The client's address for log lines, formatted once (a line per message)."""
-        peer = self.session.peer if self.session else None
-        if peer is not self._labelled_peer:
-            self._labelled_peer, self._peer_label = peer, peer_text(peer)
+        """The client's address for log lines (the one a PROXY header names, behind a
+        load balancer), formatted once (a line per message)."""
+        session = self.session
+        peer, proxied = (session.peer, session.proxy_data) if session else (None, None)
+        labelled = self._labelled_peer
+        if peer is not labelled[0] or proxied is not labelled[1]:
+            self._labelled_peer = (peer, proxied)
+            self._peer_label = peer_text(client_peer(peer, proxied))
         return self._peer_label
 
     # -- answering events --------------------------------------------------------------
 
-    def _respond(self, status: Any, event: ev.Event | None = None) -> None:
+    def _respond(self, status: Any) -> None:
         """Answer the waiting event with a hook's status (MISSING: the default)."""
         conn = self.conn
         assert conn is not None
         if is_missing(status) or status is None:
             conn.respond_default()
-            return
+        else:
+            conn.respond_with(self._response(status))
+
+    def _response(self, status: Any) -> Response:
+        """A hook's status (a reply string, or a Response) as a Response; anything else
+        is the handler's bug, answered with ``replies.hook_error``."""
         if isinstance(status, Response):
-            conn.respond_with(status)
-            return
+            return status
+        assert self.conn is not None
         try:
-            response = parse_status(status, conn.config.enhanced_status_codes)
+            return parse_status(status, self.conn.config.enhanced_status_codes)
         except ValueError:
             log.error("%s handler returned %r, not a reply; answering 451", self._peer(), status)
-            response = INTERNAL_ERROR
-        conn.respond_with(response)
+            return self.conn.replies.hook_error
 
     async def _call(self, hook: Callable[..., Any], *args: Any) -> Any:
         """Await a hook; an exception becomes handle_exception()'s reply, or a 451."""
@@ -200,4 +200,5 @@ class ConnectionBase(asyncio.Protocol):
                 error,
                 exc_info=error,
             )
-        return "451 4.3.0 Error: internal server error"
+        assert self.conn is not None
+        return self.conn.replies.hook_error

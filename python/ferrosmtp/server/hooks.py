@@ -17,7 +17,7 @@ from ferrosmtp.protocol import events as ev
 from ferrosmtp.protocol.events import Response
 from ferrosmtp.server.base import ConnectionBase
 from ferrosmtp.server.peers import printable
-from ferrosmtp.server.status import INTERNAL_ERROR, parse_status
+from ferrosmtp.server.status import parse_status, status_lines
 from ferrosmtp.server.values import Envelope, is_missing
 
 __all__ = ["HookCalls", "Hooks"]
@@ -90,26 +90,18 @@ class HookCalls(ConnectionBase):
             status = await self._call(hook, event.hostname)
             if is_missing(status):
                 session.host_name = event.hostname
-                status = f"250 {self.hostname}"
         else:
             session.extended_smtp = True
-            lines = [self.hostname, *event.extensions]
+            ours = self.conn.default_response(event)  # the greeting line and extensions
             if self._hooks.ehlo_form == "new":
-                responses = [
-                    f"250{'-' if i < len(lines) - 1 else ' '}{line}" for i, line in enumerate(lines)
-                ]
-                status = await self._call(hook, event.hostname, responses)
+                status = await self._call(hook, event.hostname, status_lines(ours))
                 if isinstance(status, (list, tuple)):
                     status = "\r\n".join(str(s) for s in status)
             else:  # the deprecated form: our lines, then whatever the hook says
                 said = await self._call(hook, event.hostname)
                 said_response = parse_status(said) if isinstance(said, (str, bytes)) else None
                 if said_response is not None and said_response.code == 250:
-                    status = "\r\n".join(
-                        [f"250-{line}" for line in lines[:-1]]
-                        + [f"250-{x}" for x in said_response.lines[:-1]]
-                        + [f"250 {said_response.lines[-1]}"]
-                    )
+                    status = Response(250, (*ours.lines[:-1], *said_response.lines), None)
                 else:
                     status = said
         self._respond(status)
@@ -216,7 +208,7 @@ class HookCalls(ConnectionBase):
                 try:
                     envelope.content = content.decode("ascii")
                 except UnicodeDecodeError:
-                    self._end_message(Response.of(500, "Error: strict ASCII mode", "5.6.0"), event)
+                    self._end_message(self.conn.replies.strict_ascii, event)
                     return None
         hook = self._hooks.get("DATA")
         legacy = getattr(self.event_handler, "process_message", None) if hook is None else None
@@ -252,13 +244,7 @@ class HookCalls(ConnectionBase):
         if self._server.lmtp and isinstance(status, (list, tuple)):
             conn.respond_lmtp([self._lmtp_response(s, event) for s in status])
         elif self._server.lmtp:
-            if is_missing(status) or status is None:
-                response = conn.default_response(event)
-            else:
-                try:
-                    response = parse_status(status)
-                except ValueError:
-                    response = INTERNAL_ERROR
+            response = self._lmtp_response(status, event)
             conn.respond_lmtp([response] * len(conn.recipients))
         else:
             self._respond(status)
@@ -276,11 +262,7 @@ class HookCalls(ConnectionBase):
         assert self.conn is not None
         if is_missing(status) or status is None:
             return self.conn.default_response(event)
-        try:
-            return parse_status(status)
-        except ValueError:
-            log.error("%s handler returned %r, not a reply; answering 451", self._peer(), status)
-            return INTERNAL_ERROR
+        return self._response(status)
 
     def _on_message_aborted(self, event: ev.MessageAborted) -> Awaitable[None] | None:
         log.info("%s message refused: %s", self._peer(), event.response)

@@ -10,9 +10,12 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
+from ferrosmtp.protocol.events import Response
+from ferrosmtp.protocol.replies import Replies
 from ferrosmtp.protocol.server import ServerConfig
 from ferrosmtp.server.hooks import Hooks
 from ferrosmtp.server.peers import address_key, client_ip
@@ -53,7 +56,10 @@ class Server:
         authenticator: Callable[..., Any] | None = None,
         lmtp: bool = False,
         max_recipients: int = 1000,
-        max_errors: int = 10,
+        max_errors: int = 20,
+        soft_error_limit: int = 10,
+        error_sleep: float = 1.0,
+        recipient_overshoot_limit: int = 1000,
         max_auth_failures: int = 3,
         auth_failure_delay: float = 1.0,
         max_auth_failures_per_ip: int | None = 10,
@@ -131,6 +137,7 @@ class Server:
         self._connections: set[SMTP] = set()
         self._per_ip: Counter[str] = Counter()
         self._server: asyncio.base_events.Server | None = None
+        self._tls_config: tuple[ServerConfig, ServerConfig] | None = None
         self._base_config = ServerConfig(
             hostname=self.hostname,
             greeting=self.ident,
@@ -141,6 +148,9 @@ class Server:
             bare_newline=bare_newline,
             max_recipients=max_recipients,
             max_errors=max_errors,
+            soft_error_limit=soft_error_limit,
+            error_sleep=error_sleep,
+            recipient_overshoot_limit=recipient_overshoot_limit,
             max_auth_failures=max_auth_failures,
             max_junk_commands=max_junk_commands,
             smtputf8=enable_SMTPUTF8,
@@ -205,9 +215,12 @@ class Server:
     def _config(self, *, implicit_tls: bool) -> ServerConfig:
         if not implicit_tls:
             return self._base_config
-        from dataclasses import replace
-
-        return replace(self._base_config, tls_active=True, starttls=False)
+        base = self._base_config
+        cached = self._tls_config
+        if cached is None or cached[0] != base:  # made once (base may be changed after init)
+            cached = (replace(base), replace(base, tls_active=True, starttls=False))
+            self._tls_config = cached
+        return cached[1]
 
     def factory(self) -> SMTP:
         """Make the protocol for one connection (aiosmtpd's override point)."""
@@ -223,17 +236,28 @@ class Server:
     def _ip_key(cls, peer: Any) -> str:
         return address_key(cls._host(peer))
 
-    def _admit(self, smtp: SMTP, peer: Any) -> str | None:
+    def _admit(self, smtp: SMTP, peer: Any, replies: Replies) -> Response | None:
+        """Admit a new connection, or say which refusal it gets. ``peer`` None: its
+        client's address is not known yet (it comes with a PROXY header), and the
+        per-address limit waits for ``_admit_address``."""
         if self.max_connections is not None and len(self._connections) >= self.max_connections:
-            return "Error: too many connections"
+            return replies.too_many_connections
+        if peer is not None:
+            refusal = self._admit_address(smtp, peer, replies)
+            if refusal is not None:
+                return refusal
+        self._connections.add(smtp)
+        return None
+
+    def _admit_address(self, smtp: SMTP, peer: Any, replies: Replies) -> Response | None:
+        """Count a connection for its client's address (``max_connections_per_ip``)."""
         key = self._ip_key(peer)
         if (
             self.max_connections_per_ip is not None
             and self._per_ip[key] >= self.max_connections_per_ip
             and not self._exempt(peer)
         ):
-            return "Error: too many connections from your address"
-        self._connections.add(smtp)
+            return replies.too_many_connections_from_address
         self._per_ip[key] += 1
         smtp._peer_key = key
         return None
@@ -270,17 +294,27 @@ class Server:
             self._auth_failures.pop(key, None)
         return recent
 
-    def _auth_blocked(self, key: str | None) -> bool:
+    def _auth_attempt(self, key: str | None) -> float | None:
+        """An AUTH exchange starts: None if its address is locked out, else the time it
+        is counted at, as a failure until ``_auth_forgive`` takes it back."""
         limit = self.max_auth_failures_per_ip
-        return limit is not None and len(self._auth_recent(key)) >= limit
-
-    def _auth_failed(self, key: str | None) -> None:
-        if key is None or self.max_auth_failures_per_ip is None:
-            return
+        now = time.monotonic()
+        if key is None or limit is None:
+            return now
+        if len(self._auth_recent(key)) >= limit:
+            return None
         if len(self._auth_failures) >= 100_000 and key not in self._auth_failures:
             self._auth_failures.pop(next(iter(self._auth_failures)))  # bounded: forget the oldest
-        self._auth_recent(key)
-        self._auth_failures.setdefault(key, []).append(time.monotonic())
+        self._auth_failures.setdefault(key, []).append(now)
+        return now
+
+    def _auth_forgive(self, key: str | None, attempt: float) -> None:
+        """The exchange counted at ``attempt`` succeeded: it is no failure."""
+        recent = self._auth_failures.get(key or "")
+        if recent is not None and attempt in recent:
+            recent.remove(attempt)
+            if not recent:
+                del self._auth_failures[key or ""]
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -1,4 +1,8 @@
-"""A client's address: as log lines show it, and as the per-address limits count it."""
+"""A client's address: as log lines show it, and as the per-address limits count it.
+
+Behind a load balancer that speaks the PROXY protocol, the client is the one its header
+names, not the balancer: ``client_peer`` is what every per-address limit, the AUTH
+lockout and every log line use (issue 10, fault 4)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,18 @@ import functools
 import ipaddress
 from typing import Any
 
-__all__ = ["address_key", "client_ip", "peer_text", "printable"]
+__all__ = ["address_key", "client_ip", "client_peer", "peer_text", "printable"]
+
+
+def client_peer(peer: Any, proxy_data: Any) -> Any:
+    """The client's ``(host, port)``: the one a valid PROXY header names (``proxy_data``,
+    a ``proxy.ProxyData`` or aiosmtpd's), else the socket's peer. A header without an
+    address (the LOCAL command of a health check, an UNKNOWN family) names nobody."""
+    if proxy_data is not None and getattr(proxy_data, "valid", False):
+        address = getattr(proxy_data, "src_addr", None)
+        if address is not None:
+            return (str(address), getattr(proxy_data, "src_port", None) or 0)
+    return peer
 
 
 def peer_text(peer: Any) -> str:

@@ -8,9 +8,8 @@ import base64
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
-from ferrosmtp import codec
 from ferrosmtp.auth import SASLCancelled, SASLError, decode_response
 from ferrosmtp.protocol import events as ev
 from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Response
@@ -42,25 +41,28 @@ class SASL(ConnectionBase):
         return self._auth(event)
 
     async def _auth(self, event: ev.Auth) -> None:
-        conn, session = self.conn, self.session
-        assert conn is not None and session is not None
-        if self._server._auth_blocked(self._peer_key):
-            conn.auth_failed(
-                Response.of(454, "Error: too many authentication failures, try later", "4.7.0")
-            )
+        conn = self.conn
+        assert conn is not None
+        server, key = self._server, self._peer_key
+        # Checklist B13: failures count per client address. An exchange counts from its
+        # start, so a hundred opened at once cannot all pass the check before the first
+        # one fails (issue 10, fault 6); a success takes its count back.
+        attempt = server._auth_attempt(key)
+        if attempt is None:
+            conn.auth_failed(conn.replies.auth_locked_out)
+            log.warning("%s AUTH refused: too many failures from this address", self._peer())
             return
-        failures = conn.auth_failures
         await self._run_auth(event)
-        if conn.auth_failures > failures:
-            # Checklist B13: every failure costs the guesser time, and counts for its address.
-            self._server._auth_failed(self._peer_key)
-            log.warning("%s failed AUTH %s", self._peer(), event.mechanism)
-            if self._server.auth_failure_delay > 0 and not self._closing:
-                await asyncio.sleep(self._server.auth_failure_delay)
+        if conn.authenticated:
+            server._auth_forgive(key, attempt)
+            return
+        log.warning("%s failed AUTH %s", self._peer(), event.mechanism)
+        if server.auth_failure_delay > 0 and not self._closing:
+            await asyncio.sleep(server.auth_failure_delay)  # every failure costs time
 
     async def _run_auth(self, event: ev.Auth) -> None:
-        conn, session = self.conn, self.session
-        assert conn is not None and session is not None
+        conn = self.conn
+        assert conn is not None
         args = [event.mechanism] + ([event.initial] if event.initial is not None else [])
         hook = self._hooks.get("AUTH")
         if hook is not None:
@@ -69,12 +71,13 @@ class SASL(ConnectionBase):
                 return
             if not is_missing(status):  # MISSING: the mechanism decides (aiosmtpd)
                 if status is None:
-                    status = "535 5.7.8 Authentication credentials invalid"
-                await self.push(status)
+                    conn.auth_failed()
+                else:
+                    self._auth_answer(self._response(status))
                 return
         method = self._auth_methods.get(event.mechanism)
         if method is None:  # only a handle_AUTH hook knew this mechanism
-            await self.push("535 5.7.8 Authentication credentials invalid")
+            conn.auth_failed()
             return
         try:
             result = method(self, args)
@@ -84,31 +87,55 @@ class SASL(ConnectionBase):
             raise
         except Exception as error:
             result = None
-            await self.push(await self._handle_exception(error))
-        if not conn.auth_in_progress:
-            return
-        success = "235 2.7.0 Authentication successful"
-        invalid = "535 5.7.8 Authentication credentials invalid"
+            self._auth_answer(self._response(await self._handle_exception(error)))
+        if conn.auth_in_progress:
+            self._auth_outcome(event.mechanism, result)
+
+    def _auth_outcome(self, mechanism: str, result: Any) -> None:
+        """End the exchange by what the mechanism's method returned (aiosmtpd's two
+        conventions). Only an explicit success authenticates (issue 10, fault 12)."""
+        conn, session = self.conn, self.session
+        assert conn is not None and session is not None
         if is_auth_result(result):
-            if result.success:
+            message = self._response(result.message) if result.message else None
+            if result.success is True and (message is None or message.code == 235):
                 session.authenticated = True
                 session.auth_data = result.auth_data
                 session.login_data = getattr(result.auth_data, "login", None)
-                await self.push(result.message or success)
-            elif not result.handled or result.message:
-                await self.push(result.message or invalid)
-            else:
-                conn.auth_failed()
-        elif result is None:
+                conn.auth_succeeded(message)
+                return
+            if result.success is not True and result.success is not False:
+                log.warning(
+                    "%s auth_%s returned AuthResult(success=%r): only True authenticates",
+                    *(self._peer(), mechanism, result.success),
+                )
+            if message is not None and message.code < 400:
+                message = None  # a failure never answers 2xx or 3xx
+            conn.auth_failed(message)
+        elif result is None or is_missing(result) or result is False:
             conn.auth_failed()
-        elif is_missing(result) or result is False:
-            await self.push(invalid)
-        else:
-            # aiosmtpd's legacy convention: any other value is the authenticated identity.
-            # (Awaitables were awaited above: a coroutine object can never land here.)
+        elif result is True or (result and not isinstance(result, (int, float))):
+            # aiosmtpd's older convention for a mechanism's own method: a login value
+            # (non-empty, not a number) is the authenticated identity.
             session.authenticated = True
-            session.login_data = result
-            await self.push(success)
+            session.login_data = None if result is True else result
+            conn.auth_succeeded()
+        else:
+            log.warning(
+                "%s auth_%s returned %r, not an AuthResult: authentication refused",
+                *(self._peer(), mechanism, result),
+            )
+            conn.auth_failed()
+
+    def _auth_answer(self, response: Response) -> None:
+        """Answer the AUTH exchange with a reply by its code (ServerConnection's rule:
+        334 a challenge, 235 success, anything else failure)."""
+        conn = self.conn
+        assert conn is not None
+        conn.auth_respond(response)
+        if conn.authenticated and self.session is not None:
+            self.session.authenticated = True
+        self._flush()
 
     async def push(self, status: str | bytes) -> None:
         """Send a reply now (aiosmtpd's ``push``). Inside an AUTH exchange a 235 ends it
@@ -118,18 +145,11 @@ class SASL(ConnectionBase):
             return
         response = parse_status(status, conn.config.enhanced_status_codes)
         if conn.auth_in_progress:
-            if response.code == 334:
-                conn.auth_challenge(" ".join(response.lines))
-                self._flush()
-            elif response.code == 235:
-                if self.session is not None:
-                    self.session.authenticated = True
-                conn.auth_succeeded(response)
-            else:
-                conn.auth_failed(response)
+            self._auth_answer(response)
             return
         self._flush()  # replies queued before this one go first
-        self._write(codec.format_reply(response.code, list(response.lines), response.enhanced))
+        conn.push(response)
+        self._flush()
 
     async def challenge_auth(
         self, challenge: str | bytes, encode_to_b64: bool = True, log_client_response: bool = False
@@ -153,9 +173,9 @@ class SASL(ConnectionBase):
         try:
             return decode_response(line)
         except SASLCancelled:
-            conn.auth_failed(Response.of(501, "Auth aborted", "5.7.0"))
+            conn.auth_failed(conn.replies.auth_cancelled)
         except SASLError:
-            conn.auth_failed(Response.of(501, "Can't decode base64", "5.5.2"))
+            conn.auth_failed(conn.replies.auth_bad_base64)
         self._flush()
         return MISSING
 
@@ -175,6 +195,10 @@ class SASL(ConnectionBase):
                 if isinstance(event, ev.AuthAborted) or event is CLOSED:
                     self._flush()
                     return None
+                if isinstance(event, ev.Delay):
+                    self._flush()
+                    await asyncio.sleep(event.seconds)
+                    continue
                 if event is NEED_DATA:
                     if self._closing:
                         return None
@@ -190,6 +214,8 @@ class SASL(ConnectionBase):
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         """AUTH PLAIN (RFC 4616), with or without an initial response."""
+        conn = self.conn
+        assert conn is not None
         if len(args) == 1:
             answer = await self.challenge_auth("")
             if is_missing(answer):
@@ -198,17 +224,21 @@ class SASL(ConnectionBase):
             try:
                 answer = decode_response(args[1], initial=True)
             except SASLError:
-                await self.push("501 5.5.2 Can't decode base64")
+                conn.auth_failed(conn.replies.auth_bad_base64)
                 return AuthResult(success=False, handled=True)
         try:
-            _, login, password = answer.split(b"\x00")
+            # RFC 4616: [authzid] NUL authcid NUL passwd. The authzid is passed on: the
+            # identity the client asks to act as (issue 10, fault 11).
+            authzid, login, password = answer.split(b"\x00")
         except ValueError:
-            await self.push("501 5.5.2 Can't split auth value")
+            conn.auth_failed(conn.replies.auth_bad_plain)
             return AuthResult(success=False, handled=True)
-        return await self._authenticate("PLAIN", LoginPassword(login, password))
+        return await self._authenticate("PLAIN", LoginPassword(login, password, authzid))
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         """AUTH LOGIN: user name and password asked for in turn."""
+        conn = self.conn
+        assert conn is not None
         if len(args) == 1:
             login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
             if is_missing(login):
@@ -217,7 +247,7 @@ class SASL(ConnectionBase):
             try:
                 login = decode_response(args[1], initial=True)
             except SASLError:
-                await self.push("501 5.5.2 Can't decode base64")
+                conn.auth_failed(conn.replies.auth_bad_base64)
                 return AuthResult(success=False, handled=True)
         password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
         if is_missing(password):
@@ -225,19 +255,40 @@ class SASL(ConnectionBase):
         return await self._authenticate("LOGIN", LoginPassword(login, password))
 
     async def _authenticate(self, mechanism: str, auth_data: LoginPassword) -> AuthResult:
-        """Ask the authenticator (or the legacy auth_callback); either may be async."""
+        """Ask the authenticator (or the legacy auth_callback); either may be async.
+
+        Fails closed: only ``True`` or an AuthResult with ``success=True`` authenticates
+        (issue 10, fault 12), and a client that asks to act as someone other than its
+        login (AUTH PLAIN's authzid) is refused unless the AuthResult names that identity
+        in ``authorization_id`` (RFC 4616 §2; fault 11)."""
         server = self._server
+        result: Any = None
         if server.authenticator is not None:
             result = server.authenticator(self, self.session, self.envelope, mechanism, auth_data)
-            if inspect.isawaitable(result):
-                result = await result
-            # An authenticator returns an AuthResult, ferrosmtp's or aiosmtpd's (same
-            # attributes). It is passed on unchecked; _run_auth checks what it got.
-            return cast(AuthResult, result)
-        if server.auth_callback is not None:
-            ok = server.auth_callback(mechanism, *auth_data)
-            if inspect.isawaitable(ok):
-                ok = await ok
-            if ok is True:
-                return AuthResult(success=True, handled=True, auth_data=auth_data)
-        return AuthResult(success=False, handled=False)
+        elif server.auth_callback is not None:
+            result = server.auth_callback(mechanism, auth_data.login, auth_data.password)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is True:
+            result = AuthResult(success=True, handled=False, auth_data=auth_data)
+        elif not is_auth_result(result):
+            if result is not None and result is not False:
+                log.warning(
+                    "%s the authenticator returned %r, not True or an AuthResult: "
+                    "authentication refused",
+                    *(self._peer(), result),
+                )
+            return AuthResult(success=False, handled=False)
+        checked: AuthResult = result
+        authzid = auth_data.authzid
+        if checked.success is True and authzid and authzid != auth_data.login:
+            allowed = getattr(checked, "authorization_id", None)  # not on aiosmtpd's
+            if isinstance(allowed, str):
+                allowed = allowed.encode("utf-8")
+            if allowed != authzid:
+                log.warning(
+                    "%s AUTH %s: %r may not act as %r",
+                    *(self._peer(), mechanism, auth_data.login, authzid),
+                )
+                return AuthResult(success=False, handled=False)
+        return checked

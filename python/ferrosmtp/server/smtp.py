@@ -21,13 +21,13 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from ferrosmtp import codec, proxy
+from ferrosmtp import proxy
 from ferrosmtp.protocol import events as ev
-from ferrosmtp.protocol.events import CLOSED, NEED_DATA
+from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Response
 from ferrosmtp.protocol.server import ServerConnection
 from ferrosmtp.server.base import EVENTS_PER_TURN
 from ferrosmtp.server.hooks import HookCalls
-from ferrosmtp.server.peers import peer_text
+from ferrosmtp.server.peers import client_peer, peer_text
 from ferrosmtp.server.sasl import SASL
 from ferrosmtp.server.values import Envelope, Session
 
@@ -50,33 +50,33 @@ class SMTP(HookCalls, SASL):
         """asyncio: a client connected (admitted under the limits, or refused with 421)."""
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        refusal = self._server._admit(self, peer)
+        server = self._server
+        self.conn = conn = ServerConnection(
+            server._config(implicit_tls=server.ssl_context is not None), codec=server.codec
+        )
+        proxy_timeout = server.proxy_protocol_timeout
+        proxied = proxy_timeout is not None
+        # Behind a load balancer the client's address comes with the PROXY header: the
+        # per-address limit waits for it (issue 10, fault 4).
+        refusal = server._admit(self, None if proxied else peer, conn.replies)
         if refusal is not None:
-            # INFO, not WARNING: a connection flood must not become a log flood.
-            log.info("%s refused: %s", peer_text(peer), refusal)
-            transport.write(codec.format_reply(421, f"{self.hostname} {refusal}", "4.7.0"))  # type: ignore[attr-defined]
-            transport.close()
-            self._closing = True
+            self._refuse_session(peer, refusal)
             return
         self._admitted = True
         self.session = self._create_session()
         self.session.peer = peer
         self.envelope = self._create_envelope()
-        self.conn = ServerConnection(
-            self._server._config(implicit_tls=self._server.ssl_context is not None),
-            codec=self._server.codec,
-        )
         self._last_progress = self.loop.time()
-        self._timer = self.loop.call_later(self._server.timeout, self._on_timer)
-        if log.isEnabledFor(logging.INFO):
-            log.info("%s connected", peer_text(peer))
-        if self._server.proxy_protocol_timeout is not None:
+        self._timer = self.loop.call_later(server.timeout, self._on_timer)
+        if proxy_timeout is not None:
             # The load balancer's header first; the greeting once it has been accepted.
             self._proxy_buffer = bytearray()
             self._proxy_timer = self.loop.call_later(
-                self._server.proxy_protocol_timeout, self._proxy_refused, "PROXY header timeout"
+                proxy_timeout, self._proxy_refused, "PROXY header timeout"
             )
             return
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s connected", peer_text(peer))
         if self._server.ssl_context is not None:
             # Implicit TLS (RFC 8314): the connection was admitted (and counted) above, in
             # plaintext, so a flood of silent handshakes cannot pass max_connections.
@@ -84,6 +84,14 @@ class SMTP(HookCalls, SASL):
             self._task = self.loop.create_task(self._implicit_tls())
         else:
             self._greet_soon()
+
+    def _refuse_session(self, client: Any, refusal: Response) -> None:
+        """Refuse the session before it starts (a connection limit): 421, then close."""
+        # INFO, not WARNING: a connection flood must not become a log flood.
+        log.info("%s refused: %s", peer_text(client), refusal)
+        assert self.conn is not None
+        self.conn.refuse_connection(refusal)
+        self._finish()
 
     # -- the PROXY protocol header (proxy.py), before the greeting ---------------------------
 
@@ -102,11 +110,19 @@ class SMTP(HookCalls, SASL):
         if not header.valid:
             self._proxy_refused(header.error)
             return
+        assert self.conn is not None
+        client = client_peer(self.session.peer, header)
+        refusal = self._server._admit_address(self, client, self.conn.replies)
+        if refusal is not None:
+            self._refuse_session(client, refusal)
+            return
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s connected via %s", self._peer(), peer_text(self.session.peer))
         if len(buffer) > used:
-            # Bytes after the header, before our greeting: an early talker (checklist B3).
-            self._greeted = True
-            self._write(codec.format_reply(554, "Error: SMTP protocol synchronization", "5.5.0"))
-            self._close_transport()
+            # Bytes after the header, before our greeting: an early talker (checklist B3),
+            # which the connection refuses.
+            self.conn.receive_data(bytes(buffer[used:]))
+            self._finish()
             return
         hook = self._hooks.get("PROXY")
         if hook is None:
@@ -198,15 +214,11 @@ class SMTP(HookCalls, SASL):
         if not self._greeted:  # the rare cases before the banner, off the hot path
             if self._proxy_buffer is not None:
                 self._proxy_received(data)
-            elif self._tls_buffer is not None:
+                return
+            if self._tls_buffer is not None:
                 self._tls_buffer.append(data)  # decrypted data read before start_tls returned
-            else:
-                # Checklist B3: a client that talks before the banner is not a real MTA.
-                self._write(
-                    codec.format_reply(554, "Error: SMTP protocol synchronization", "5.5.0")
-                )
-                self._close_transport()
-            return
+                return
+            # Otherwise a client that talks before the banner: the connection refuses it.
         if self._tls_buffer is not None:
             self._tls_buffer.append(data)  # encrypted-channel data, read before start_tls returned
             return
@@ -346,14 +358,15 @@ class SMTP(HookCalls, SASL):
             return
         if busy:
             log.warning("%s handler did not answer in %.0f s; closing", self._peer(), limit)
-            self._write(
-                codec.format_reply(421, f"{self.hostname} Error: handler timed out", "4.3.0")
-            )
-            self._close_transport()  # connection_lost() cancels the hook's task
+            self._end(ServerConnection.hook_timed_out)  # connection_lost() cancels the hook
             return
         log.info("%s idle timeout", self._peer())
-        self.conn.timeout()
-        self._finish()
+        self._end(ServerConnection.timeout)
+
+    def _on_delay(self, event: ev.Delay) -> Awaitable[None] | None:
+        # The replies so far are written before this is awaited (_advance), and input is
+        # not read meanwhile: a client making error after error gets them one a second.
+        return asyncio.sleep(event.seconds)
 
     # -- STARTTLS ----------------------------------------------------------------------------
 
@@ -387,10 +400,13 @@ class SMTP(HookCalls, SASL):
             return
         self.transport = new_transport
         conn.tls_established()
-        peer = self.session.peer if self.session else None
-        # RFC 3207 §4.2: nothing learned before TLS survives it.
+        old = self.session
+        # RFC 3207 §4.2: nothing learned before TLS survives it; the client's address
+        # does, the one its load balancer's PROXY header gave included (fault 5).
         self.session = self._create_session()
-        self.session.peer = peer
+        if old is not None:
+            self.session.peer = old.peer
+            self.session.proxy_data = old.proxy_data
         self.session.ssl = self._ssl_info(new_transport)
         self.envelope = self._create_envelope()
         hook = self._hooks.get("STARTTLS")
@@ -429,5 +445,6 @@ _HANDLERS: dict[type, Callable[[SMTP, Any], Awaitable[None] | None]] = {
     ev.Quit: SMTP._on_quit,
     ev.StartTLS: SMTP._on_starttls,
     ev.Auth: SMTP._on_auth,
+    ev.Delay: SMTP._on_delay,
     ev.Unknown: SMTP._on_unknown,
 }

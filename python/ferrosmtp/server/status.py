@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 
 from ferrosmtp.protocol.events import Response
+from ferrosmtp.protocol.replies import Replies
 
-__all__ = ["INTERNAL_ERROR", "parse_status"]
+__all__ = ["INTERNAL_ERROR", "parse_status", "status_lines"]
 
-INTERNAL_ERROR = Response.of(451, "Error: internal server error", "4.3.0")
+INTERNAL_ERROR = Replies().hook_error
 
 
 _STATUS_CODE = re.compile(r"[2-5][0-5][0-9]\Z", re.ASCII)
@@ -49,3 +50,14 @@ def parse_status(status: str | bytes, split_enhanced: bool = True) -> Response:
             (line[len(first) :].lstrip(" ") if line.startswith(first) else line) for line in lines
         ]
     return Response(int(code_text), tuple(lines), enhanced)
+
+
+def status_lines(response: Response) -> list[str]:
+    """A Response as the reply strings aiosmtpd hands its hooks (``["250-mx.example",
+    "250 HELP"]``: the EHLO hook's ``responses``)."""
+    prefix = f"{response.enhanced} " if response.enhanced else ""
+    last = len(response.lines) - 1
+    return [
+        f"{response.code}{'-' if i < last else ' '}{prefix}{line}"
+        for i, line in enumerate(response.lines)
+    ]

@@ -39,7 +39,11 @@ def is_missing(value: object) -> bool:
 class AuthResult:
     """What an authenticator or an ``auth_<MECH>`` method returns (aiosmtpd's shape).
 
-    ``handled`` means the method already answered the client itself.
+    Only ``success=True`` authenticates (anything else, a truthy value included, fails
+    closed). ``handled`` means the method already answered the client itself.
+    ``authorization_id`` is the identity the client may act as when it asked, with AUTH
+    PLAIN, for one other than its login (RFC 4616's authzid, ``auth_data.authzid``):
+    without it, such a request is refused with 535.
     """
 
     def __init__(
@@ -49,11 +53,13 @@ class AuthResult:
         handled: bool = True,
         message: str | None = None,
         auth_data: Any = None,
+        authorization_id: bytes | str | None = None,
     ) -> None:
         self.success = success
         self.handled = handled
         self.message = message
         self.auth_data = auth_data
+        self.authorization_id = authorization_id
 
     def __repr__(self) -> str:
         return (
@@ -71,7 +77,7 @@ def is_auth_result(value: object) -> TypeGuard[AuthResult]:
 _MECHANISM_NAME = re.compile(r"[A-Z0-9_-]+", re.ASCII)
 
 
-class LoginPassword(NamedTuple):
+class _LoginPassword(NamedTuple):
     """The credentials an AUTH PLAIN or LOGIN exchange gave (aiosmtpd's type)."""
 
     login: bytes
@@ -83,6 +89,19 @@ class LoginPassword(NamedTuple):
 
     def __repr__(self) -> str:
         return str(self)
+
+
+class LoginPassword(_LoginPassword):
+    """The credentials of AUTH PLAIN or LOGIN, as the authenticator gets them: aiosmtpd's
+    ``(login, password)`` pair (it unpacks and compares as one), plus ``authzid``, the
+    identity an AUTH PLAIN client asks to act as (RFC 4616; ``b""``: its login's own)."""
+
+    authzid: bytes
+
+    def __new__(cls, login: bytes, password: bytes, authzid: bytes = b"") -> LoginPassword:
+        self = super().__new__(cls, login, password)
+        self.authzid = authzid
+        return self
 
 
 def auth_mechanism(actual_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
