@@ -56,6 +56,7 @@ def size_octets(value: str | None) -> int | None:
 
 
 def body_ok(value: str | None, *, binarymime: bool = False) -> bool:
+    """BODY=7BIT or 8BITMIME (RFC 6152), or BINARYMIME where RFC 3030's is offered."""
     if value is None:
         return False
     upper = value.upper()
@@ -63,10 +64,12 @@ def body_ok(value: str | None, *, binarymime: bool = False) -> bool:
 
 
 def smtputf8_ok(value: str | None) -> bool:
+    """SMTPUTF8 takes no value (RFC 6531 §3.4)."""
     return value is None
 
 
 def ret_ok(value: str | None) -> bool:
+    """RET=FULL or HDRS (RFC 3461 §4.3), in any case."""
     return value is not None and value.upper() in RET_VALUES
 
 
@@ -100,6 +103,7 @@ def _is_xtext(value: str, limit: int, xtext_decode: XtextDecode) -> bool:
 
 
 def envid_ok(value: str | None, xtext_decode: XtextDecode) -> bool:
+    """ENVID: xtext of at most 100 characters (RFC 3461 §4.4)."""
     return value is not None and _is_xtext(value, MAX_ENVID, xtext_decode)
 
 
@@ -110,4 +114,5 @@ def orcpt_ok(value: str | None, xtext_decode: XtextDecode) -> bool:
 
 
 def auth_ok(value: str | None, xtext_decode: XtextDecode) -> bool:
+    """MAIL's AUTH=: an xtext mailbox or ``<>`` (RFC 4954 §5)."""
     return value is not None and (value == "<>" or _is_xtext(value, MAX_XTEXT, xtext_decode))

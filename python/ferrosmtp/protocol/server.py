@@ -140,7 +140,7 @@ class ServerConnection:
         self.config: ServerConfig = config or ServerConfig()
         self._codec = codec or default_codec.backend
         c = self.config
-        self.replies = host_replies(c)
+        self.replies: Replies = host_replies(c)
         self._reader = self._codec.ServerReader(
             max_command_line=c.max_command_line,
             max_auth_line=c.max_auth_line,
