@@ -210,3 +210,37 @@ def test_no_storage_is_created_for_a_bad_command_line(tmp_path: Path) -> None:
     out = run_cli(["serve", "--port", "99999", "--maildir", str(tmp_path / "md")])
     assert out.returncode == 2
     assert not (tmp_path / "md").exists()
+
+
+def test_rust_backend_asked_for_without_the_extension(tmp_path: Path) -> None:
+    """A source tree without the compiled extension: the default falls back to the pure
+    codec (and says so); FERROSMTP_BACKEND=rust is one line and exit 2."""
+    import shutil
+
+    import ferrosmtp
+
+    tree = tmp_path / "tree"
+    shutil.copytree(
+        Path(ferrosmtp.__file__).parent,
+        tree / "ferrosmtp",
+        ignore=shutil.ignore_patterns("_core*.so", "_core*.pyd", "__pycache__"),
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FERROSMTP_")}
+    environ["PYTHONPATH"] = str(tree)
+
+    def run(*env: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ferrosmtp", "--version"],
+            capture_output=True,
+            text=True,
+            env={**environ, **dict(env)},
+            cwd=tmp_path,
+            timeout=30,
+        )
+
+    fallback = run()
+    assert fallback.returncode == 0 and "(pure codec" in fallback.stdout, fallback
+    out = run(("FERROSMTP_BACKEND", "rust"))
+    check_one_line(
+        out, "ferrosmtp", "FERROSMTP_BACKEND=rust, but the Rust extension cannot be imported"
+    )
