@@ -65,7 +65,7 @@ def add_serve_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "serve",
         help="receive mail and store it (default: into ./maildir on 127.0.0.1:8025)",
-        description="Run an SMTP server. Every message is stored into a Maildir (the default, "
+        description="Run an SMTP server. Every message is stored into a Maildir (the default,\n"
         "./maildir), appended to an mbox, printed, or dropped.",
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

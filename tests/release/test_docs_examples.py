@@ -42,3 +42,14 @@ def test_example_runs(file: str, heading: str, expected: str, tmp_path: Path) ->
     )
     assert out.returncode == 0, out.stderr
     assert expected in out.stdout, out.stdout
+
+
+def test_cli_reference_is_what_help_prints() -> None:
+    """docs/cli.md is the commands' --help (regenerate with python docs/cli_help.py)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "cli_help.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
