@@ -112,8 +112,15 @@ impl DotStuffer {
 
 /// The DATA wire form of `body`, ending with `.\r\n`.
 pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    wire_form(body, true)
+}
+
+/// The whole wire form of `body` in one pass: with `dots`, the DATA form (as
+/// [`dot_stuff`]); without, the BDAT form (line ends normalized, a final CRLF ensured),
+/// whose length is the message size RFC 1870 asks for.
+pub fn wire_form(body: &[u8], dots: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 8);
-    let mut stuffer = DotStuffer::new(true);
+    let mut stuffer = DotStuffer::new(dots);
     stuffer.feed(body, &mut out).expect("fresh stuffer");
     stuffer.finish(&mut out).expect("fresh stuffer");
     out
@@ -133,6 +140,8 @@ mod tests {
         assert_eq!(dot_stuff(b"x\r\n."), b"x\r\n..\r\n.\r\n");
         assert_eq!(dot_stuff(b"\r\n.\r\n.\r\n"), b"\r\n..\r\n..\r\n.\r\n");
         assert_eq!(dot_stuff(b"a\r"), b"a\r\n.\r\n");
+        assert_eq!(wire_form(b"", false), b"");
+        assert_eq!(wire_form(b".a\nb", false), b".a\r\nb\r\n");
     }
 
     #[test]

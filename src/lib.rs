@@ -5,7 +5,8 @@
 //! - [`command`], [`address`], [`params`]: command tokenizing, RFC 5321 paths, ESMTP
 //!   parameters and xtext;
 //! - [`reply`]: the client's `ReplyReader`, `format_reply`, EHLO capabilities;
-//! - [`dotstuff`]: the DATA and BDAT wire forms of a body.
+//! - [`dotstuff`]: the DATA and BDAT wire forms of a body;
+//! - [`envelope`]: the client's MAIL FROM and RCPT TO lines, checked and formatted.
 //!
 //! `python/ferrosmtp/_pure/` is the same codec in plain Python, the specification these
 //! modules are differentially tested against. [`python`] holds the PyO3 bindings only.
@@ -15,6 +16,7 @@
 pub mod address;
 pub mod command;
 pub mod dotstuff;
+pub mod envelope;
 pub mod error;
 pub mod framing;
 pub mod params;
@@ -25,7 +27,8 @@ mod python;
 
 pub use address::{parse_path, Path};
 pub use command::{parse_command, Command};
-pub use dotstuff::{dot_stuff, DotStuffer};
+pub use dotstuff::{dot_stuff, wire_form, DotStuffer};
+pub use envelope::{format_envelope, EnvelopeError};
 pub use error::CodecError;
 pub use framing::{DataEnd, Item, Mode, ReaderConfig, ServerReader, Violation};
 pub use params::{parse_params, xtext_decode, xtext_encode};

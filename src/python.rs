@@ -17,6 +17,7 @@ use pyo3::IntoPyObjectExt;
 use crate::address;
 use crate::command;
 use crate::dotstuff;
+use crate::envelope::{self, EnvelopeError, Role};
 use crate::error::{self, CodecError as RustCodecError};
 use crate::framing::{self, Item, ReaderConfig};
 use crate::params;
@@ -894,11 +895,190 @@ impl PyDotStuffer {
     }
 }
 
-/// The DATA wire form of ``body``, ending with ``.\r\n``.
+/// The DATA wire form of ``body``, ending with ``.\r\n``; with ``dots=False`` the
+/// BDAT form (line ends normalized, a final CRLF ensured), whose length is the message
+/// size RFC 1870 asks for. One call, as ``DotStuffer`` fed the whole body and finished.
 #[pyfunction]
-fn dot_stuff<'py>(py: Python<'py>, body: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+#[pyo3(signature = (body, *, dots = true))]
+fn dot_stuff<'py>(
+    py: Python<'py>,
+    body: &Bound<'py, PyAny>,
+    dots: bool,
+) -> PyResult<Bound<'py, PyBytes>> {
     let body = bytes_arg(body, "body")?;
-    Ok(PyBytes::new(py, &dotstuff::dot_stuff(&body)))
+    Ok(PyBytes::new(py, &dotstuff::wire_form(&body, dots)))
+}
+
+// -- the client's envelope -------------------------------------------------------------
+
+/// Python's `repr` of a str, for error messages that quote the caller's text.
+fn quote(py: Python<'_>, text: &str) -> String {
+    PyString::new(py, text)
+        .repr()
+        .map_or_else(|_| format!("'{text}'"), |r| r.to_string())
+}
+
+fn envelope_err(py: Python<'_>, error: &EnvelopeError) -> PyErr {
+    PyValueError::new_err(error.message(&|text| quote(py, text)))
+}
+
+fn any_repr(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr()
+        .map_or_else(|_| "?".to_string(), |r| r.to_string())
+}
+
+/// An address argument as text, or refused as the pure twin refuses what is not a str or
+/// not valid UTF-8 (a lone surrogate): a type error, a non-ASCII address without SMTPUTF8,
+/// an address its parser cannot read.
+fn address_arg<'a>(obj: &'a Bound<'_, PyAny>, role: Role, smtputf8: bool) -> EnvelopeArg<'a> {
+    let s = match obj.cast::<PyString>() {
+        Ok(s) => s,
+        Err(_) => {
+            let type_name = obj
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".to_string(), |n| n.to_string());
+            return Err(EnvelopeError::Given(format!(
+                "the {} address must be a str, not {type_name}",
+                role.name()
+            )));
+        }
+    };
+    s.to_cow().map_err(|_| {
+        let lossy = s.to_string_lossy();
+        if lossy.chars().any(|c| c < ' ' || c == '\x7f') {
+            EnvelopeError::Control(role)
+        } else if !smtputf8 {
+            EnvelopeError::NotAscii(role)
+        } else {
+            EnvelopeError::Given(format!(
+                "invalid {} address {}: {}",
+                role.name(),
+                any_repr(obj),
+                error::BAD_UTF8.text
+            ))
+        }
+    })
+}
+
+type EnvelopeArg<'a> = Result<Cow<'a, str>, EnvelopeError>;
+
+fn as_arg<'a>(arg: &'a EnvelopeArg<'_>) -> envelope::Arg<'a> {
+    match arg {
+        Ok(text) => Ok(text.as_ref()),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// ESMTP parameters from a mapping: each keyword and value as text, or refused as the
+/// pure twin refuses what is not a str (or not UTF-8): such a keyword is never a keyword,
+/// nor such a value a value.
+fn param_args<'py>(
+    params: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let params = match params {
+        Some(p) if !p.is_none() => p,
+        _ => return Ok(Vec::new()),
+    };
+    if let Ok(dict) = params.cast::<PyDict>() {
+        return Ok(dict.iter().collect());
+    }
+    let mut out = Vec::new();
+    for item in params.call_method0("items")?.try_iter()? {
+        out.push(item?.extract()?);
+    }
+    Ok(out)
+}
+
+type ParamArg<'a> = (EnvelopeArg<'a>, Option<EnvelopeArg<'a>>);
+
+fn param_texts<'a>(items: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)]) -> Vec<ParamArg<'a>> {
+    let text = |obj: &'a Bound<'_, PyAny>| obj.cast::<PyString>().ok()?.to_cow().ok();
+    items
+        .iter()
+        .map(|(key, value)| {
+            let key_arg = text(key).ok_or_else(|| {
+                EnvelopeError::Given(format!(
+                    "invalid ESMTP parameter keyword: {}",
+                    any_repr(key)
+                ))
+            });
+            let value_arg = if value.is_none() {
+                None
+            } else {
+                Some(text(value).ok_or_else(|| {
+                    let key_text = key_arg.as_deref().unwrap_or("?");
+                    EnvelopeError::Given(format!(
+                        "invalid value for ESMTP parameter {key_text}: {}",
+                        any_repr(value)
+                    ))
+                }))
+            };
+            (key_arg, value_arg)
+        })
+        .collect()
+}
+
+fn param_refs<'a>(params: &'a [ParamArg<'_>]) -> Vec<envelope::Param<'a>> {
+    params
+        .iter()
+        .map(|(k, v)| (as_arg(k), v.as_ref().map(as_arg)))
+        .collect()
+}
+
+/// The MAIL FROM line of ``sender`` (None: no MAIL line) and one RCPT TO line per
+/// recipient, each as ``(canonical address, line)``, in that order.
+///
+/// Addresses (``a@b`` or ``<a@b>``; ``""`` or ``<>`` for a null sender) are parsed with
+/// the server's parser and re-serialized; non-ASCII needs ``smtputf8``. ``mail_params``
+/// go on the MAIL line, ``rcpt_params`` on every RCPT line (keywords as given, checked
+/// against the RFC 5321 grammar). Everything is checked before anything is returned:
+/// a refusal raises ValueError saying what is wrong.
+#[pyfunction]
+#[pyo3(signature = (sender, recipients = None, mail_params = None, rcpt_params = None, *,
+    smtputf8 = false))]
+fn format_envelope<'py>(
+    py: Python<'py>,
+    sender: &Bound<'py, PyAny>,
+    recipients: Option<&Bound<'py, PyAny>>,
+    mail_params: Option<&Bound<'py, PyAny>>,
+    rcpt_params: Option<&Bound<'py, PyAny>>,
+    smtputf8: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut recipient_objects = Vec::new();
+    if let Some(recipients) = recipients.filter(|r| !r.is_none()) {
+        if recipients.is_instance_of::<PyString>() {
+            return Err(PyValueError::new_err(
+                "recipients must be a sequence of addresses, not one str",
+            ));
+        }
+        for recipient in recipients.try_iter()? {
+            recipient_objects.push(recipient?);
+        }
+    }
+    let sender_arg = (!sender.is_none()).then(|| address_arg(sender, Role::Sender, smtputf8));
+    let recipient_args: Vec<EnvelopeArg<'_>> = recipient_objects
+        .iter()
+        .map(|r| address_arg(r, Role::Recipient, smtputf8))
+        .collect();
+    let recipient_refs: Vec<envelope::Arg<'_>> = recipient_args.iter().map(as_arg).collect();
+    let mail_items = param_args(mail_params)?;
+    let rcpt_items = param_args(rcpt_params)?;
+    let mail = param_texts(&mail_items);
+    let rcpt = param_texts(&rcpt_items);
+    let lines = envelope::format_envelope(
+        sender_arg.as_ref().map(as_arg),
+        &recipient_refs,
+        &param_refs(&mail),
+        &param_refs(&rcpt),
+        smtputf8,
+    )
+    .map_err(|e| envelope_err(py, &e))?;
+    let list = PyList::empty(py);
+    for (address, line) in lines {
+        list.append((address, PyBytes::new(py, &line)))?;
+    }
+    Ok(list)
 }
 
 // -- parsers ---------------------------------------------------------------------------
@@ -979,5 +1159,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(format_reply, m)?)?;
     m.add_function(wrap_pyfunction!(parse_ehlo, m)?)?;
     m.add_function(wrap_pyfunction!(dot_stuff, m)?)?;
+    m.add_function(wrap_pyfunction!(format_envelope, m)?)?;
     Ok(())
 }

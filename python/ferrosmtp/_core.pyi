@@ -2,7 +2,7 @@
 # ferrosmtp._pure has the same names and behaviour; `python -m mypy.stubtest
 # ferrosmtp._core` checks this file against the built module.
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import final
 
 from ferrosmtp._errors import CodecError as CodecError
@@ -23,6 +23,7 @@ __all__ = [
     "ServerReader",
     "Violation",
     "dot_stuff",
+    "format_envelope",
     "format_reply",
     "parse_command",
     "parse_ehlo",
@@ -359,5 +360,26 @@ def parse_ehlo(lines: Iterable[str]) -> EhloReply:
     Lines that are not a valid keyword are skipped; the first of duplicates wins.
     """
 
-def dot_stuff(body: bytes) -> bytes:
-    """The DATA wire form of ``body``, ending with ``.\\r\\n``."""
+def dot_stuff(body: bytes, *, dots: bool = True) -> bytes:
+    """The DATA wire form of ``body``, ending with ``.\\r\\n``; with ``dots=False`` the
+    BDAT form (line ends normalized, a final CRLF ensured), whose length is the message
+    size RFC 1870 asks for. One call, as ``DotStuffer`` fed the whole body and finished.
+    """
+
+def format_envelope(
+    sender: str | None,
+    recipients: Sequence[str] | None = None,
+    mail_params: Mapping[str, str | None] | None = None,
+    rcpt_params: Mapping[str, str | None] | None = None,
+    *,
+    smtputf8: bool = False,
+) -> list[tuple[str, bytes]]:
+    """The MAIL FROM line of ``sender`` (None: no MAIL line) and one RCPT TO line per
+    recipient, each as ``(canonical address, line)``, in that order.
+
+    Addresses (``a@b`` or ``<a@b>``; ``""`` or ``<>`` for a null sender) are parsed with
+    the server's parser and re-serialized; non-ASCII needs ``smtputf8``. ``mail_params``
+    go on the MAIL line, ``rcpt_params`` on every RCPT line (keywords as given, checked
+    against the RFC 5321 grammar). Everything is checked before anything is returned:
+    a refusal raises ValueError saying what is wrong.
+    """

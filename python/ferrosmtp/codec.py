@@ -60,6 +60,7 @@ if TYPE_CHECKING:
         ServerReader,
         Violation,
         dot_stuff,
+        format_envelope,
         format_reply,
         parse_command,
         parse_ehlo,
@@ -83,6 +84,7 @@ else:
     ServerReader = backend.ServerReader
     Violation = backend.Violation
     dot_stuff = backend.dot_stuff
+    format_envelope = backend.format_envelope
     format_reply = backend.format_reply
     parse_command = backend.parse_command
     parse_ehlo = backend.parse_ehlo
@@ -108,6 +110,7 @@ __all__ = [
     "Violation",
     "backend",
     "dot_stuff",
+    "format_envelope",
     "format_reply",
     "parse_command",
     "parse_ehlo",

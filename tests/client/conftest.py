@@ -4,7 +4,7 @@ and the real-peer fixtures from tests/peers.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -38,7 +38,7 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = TEST_TIMEOUT) -> T:
 @pytest.fixture(params=BACKENDS)
 def backend(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ModuleType]:
+) -> ModuleType:
     """Run the test with the Rust core, then with the pure twin, as the active codec of the
     client (its commands, replies, dot-stuffing and sizes)."""
     module = load_backend(request.param)
@@ -49,9 +49,7 @@ def backend(
     monkeypatch.setattr(ferrosmtp.protocol.client, "_active_codec", module)
     monkeypatch.setattr(ferrosmtp.client.message, "_codec", module)  # wire_size
     monkeypatch.setattr(ferrosmtp.client.request, "_codec", module)  # xtext for DSN
-    ferrosmtp.protocol.client._canonical_path_cached.cache_clear()
-    yield module
-    ferrosmtp.protocol.client._canonical_path_cached.cache_clear()
+    return module
 
 
 @pytest.fixture(scope="module")

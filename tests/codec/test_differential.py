@@ -367,7 +367,9 @@ def test_dot_stuffer_rust_equals_pure(
         return out + s.finish()
 
     assert run(rust) == run(pure)
-    assert rust.dot_stuff(body) == pure.dot_stuff(body)
+    assert rust.dot_stuff(body, dots=dots) == pure.dot_stuff(body, dots=dots)
+    # dot_stuff is a whole DotStuffer run in one call, in both forms
+    assert pure.dot_stuff(body, dots=dots) == run(pure)
 
 
 @SETTINGS
@@ -387,3 +389,52 @@ def test_dot_stuff_round_trip(rust: ModuleType, pure: ModuleType, body: bytes) -
         content = items[0][1] if items[0][0] == "data" else b""
         assert items[-1][0] == "end" and items[-1][5] is None
         assert content == expected
+
+
+# -- the client's envelope -------------------------------------------------------------------
+
+param_key = st.one_of(
+    st.sampled_from(["SIZE", "size", "BODY", "SMTPUTF8", "ENVID", "X-Y", "9", "a=b", "", "-x"]),
+    st.text(max_size=6),
+)
+param_value = st.one_of(
+    st.none(),
+    st.sampled_from(["1024", "8BITMIME", "a+2Bb", "é", "δ=x", "a b", "", "x\r\n", "\x7f"]),
+    st.text(max_size=6),
+)
+params_map = st.one_of(st.none(), st.dictionaries(param_key, param_value, max_size=4))
+
+
+@SETTINGS
+@given(
+    st.one_of(st.none(), path_text),
+    st.lists(path_text, max_size=3),
+    params_map,
+    params_map,
+    st.booleans(),
+)
+def test_format_envelope_rust_equals_pure(
+    rust: ModuleType,
+    pure: ModuleType,
+    sender: str | None,
+    recipients: list[str],
+    mail_params: dict[str, str | None] | None,
+    rcpt_params: dict[str, str | None] | None,
+    utf8: bool,
+) -> None:
+    args = (sender, recipients, mail_params, rcpt_params)
+    a = outcome(rust.format_envelope, *args, smtputf8=utf8)
+    b = outcome(pure.format_envelope, *args, smtputf8=utf8)
+    assert a == b
+    if a[0] != "ok":
+        return
+    # Every line is one command the server's own parser reads back as the same envelope.
+    for index, (address, line) in enumerate(a[1]):
+        assert line.endswith(b"\r\n") and line.count(b"\r\n") == 1
+        assert not re.search(rb"[\x00-\x1f\x7f]", line[:-2])
+        command = rust.parse_command(line[:-2], smtputf8=True)
+        verb = "MAIL" if sender is not None and index == 0 else "RCPT"
+        assert command.verb == verb
+        assert command.path.address == address
+        params = mail_params if verb == "MAIL" else rcpt_params
+        assert command.params == {k.upper(): v for k, v in (params or {}).items()}

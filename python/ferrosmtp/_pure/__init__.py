@@ -8,6 +8,7 @@ from ferrosmtp._errors import CodecError, ReplyError
 from ferrosmtp._pure.address import Path, parse_path
 from ferrosmtp._pure.command import Command, parse_command
 from ferrosmtp._pure.dotstuff import DotStuffer, dot_stuff
+from ferrosmtp._pure.envelope import format_envelope
 from ferrosmtp._pure.framing import Data, DataEnd, Line, ServerReader, Violation
 from ferrosmtp._pure.params import parse_params, xtext_decode, xtext_encode
 from ferrosmtp._pure.reply import EhloReply, Reply, ReplyReader, format_reply, parse_ehlo
@@ -27,6 +28,7 @@ __all__ = [
     "ServerReader",
     "Violation",
     "dot_stuff",
+    "format_envelope",
     "format_reply",
     "parse_command",
     "parse_ehlo",

@@ -65,7 +65,9 @@ class DotStuffer:
         return out
 
 
-def dot_stuff(body: bytes) -> bytes:
-    """The DATA wire form of ``body``, ending with ``.\\r\\n``."""
-    stuffer = DotStuffer()
+def dot_stuff(body: bytes, *, dots: bool = True) -> bytes:
+    """The DATA wire form of ``body``, ending with ``.\\r\\n``; with ``dots=False`` the
+    BDAT form (line ends normalized, a final CRLF ensured), whose length is the message
+    size RFC 1870 asks for. One call, as ``DotStuffer`` fed the whole body and finished."""
+    stuffer = DotStuffer(dots=dots)
     return stuffer.feed(require_bytes(body, "body")) + stuffer.finish()

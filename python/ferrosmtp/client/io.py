@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 from ferrosmtp.client.options import WRITE_BUFFER_HIGH
@@ -39,17 +40,27 @@ def clone_error(exc: SMTPException) -> SMTPException:
     return type(exc)(*exc.args)
 
 
-class _Waiter:
-    """Someone waiting for the next ``count`` replies, until ``deadline`` (loop time)."""
+# A callback given the replies it waited for, or the error that ended the connection.
+Then = Callable[[list[Answer] | SMTPException], None]
 
-    __slots__ = ("answers", "count", "deadline", "future")
+
+class _Waiter:
+    """Someone waiting for the next ``count`` replies, until ``deadline`` (loop time):
+    a future, or a callback called as soon as they are in (``then``)."""
+
+    __slots__ = ("answers", "count", "deadline", "future", "then")
 
     def __init__(
-        self, count: int, future: asyncio.Future[list[Answer]], deadline: float | None
+        self,
+        count: int,
+        future: asyncio.Future[list[Answer]] | None,
+        deadline: float | None,
+        then: Then | None = None,
     ) -> None:
         self.count = count
         self.future = future
         self.deadline = deadline
+        self.then = then
         self.answers: list[Answer] = []
 
 
@@ -124,8 +135,13 @@ class SMTPProtocol(asyncio.Protocol):
             answers.append(event)  # type: ignore[arg-type]
             if len(answers) == waiter.count:
                 waiters.popleft()
-                if not waiter.future.done():  # a cancelled waiter just drops its replies
-                    waiter.future.set_result(answers)
+                if waiter.then is not None:
+                    waiter.then(answers)
+                    if self.error is not None:  # the callback failed the connection
+                        return
+                elif not waiter.future.done():  # type: ignore[union-attr]
+                    waiter.future.set_result(answers)  # type: ignore[union-attr]
+                # (a cancelled waiter just drops its replies)
 
     def eof_received(self) -> bool | None:
         """asyncio: the server closed its side; close ours too."""
@@ -152,16 +168,28 @@ class SMTPProtocol(asyncio.Protocol):
 
     def expect(self, count: int, timeout: float | None) -> asyncio.Future[list[Answer]]:
         """Register for the next ``count`` replies (before writing their commands)."""
+        future = self.loop.create_future()
+        self._register(_Waiter(count, future, self._deadline(timeout)))
+        return future
+
+    def expect_then(self, count: int, timeout: float | None, then: Then) -> None:
+        """``expect``, with ``then`` called with the replies as soon as they are in (from
+        ``data_received``: no task wakes up for them), or with the error that failed the
+        connection."""
+        self._register(_Waiter(count, None, self._deadline(timeout), then))
+
+    def _deadline(self, timeout: float | None) -> float | None:
         if self.error is not None:
             raise clone_error(self.error)
-        deadline = None
-        if timeout is not None:
-            deadline = self.loop.time() + timeout
-            if self._alarm is None or deadline < self._alarm_at:
-                self._set_alarm(deadline)
-        waiter = _Waiter(count, self.loop.create_future(), deadline)
+        if timeout is None:
+            return None
+        deadline = self.loop.time() + timeout
+        if self._alarm is None or deadline < self._alarm_at:
+            self._set_alarm(deadline)
+        return deadline
+
+    def _register(self, waiter: _Waiter) -> None:
         self._waiters.append(waiter)
-        return waiter.future
 
     def write(self, data: bytes) -> None:
         """Write ``data``, or raise the error that ended the connection."""
@@ -202,8 +230,10 @@ class SMTPProtocol(asyncio.Protocol):
                 self.transport.abort()
         while self._waiters:
             waiter = self._waiters.popleft()
-            if not waiter.future.done():
-                waiter.future.set_exception(clone_error(self.error))
+            if waiter.then is not None:
+                waiter.then(clone_error(self.error))
+            elif not waiter.future.done():  # type: ignore[union-attr]
+                waiter.future.set_exception(clone_error(self.error))  # type: ignore[union-attr]
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(clone_error(self.error))
 

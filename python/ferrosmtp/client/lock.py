@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ferrosmtp.client.options import Timeout
-    from ferrosmtp.protocol.client import Answer, Command
+    from ferrosmtp.protocol.client import Command
 
 __all__ = ["FifoLock", "Turn"]
 
@@ -25,7 +24,7 @@ class FifoLock:
 
     def __init__(self) -> None:
         self._held = False
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[Any]] = deque()
 
     def locked(self) -> bool:
         """Whether the lock is held."""
@@ -53,13 +52,13 @@ class FifoLock:
                 self._waiters.remove(waiter)
             raise
 
-    def enqueue(self) -> asyncio.Future[None]:
+    def enqueue(self) -> asyncio.Future[Any]:
         """A place in the queue: the lock is the caller's when the future is done."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         return waiter
 
-    def forget(self, waiter: asyncio.Future[None]) -> None:
+    def forget(self, waiter: asyncio.Future[Any]) -> None:
         """Remove ``waiter`` from the queue (it gave up)."""
         if waiter in self._waiters:
             self._waiters.remove(waiter)
@@ -73,32 +72,45 @@ class FifoLock:
                 return
         self._held = False
 
-    def hand_to(self, waiter: asyncio.Future[None], when: Awaitable[Any] | None) -> None:
-        """Pass the lock to ``waiter`` (ahead of any other), waking it once ``when`` is
-        done: it has nothing to do before then."""
+    def pass_to(self, waiter: asyncio.Future[Any]) -> None:
+        """Pass the lock to ``waiter`` (ahead of any other) without waking it: its owner's
+        callbacks carry on for it and resolve the future when there is something to do."""
         self.forget(waiter)
-
-        def wake(_: object = None) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        if isinstance(when, asyncio.Future) and not when.done():
-            when.add_done_callback(wake)
-        else:
-            wake()
 
 
 class Turn:
-    """A transaction's envelope (MAIL, RCPT..., DATA) waiting to be written, and the
-    future of its replies once it has been."""
+    """A transaction's envelope (MAIL, RCPT..., DATA) waiting to be written, and how far
+    it has got once it has been.
 
-    __slots__ = ("commands", "content_started", "handed", "replies", "reset", "timeout", "waiter")
+    ``wake`` is the one future its task sleeps on: its place in the session queue (None:
+    the session is its own now), then the outcome its reply callbacks reach:
+    ``("replies", answers)``, the envelope's replies for the task to act on, or
+    ``("final", refused, accepted, finals)`` when the callbacks sent the content
+    themselves and the final reply is in."""
+
+    __slots__ = (
+        "body",
+        "commands",
+        "content_started",
+        "handed",
+        "released",
+        "request",
+        "reset",
+        "sent",
+        "timeout",
+        "waiter",
+        "wake",
+    )
 
     def __init__(self, commands: list[Command], timeout: Timeout) -> None:
         self.commands: list[Command] = commands
         self.timeout = timeout
-        self.replies: Awaitable[list[Answer]] | None = None
-        self.reset: bool = False  # an RSET went first: its reply is dropped
-        self.content_started: bool = False  # any byte of the message content written
-        self.waiter: asyncio.Future[None] | None = None  # our place in the session queue
-        self.handed: bool = False  # the session was handed to us by the transaction ahead
+        self.request: Any = None  # the SendRequest, for the callbacks' outcome
+        self.body: bytes | None = None  # content the callbacks may send after the 354
+        self.sent = False  # the envelope is on the wire
+        self.reset = False  # an RSET went first: its reply is dropped
+        self.content_started = False  # any byte of the message content written
+        self.released = False  # the callbacks passed the session on after the content
+        self.waiter: asyncio.Future[Any] | None = None  # our place in the session queue
+        self.wake: asyncio.Future[Any] | None = None  # what the task awaits now
+        self.handed = False  # the session was handed to us by the transaction ahead

@@ -5,7 +5,9 @@ several tasks share a client."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from functools import partial
+from typing import Any
 
 from ferrosmtp.client.auth import Authentication
 from ferrosmtp.client.core import DATA, RSET
@@ -34,6 +36,11 @@ class TransactionEngine(Authentication):
         and the session is handed over before this message's final reply arrives: one
         write and one round trip per message.
 
+        The common case (a pipelining SMTP session, a message sent by DATA in one write)
+        runs in reply callbacks (``_on_envelope``, ``_on_final``): the content goes out
+        from ``data_received`` as soon as the 354 is read, and the task sleeps once, until
+        the final reply. Any other outcome wakes it with the envelope's replies.
+
         Content is only sent once a recipient has been accepted, so a server that
         mishandles a refused BDAT chunk can never read message content as commands. A
         transaction interrupted half-way (cancelled, or failing unexpectedly) closes the
@@ -48,19 +55,23 @@ class TransactionEngine(Authentication):
         if not chunking:
             commands.append(DATA)
         turn = Turn(commands, timeout)
+        turn.request = request
         if conn.pipelining:
+            if not chunking and not self.lmtp and len(body) <= CHUNK_SIZE:
+                turn.body = body  # the callbacks send it
             self._turns.append(turn)  # the transaction ahead of us may send it for us
         lock = self._lock
         held = False  # the session is ours: nobody else may write until we release it
         settled = False  # True once only our final reply is outstanding
         try:
+            outcome: Any = None
             if not lock.try_acquire():
                 # Wait for the session. The transaction ahead may send our envelope with
-                # its content and hand the session straight to us: we then wake up once,
-                # when our replies are in.
-                turn.waiter = lock.enqueue()
+                # its content and pass the session straight to us: our callbacks then
+                # carry the message on, and we wake up once, with their outcome.
+                turn.waiter = turn.wake = lock.enqueue()
                 try:
-                    await turn.waiter
+                    outcome = await turn.waiter
                 except BaseException:
                     if turn.handed or (turn.waiter.done() and not turn.waiter.cancelled()):
                         held = True  # the session is ours already: pass it on below
@@ -68,10 +79,14 @@ class TransactionEngine(Authentication):
                         lock.forget(turn.waiter)
                     raise
             held = True
-            if turn.replies is None:
-                self._send_envelope(turn)
-            assert turn.replies is not None
-            answers: list[Answer] = await turn.replies
+            if outcome is None:  # the session is ours: our envelope is not sent yet
+                outcome = await self._send_envelope(turn)
+            if outcome[0] == "final":  # the callbacks sent the content: the reply is in
+                held = False  # (they passed the session on)
+                settled = True
+                _, refused, accepted, finals = outcome
+                return self._result(refused, accepted, finals)
+            answers: list[Answer] = outcome[1]
             refused, accepted, refusal = self._envelope_outcome(turn, request, answers, chunking)
             if refusal is not None:  # reset the session, then report the refusal
                 if refusal.code == 354:  # every RCPT failed, yet DATA was accepted
@@ -110,7 +125,7 @@ class TransactionEngine(Authentication):
                 raise SMTPDataError(failed.code, str(failed.reply.text))
             return self._result(refused, accepted, finals)
         except BaseException as exc:
-            if turn.replies is not None and not settled:
+            if turn.sent and not settled and not turn.released:
                 self.close()
             if isinstance(exc, SMTPServerDisconnected) and not turn.content_started:
                 # Nothing of the message went out: a Pool may retry it elsewhere.
@@ -119,8 +134,77 @@ class TransactionEngine(Authentication):
         finally:
             if held:
                 self._release_session()
-            if turn.replies is None and turn in self._turns:
+            if not turn.sent and turn in self._turns:
                 self._turns.remove(turn)
+
+    def _send_envelope(self, turn: Turn) -> Awaitable[tuple[Any, ...]]:
+        """Send a transaction's envelope (nobody sent it for us): in one write when the
+        server pipelines, else one command at a time (in a task). Returns what to await
+        for the outcome: ``("replies", answers)``, or what the callbacks reached."""
+        if turn in self._turns:
+            self._turns.remove(turn)
+        conn, protocol = self._session()
+        if not conn.pipelining:
+            commands = self._reset_first(conn, turn)
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(self._one_by_one(commands, turn.timeout))
+            turn.sent = True
+            return task
+        data = self._envelope_bytes(turn)
+        turn.wake = wake = asyncio.get_running_loop().create_future()
+        protocol.write(data)
+        return wake
+
+    # --- The reply callbacks of the common case ---------------------------------------
+
+    def _on_envelope(self, turn: Turn, answers: list[Answer] | SMTPException) -> None:
+        """The envelope's replies are in (in ``data_received``). If they let the message
+        go and the turn carries its body, send the content now (with the next queued
+        envelope) and pass the session on; else wake the task with the replies."""
+        if isinstance(answers, SMTPException):
+            _fail(turn, answers)
+            return
+        wake = turn.wake
+        if wake is None or wake.done():
+            return  # the task is gone (cancelled): it closes the connection
+        body = turn.body
+        if body is None:
+            wake.set_result(("replies", answers))
+            return
+        request = turn.request
+        refused, accepted, refusal = self._envelope_outcome(turn, request, answers, False)
+        if refusal is not None:
+            wake.set_result(("replies", answers))
+            return
+        try:
+            conn, protocol = self._session()
+            data = conn.send_data(body, end=True)
+            seconds = self.data_timeout
+            if seconds is None:
+                seconds = self._timeout(turn.timeout)
+            protocol.expect_then(1, seconds, partial(self._on_final, turn, refused, accepted))
+            turn.content_started = True
+            protocol.write(self._hand_over(data))
+        except Exception as exc:  # the connection failed under us, or a bug: never hang
+            self.close()
+            _fail(turn, exc if isinstance(exc, SMTPException) else SMTPException(str(exc)))
+            return
+        turn.released = True
+        self._release_session()
+
+    def _on_final(
+        self,
+        turn: Turn,
+        refused: dict[str, SMTPResponse],
+        accepted: list[str],
+        finals: list[Answer] | SMTPException,
+    ) -> None:
+        if isinstance(finals, SMTPException):
+            _fail(turn, finals)
+            return
+        wake = turn.wake
+        if wake is not None and not wake.done():
+            wake.set_result(("final", refused, accepted, finals))
 
     def _envelope_outcome(
         self, turn: Turn, request: SendRequest, answers: list[Answer], chunking: bool
@@ -166,20 +250,9 @@ class TransactionEngine(Authentication):
         threshold = self.bdat_threshold
         return self.use_bdat or (threshold is not None and size >= threshold)
 
-    def _send_envelope(self, turn: Turn) -> None:
-        """Send a transaction's envelope (nobody sent it for us): in one write when the
-        server pipelines, else one command at a time (in a task: ``turn.replies``)."""
-        if turn in self._turns:
-            self._turns.remove(turn)
-        conn, protocol = self._session()
-        if conn.pipelining:
-            protocol.write(self._envelope_bytes(turn))
-        else:
-            commands = self._reset_first(conn, turn)
-            loop = asyncio.get_running_loop()
-            turn.replies = loop.create_task(self._one_by_one(commands, turn.timeout))
-
-    async def _one_by_one(self, commands: list[Command], timeout: Timeout) -> list[Answer]:
+    async def _one_by_one(
+        self, commands: list[Command], timeout: Timeout
+    ) -> tuple[str, list[Answer]]:
         """An envelope for a server without PIPELINING: one command at a time, stopping
         where the replies make the rest pointless: after a refused MAIL (there is no
         transaction for RCPT to join) and before DATA when no recipient was accepted.
@@ -197,7 +270,7 @@ class TransactionEngine(Authentication):
             answers.append(answer)
             if command.verb == "MAIL" and answer.code != 250:
                 break
-        return answers
+        return "replies", answers
 
     def _reset_first(self, conn: ClientConnection, turn: Turn) -> list[Command]:
         if conn.needs_reset:  # a refused transaction the server may still hold open
@@ -211,7 +284,9 @@ class TransactionEngine(Authentication):
         conn, protocol = self._session()
         commands = self._reset_first(conn, turn)
         data = self._encode(conn, commands)
-        turn.replies = protocol.expect(len(commands), self._timeout(turn.timeout))
+        then = partial(self._on_envelope, turn)
+        protocol.expect_then(len(commands), self._timeout(turn.timeout), then)
+        turn.sent = True
         return data
 
     def _hand_over(self, data: bytes) -> bytes:
@@ -231,12 +306,12 @@ class TransactionEngine(Authentication):
 
     def _release_session(self) -> None:
         """Let the next exchange go: the transaction whose envelope we sent, if any (its
-        commands are on the wire: nothing else may be written before its content), else
-        whoever waits first."""
+        commands are on the wire: nothing else may be written before its content; its
+        callbacks carry it on), else whoever waits first."""
         turn, self._handed = self._handed, None
         if turn is not None and turn.waiter is not None and not turn.waiter.done():
             turn.handed = True
-            self._lock.hand_to(turn.waiter, turn.replies)
+            self._lock.pass_to(turn.waiter)
         else:
             self._lock.release()
 
@@ -342,6 +417,12 @@ class TransactionEngine(Authentication):
                 protocol.write(data)
                 await protocol.drain(self._until(deadline, seconds))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fail(turn: Turn, error: SMTPException) -> None:
+    wake = turn.wake
+    if wake is not None and not wake.done():
+        wake.set_exception(error)
 
 
 class _Refusal:

@@ -35,7 +35,6 @@ allocations beyond what they return: a client sends thousands of messages a seco
 from __future__ import annotations
 
 import enum
-import functools
 import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -59,7 +58,6 @@ __all__ = [
     "RemoteProtocolError",
     "ServerClosing",
     "check_hello_name",
-    "format_params",
     "parse_option",
 ]
 
@@ -232,8 +230,6 @@ _QUERY_STRING = re.compile(
     r'|"(?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*"'
 )
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*", re.ASCII)
-_ASCII_VALUE = re.compile(r"[!-<>-~]+")  # esmtp-value = 1*(%d33-60 / %d62-126)
-_ASCII_PARAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(?:=[!-<>-~]+)?")  # keyword[=value]
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}", re.ASCII)
 
 Params = tuple[tuple[str, str | None], ...]
@@ -294,12 +290,10 @@ class Command(NamedTuple):
 
         ``smtputf8`` allows a UTF-8 address; the SMTPUTF8 parameter itself must be in
         ``params`` (``ClientConnection`` checks that)."""
-        address, _, postmaster = _canonical_path(sender, smtputf8, "sender", codec)
-        if postmaster:
-            raise ValueError("the sender must be a mailbox or <>, not <Postmaster>")
-        items, text = format_params(params, smtputf8=smtputf8, codec=codec)
-        line = _line("MAIL", f"FROM:<{address}>{text}")
-        return cls("MAIL", address, line, not line.isascii(), items)
+        ((address, line),) = (codec or _active_codec).format_envelope(
+            sender, None, params, smtputf8=smtputf8
+        )
+        return cls("MAIL", address, line, not line.isascii(), _items(params))
 
     @classmethod
     def rcpt(
@@ -311,12 +305,34 @@ class Command(NamedTuple):
         codec: ModuleType | None = None,
     ) -> Command:
         """RCPT TO:<recipient> [params]."""
-        address, null, _ = _canonical_path(recipient, smtputf8, "recipient", codec)
-        if null:
-            raise ValueError("a recipient cannot be the null path <>")
-        items, text = format_params(params, smtputf8=smtputf8, codec=codec)
-        line = _line("RCPT", f"TO:<{address}>{text}")
-        return cls("RCPT", address, line, not line.isascii(), items)
+        ((address, line),) = (codec or _active_codec).format_envelope(
+            None, (recipient,), None, params, smtputf8=smtputf8
+        )
+        return cls("RCPT", address, line, not line.isascii(), _items(params))
+
+    @classmethod
+    def envelope(
+        cls,
+        sender: str,
+        recipients: Sequence[str],
+        mail_params: Mapping[str, str | None] | None = None,
+        rcpt_params: Mapping[str, str | None] | None = None,
+        *,
+        smtputf8: bool = False,
+        codec: ModuleType | None = None,
+    ) -> list[Command]:
+        """MAIL, then one RCPT per recipient (the same parameters on each), built by one
+        codec call (``codec.format_envelope``): what ``mail()`` and ``rcpt()`` check, for
+        a whole envelope at the cost of one."""
+        lines = (codec or _active_codec).format_envelope(
+            sender, recipients, mail_params, rcpt_params, smtputf8=smtputf8
+        )
+        address, line = lines[0]
+        commands = [cls("MAIL", address, line, not line.isascii(), _items(mail_params))]
+        items = _items(rcpt_params)
+        for address, line in lines[1:]:
+            commands.append(cls("RCPT", address, line, not line.isascii(), items))
+        return commands
 
     @classmethod
     def query(
@@ -342,7 +358,7 @@ class Command(NamedTuple):
             raise ValueError(f"a non-ASCII {verb} argument needs SMTPUTF8")
         if _QUERY_STRING.fullmatch(argument) is None:
             try:
-                _canonical_path(argument, smtputf8, f"{verb} mailbox", codec)
+                (codec or _active_codec).format_envelope(None, (argument,), smtputf8=smtputf8)
             except ValueError:
                 raise ValueError(
                     f"{verb} argument {argument!r} is not a name, a quoted string or a "
@@ -433,58 +449,6 @@ def check_hello_name(name: str, *, codec: ModuleType | None = None) -> None:
         raise ValueError(f"not a domain or address literal: {name!r}") from None
 
 
-def format_params(
-    params: Mapping[str, str | None] | None,
-    *,
-    smtputf8: bool = False,
-    codec: ModuleType | None = None,
-) -> tuple[Params, str]:
-    """ESMTP parameters as `` KEY=value KEY2`` (leading space), and their items.
-
-    Keywords must match ``(ALPHA / DIGIT) *(ALPHA / DIGIT / "-")`` and values
-    ``1*(%d33-60 / %d62-126)``; under SMTPUTF8 a value may also hold UTF-8, and is then
-    checked by the server's own ``parse_params``. A keyword may appear once. ENVID and
-    ORCPT values must already be xtext (``codec.xtext_encode``).
-    """
-    if not params:
-        return (), ""
-    words = []
-    items: list[tuple[str, str | None]] = []
-    seen: set[str] = set()
-    for key, value in params.items():
-        word = key if value is None else f"{key}={value}"
-        if type(key) is str and type(value) in (str, type(None)) and "=" not in key:
-            # The common case, checked by one expression: an ASCII keyword[=value].
-            if _ASCII_PARAM.fullmatch(word) is not None and key.upper() not in seen:
-                seen.add(key.upper())
-                words.append(word)
-                items.append((key.upper(), value))
-                continue
-        if not isinstance(key, str) or _KEYWORD.fullmatch(key) is None:
-            raise ValueError(f"invalid ESMTP parameter keyword: {key!r}")
-        upper = key.upper()
-        if upper in seen:
-            raise ValueError(f"ESMTP parameter {upper} given twice")
-        seen.add(upper)
-        if value is None:
-            words.append(key)
-        elif isinstance(value, str) and _ASCII_VALUE.fullmatch(value) is not None:
-            words.append(f"{key}={value}")
-        elif isinstance(value, str) and smtputf8 and value and not value.isascii():
-            word = f"{key}={value}"
-            try:
-                parsed = (codec or _active_codec).parse_params(word, smtputf8=True)
-            except ValueError:
-                raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}") from None
-            if parsed != {upper: value}:
-                raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}")
-            words.append(word)
-        else:
-            raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}")
-        items.append((upper, value))
-    return tuple(items), " " + " ".join(words)
-
-
 def parse_option(option: str) -> tuple[str, str | None]:
     """One ``KEY[=value]`` word, as aiosmtplib's ``mail_options`` take them."""
     if not isinstance(option, str) or _CONTROL.search(option) or " " in option.strip(" "):
@@ -499,33 +463,11 @@ def _check_base64(text: str, *, allow_equals: bool) -> None:
             raise ValueError("a SASL response must be base64 text")
 
 
-def _canonical_path(
-    text: str, smtputf8: bool, role: str, codec: ModuleType | None
-) -> tuple[str, bool, bool]:
-    """``(address, is_null, is_postmaster)`` of an address given as ``a@b`` or ``<a@b>``.
-
-    Parsed with the server's parser and re-serialized, so only a valid RFC 5321 path
-    comes out; a source route is dropped (RFC 5321 §4.1.2: clients SHOULD NOT send
-    them). Raises ValueError."""
-    if not isinstance(text, str):
-        raise ValueError(f"the {role} address must be a str, not {type(text).__name__}")
-    return _canonical_path_cached(text, smtputf8, role, codec or _active_codec)
-
-
-@functools.lru_cache(maxsize=4096)  # pure: bulk senders repeat the same addresses
-def _canonical_path_cached(
-    text: str, smtputf8: bool, role: str, codec: ModuleType
-) -> tuple[str, bool, bool]:
-    if _CONTROL.search(text):
-        raise ValueError(f"the {role} address contains CR, LF, NUL or another control character")
-    if not smtputf8 and not text.isascii():
-        raise ValueError(f"the {role} address is not ASCII: it needs SMTPUTF8")
-    try:
-        path = codec.parse_path(text if text.startswith("<") else f"<{text}>", smtputf8=smtputf8)
-    except ValueError as exc:
-        reason = getattr(exc, "text", str(exc))
-        raise ValueError(f"invalid {role} address {text!r}: {reason}") from None
-    return str(path.address), bool(path.is_null), bool(path.is_postmaster)
+def _items(params: Mapping[str, str | None] | None) -> Params:
+    """Parameters as the connection checks them: keywords upper-cased (once valid)."""
+    if not params:
+        return ()
+    return tuple([(key.upper(), value) for key, value in params.items()])
 
 
 def _octets(text: str) -> int | None:
@@ -899,19 +841,30 @@ class ClientConnection:
 
     # --- Message content ------------------------------------------------------------
 
-    def send_data(self, data: bytes) -> bytes:
-        """A piece of message content after the 354: line ends normalized, dots doubled.
+    def send_data(self, data: bytes, *, end: bool = False) -> bytes:
+        """A piece of message content after the 354: line ends normalized, dots doubled;
+        with ``end``, the last piece, followed by the end of the content (``end_data``).
 
         Feed the message in pieces of any size; only the bytes of this piece (and a CR
         held back from the previous one) are produced, so a large message is never
-        copied whole."""
+        copied whole. A whole message given at once (``end`` on the first piece) is
+        encoded by one codec call."""
         txn = self._transaction
-        stuffer = txn.stuffer if txn is not None else None
-        if self._phase is not Phase.BODY or stuffer is None:  # BODY: the 354 made one
+        if self._phase is not Phase.BODY or txn is None:
             raise LocalProtocolError(
                 f"message content is not allowed now (phase: {self._phase.value})"
             )
-        out: bytes = stuffer.feed(data)
+        stuffer = txn.stuffer
+        if stuffer is None:  # the first piece
+            if end:
+                out: bytes = self.codec.dot_stuff(data)
+                self._content_ended(txn)
+                return out
+            stuffer = txn.stuffer = self.codec.DotStuffer()
+        out = stuffer.feed(data)
+        if end:
+            out += stuffer.finish()
+            self._content_ended(txn)
         return out
 
     def end_data(self) -> bytes:
@@ -920,19 +873,22 @@ class ClientConnection:
         Also the right thing to send after a 354 when no recipient was accepted (RFC 2920
         §3.1: "the client SMTP should send a single dot")."""
         txn = self._transaction
-        stuffer = txn.stuffer if txn is not None else None
-        if self._phase is not Phase.BODY or txn is None or stuffer is None:
+        if self._phase is not Phase.BODY or txn is None:
             raise LocalProtocolError(
                 f"message content is not allowed now (phase: {self._phase.value})"
             )
-        out: bytes = stuffer.finish()
+        # Nothing sent yet: the end of an empty message.
+        out: bytes = txn.stuffer.finish() if txn.stuffer is not None else b".\r\n"
+        self._content_ended(txn)
+        return out
+
+    def _content_ended(self, txn: _Transaction) -> None:
         txn.stuffer = None
         self._phase = Phase.READY
         self._transaction = None
         # Whatever its reply, the server ends the transaction at the end of the content.
         self._server_open_transaction = False
         self._pending.append(_Pending(".", "", txn, self.lmtp))
-        return out
 
     def send_bdat(self, data: bytes, *, last: bool = False) -> bytes:
         """A BDAT chunk (RFC 3030): ``BDAT <n> [LAST]`` and the chunk, line ends
@@ -1073,7 +1029,7 @@ class ClientConnection:
         elif verb == "DATA":
             if code == 354:
                 assert self._transaction is not None
-                self._transaction.stuffer = self.codec.DotStuffer()
+                self._transaction.stuffer = None  # made by the first send_data
                 self._phase = Phase.BODY
             elif self._transaction is not None and self._transaction.mail_ok:
                 self._phase = Phase.MAIL  # the server still holds the envelope: RSET or retry
