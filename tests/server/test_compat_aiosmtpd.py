@@ -62,11 +62,20 @@ def test_codec_refusals_in_aiosmtpds_words(controller: compat.Controller) -> Non
     with Raw(controller.port) as raw:
         raw.greet()
         raw.send(b"MAIL FROM:\r\n")
-        assert raw.reply() == b"501 Syntax: MAIL FROM: <address>\r\n"
+        assert raw.reply() == b"501 Syntax: MAIL FROM: <address> [SP <mail-parameters>]\r\n"
         raw.send(b"X" * 600 + b"\r\n")
         assert raw.reply() == b"500 Command line too long\r\n"
+        raw.send(b"AUTH\r\n")
+        assert raw.reply() == (
+            b"538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+        )
+        raw.send(b"MAIL FROM:<a@example.com> FOO=BAR\r\n")
+        assert raw.reply() == b"555 MAIL FROM parameters not recognized or not implemented\r\n"
         raw.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<\r\n")
-        assert raw.replies(2) == [b"250 OK\r\n", b"501 Syntax: RCPT TO: <address>\r\n"]
+        assert raw.replies(2) == [
+            b"250 OK\r\n",
+            b"501 Syntax: RCPT TO: <address> [SP <mail-parameters>]\r\n",
+        ]
 
 
 def test_controller_attributes_reset_by_stop() -> None:

@@ -92,6 +92,7 @@ _TEXTS: dict[str, Response] = {
     "Can't decode base64": R(501, "5.5.2 Can't decode base64"),
     "Can't split auth value": R(501, "5.5.2 Can't split auth value"),
     "Auth aborted": R(501, "5.7.0 Auth aborted"),
+    "Error: SMTPUTF8 takes no value": R(501, "Error: SMTPUTF8 takes no arguments"),
 }
 
 # (verb, ferrosmtp's text) -> aiosmtpd's reply, where aiosmtpd's depends on the command.
@@ -107,26 +108,80 @@ _BY_VERB: dict[tuple[str, str], Response] = {
     ("AUTH", "Must issue a STARTTLS command first"): R(
         538, "5.7.11 Encryption required for requested authentication mechanism"
     ),
+    ("DATA", "Error: need MAIL command"): R(503, "Error: need RCPT command"),
 }
 
 
-def aiosmtpd_dialect(response: Response, event: Event | None, verb: str) -> Response:
-    """ServerConnection's reply, in aiosmtpd 1.4.6's words."""
+def aiosmtpd_dialect(conn: Any, response: Response, event: Event | None) -> Response:
+    """ServerConnection's reply, in aiosmtpd 1.4.6's words. ``conn`` is the connection
+    (read only): some of aiosmtpd's replies depend on its state."""
     text = response.lines[0]
     if isinstance(event, ev.Help):
         return _help(event.arg, response)
-    said = _BY_VERB.get((verb, text)) or _TEXTS.get(text)
+    said = _BY_VERB.get((conn.verb, text)) or _TEXTS.get(text)
     if said is not None:
         return said
-    if text.startswith("Syntax: "):  # the codec's usage reply names its command
-        usage = text.split()[1]
-        if usage in _SYNTAX:
-            return R(501, "Syntax: " + _SYNTAX[usage])
-    if text.startswith("Bad sender address syntax"):
-        return R(501, "Syntax: " + _SYNTAX["MAIL"])
-    if text.startswith("Bad recipient address syntax"):
-        return R(501, "Syntax: " + _SYNTAX["RCPT"])
+    if event is not None:
+        return response  # an answer (a hook's or a default), not a refusal
+    if text.startswith("Syntax: AUTH"):
+        return _auth_usage(conn)
+    if text.startswith("Error: MAIL parameter "):
+        if text == "Error: MAIL parameter SMTPUTF8 not supported":
+            return R(501, "Error: SMTPUTF8 disabled")
+        return R(555, "MAIL FROM parameters not recognized or not implemented")
+    if text.startswith("Error: RCPT parameter "):
+        return R(555, "RCPT TO parameters not recognized or not implemented")
+    usage = _usage_verb(conn, text)
+    if usage is not None:
+        return R(501, _usage(conn, usage))
     return response
+
+
+def _usage_verb(conn: Any, text: str) -> str | None:
+    """The command a syntax refusal is about, when aiosmtpd answers it with its usage."""
+    if text.startswith("Syntax: "):  # the codec's usage reply names its command
+        verb = text.split()[1]
+        return verb if verb in _SYNTAX else None
+    if text.startswith("Bad sender address syntax"):
+        return "MAIL"
+    if text.startswith("Bad recipient address syntax"):
+        return "RCPT"
+    if text.startswith(_PARAMETER_ERRORS):
+        # The codec names no command here: MAIL if no transaction is open, else RCPT.
+        return "MAIL" if conn.mail is None else "RCPT"
+    return None
+
+
+_PARAMETER_ERRORS = (
+    "Syntax error in parameters",
+    "Syntax error in SIZE parameter",
+    "Syntax error: duplicate parameter",
+    "Syntax error: invalid xtext",
+    "Error: AUTH parameter",
+    "Error: RET ",
+    "Error: ENVID ",
+    "Error: NOTIFY ",
+    "Error: ORCPT ",
+)
+
+
+def _usage(conn: Any, verb: str) -> str:
+    extended = _EXTENDED_SYNTAX.get(verb, "") if conn.esmtp else ""
+    return "Syntax: " + _SYNTAX[verb] + extended
+
+
+def _auth_usage(conn: Any) -> Response:
+    """AUTH without a mechanism (the codec refuses it): aiosmtpd checks the session
+    first, in this order."""
+    if conn.hello is None:
+        return R(503, "Error: send EHLO first")
+    if not conn.esmtp:
+        return R(500, "Error: command 'AUTH' not recognized")
+    if conn.config.auth_require_tls and not conn.tls:
+        return R(538, "5.7.11 Encryption required for requested authentication mechanism")
+    if conn.authenticated:
+        return R(503, "Already authenticated")
+    return R(501, "Not enough value")
 
 
 def _help(arg: str, response: Response) -> Response:
@@ -214,6 +269,15 @@ class SMTP(_Server):
         config = self._base_config
         config.pipelining = False  # aiosmtpd reads pipelined commands but offers none
         config.dialect = aiosmtpd_dialect
+        self._proxy_timeout = proxy_protocol_timeout  # aiosmtpd's name, read by its tests
+        if self._hooks.ehlo_form == "old":
+            warnings.warn(
+                "Use the 5-argument handle_EHLO() hook instead of the 4-argument "
+                "handle_EHLO() hook; support for the 4-argument handle_EHLO() hook will "
+                "be removed in version 2.0",
+                DeprecationWarning,
+                stacklevel=2,
+            )
 
     _lmtp = False
 

@@ -75,9 +75,9 @@ class ServerConfig:
     extra_extensions: tuple[str, ...] = field(default=())
     replies: Replies = field(default_factory=Replies)
     # Another server's words for the same replies (ferrosmtp.compat.aiosmtpd): called
-    # with each reply, the event it answers (None for a refusal) and the verb of the last
-    # command, it returns the reply to send. The rules and limits stay this module's.
-    dialect: Callable[[Response, Event | None, str], Response] | None = None
+    # with the connection (its state, read only), each reply and the event it answers
+    # (None for a refusal), it returns the reply to send. The rules and limits stay here.
+    dialect: Callable[[Any, Response, Event | None], Response] | None = None
 
     def __post_init__(self) -> None:
         if self.max_recipients < 1 or self.max_errors < 1 or self.max_auth_failures < 1:
@@ -537,7 +537,7 @@ class ServerConnection:
     def _send(self, response: Response, event: Event | None, *, plain: bool = False) -> None:
         """Queue a reply; ``plain`` (the greeting) never gets an enhanced code."""
         if self.config.dialect is not None:
-            response = self.config.dialect(response, event, self.verb)
+            response = self.config.dialect(self, response, event)
         enhanced = response.enhanced
         if not self.config.enhanced_status_codes or plain:
             enhanced = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -228,6 +229,12 @@ class HookCalls(ConnectionBase):
         else:
             session, envelope = self.session, self.envelope
             assert session is not None and envelope is not None
+            # aiosmtpd's pre-1.0 API, kept working; warned as aiosmtpd does.
+            warnings.warn(
+                "Use handler.handle_DATA() instead of .process_message()",
+                DeprecationWarning,
+                stacklevel=1,
+            )
             try:
                 status = legacy(
                     session.peer, envelope.mail_from, envelope.rcpt_tos, envelope.content
