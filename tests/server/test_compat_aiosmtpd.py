@@ -134,3 +134,27 @@ def test_smuggling_defence_stays_on() -> None:
             assert raw.reply() == b"550 Error: bare <LF> received\r\n"
     finally:
         controller.stop()
+
+
+def test_command_call_limit_closes_with_aiosmtpds_421() -> None:
+    controller = compat.Controller(
+        Sink(), hostname=HOST, port=0, command_call_limit={"NOOP": 2, "*": 5}
+    )
+    controller.start()
+    try:
+        with Raw(controller.port) as raw:
+            raw.greet()
+            for _ in range(2):
+                raw.send(b"NOOP\r\n")
+                assert raw.reply() == b"250 OK\r\n"
+            raw.send(b"NOOP\r\n")
+            assert raw.read_to_eof() == b"421 4.7.0 NOOP sent too many times\r\n"
+    finally:
+        controller.stop()
+
+
+def test_malformed_paths_get_aiosmtpds_553(controller: compat.Controller) -> None:
+    with Raw(controller.port) as raw:
+        raw.greet()
+        raw.send(b"MAIL FROM:<@example.com>\r\n")
+        assert raw.reply() == b"553 5.1.3 Error: malformed address\r\n"

@@ -155,3 +155,12 @@ def test_shutdown_421_has_no_enhanced_code_when_they_are_off() -> None:
 def test_shutdown_421_keeps_its_enhanced_code_by_default() -> None:
     controller = Controller(Sink(), hostname=HOST, port=0, server_hostname="localhost")
     assert last_words_at_shutdown(controller) == b"421 4.3.2 localhost Service shutting down"
+
+
+def test_auth_result_repr_hides_auth_data() -> None:
+    from ferrosmtp import AuthResult
+
+    for cls in (AuthResult, compat.AuthResult):
+        result = cls(success=True, auth_data=LoginPassword(b"user", b"hunter2"))
+        assert "hunter2" not in repr(result) and "user" not in repr(result)
+        assert repr(result).endswith("auth_data=...)")

@@ -117,7 +117,7 @@ def aiosmtpd_dialect(conn: Any, response: Response, event: Event | None) -> Resp
     (read only): some of aiosmtpd's replies depend on its state."""
     text = response.lines[0]
     if isinstance(event, ev.Help):
-        return _help(event.arg, response)
+        return _help(conn, event.arg, response)
     said = _BY_VERB.get((conn.verb, text)) or _TEXTS.get(text)
     if said is not None:
         return said
@@ -131,6 +131,10 @@ def aiosmtpd_dialect(conn: Any, response: Response, event: Event | None) -> Resp
         return R(555, "MAIL FROM parameters not recognized or not implemented")
     if text.startswith("Error: RCPT parameter "):
         return R(555, "RCPT TO parameters not recognized or not implemented")
+    if text.endswith(" sent too many times"):
+        return R(421, "4.7.0 " + text)
+    if text.endswith(_MALFORMED):
+        return R(553, "5.1.3 Error: malformed address")
     usage = _usage_verb(conn, text)
     if usage is not None:
         return R(501, _usage(conn, usage))
@@ -151,6 +155,15 @@ def _usage_verb(conn: Any, text: str) -> str | None:
         return "MAIL" if conn.mail is None else "RCPT"
     return None
 
+
+# Path refusals aiosmtpd answers 553 (an empty local part or domain); the others get its
+# usage reply.
+_MALFORMED = (
+    ": invalid source route",
+    ": invalid domain",
+    ": empty local part",
+    ": local part too long",  # aiosmtpd's local_part_limit; ferrosmtp's is RFC 5321's 64
+)
 
 _PARAMETER_ERRORS = (
     "Syntax error in parameters",
@@ -184,7 +197,7 @@ def _auth_usage(conn: Any) -> Response:
     return R(501, "Not enough value")
 
 
-def _help(arg: str, response: Response) -> Response:
+def _help(conn: Any, arg: str, response: Response) -> Response:
     if response.code != 214:
         return response  # a handler's own HELP reply
     # ferrosmtp's list names the verbs this connection offers; aiosmtpd's lists those
@@ -194,7 +207,7 @@ def _help(arg: str, response: Response) -> Response:
     if arg:
         verb = arg.upper()
         if verb in verbs:
-            return R(250, "Syntax: " + _SYNTAX[verb] + _EXTENDED_SYNTAX.get(verb, ""))
+            return R(250, _usage(conn, verb))
         return R(501, "Supported commands: " + " ".join(verbs))
     return R(250, "Supported commands: " + " ".join(verbs))
 
@@ -270,6 +283,14 @@ class SMTP(_Server):
         config.pipelining = False  # aiosmtpd reads pipelined commands but offers none
         config.dialect = aiosmtpd_dialect
         self._proxy_timeout = proxy_protocol_timeout  # aiosmtpd's name, read by its tests
+        if command_call_limit is not None:
+            if isinstance(command_call_limit, int):
+                limits: dict[str | None, int] = {None: command_call_limit}
+            else:
+                limits = {verb: n for verb, n in command_call_limit.items()}
+                limits[None] = command_call_limit.get("*", CALL_LIMIT_DEFAULT)
+            config.command_call_limits = limits
+            self._call_limit_default = limits[None]
         if self._hooks.ehlo_form == "old":
             warnings.warn(
                 "Use the 5-argument handle_EHLO() hook instead of the 4-argument "

@@ -27,6 +27,9 @@ R = Response.of
 # ALLOWED_BEFORE_STARTTLS, with LMTP's LHLO); everything else gets 530.
 BEFORE_STARTTLS = frozenset({"EHLO", "LHLO", "NOOP", "QUIT", "STARTTLS"})
 
+# aiosmtpd's default for command_call_limit verbs it is not told about.
+CALL_LIMIT_DEFAULT = 20
+
 # Commands that cost the server work and move no mail (Postfix's smtpd_junk_command_limit).
 JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP"})
 
@@ -78,6 +81,9 @@ class ServerConfig:
     # with the connection (its state, read only), each reply and the event it answers
     # (None for a refusal), it returns the reply to send. The rules and limits stay here.
     dialect: Callable[[Any, Response, Event | None], Response] | None = None
+    # aiosmtpd's command_call_limit: how many times a session may send each verb (the
+    # None key: any other verb); over it, 421 and close. None: no limit.
+    command_call_limits: dict[str | None, int] | None = None
 
     def __post_init__(self) -> None:
         if self.max_recipients < 1 or self.max_errors < 1 or self.max_auth_failures < 1:
@@ -167,6 +173,7 @@ class ServerConnection:
         self._delay = 0.0  # seconds the client's errors cost it, not yet paid
         self._started = False
         self.verb: str = ""  # of the last command, for the dialect
+        self._calls: dict[str, int] = {}  # per verb, when command_call_limits is set
         self._received_any = False
         self._auth_in_progress = False
         self._reset_transaction()
@@ -630,6 +637,12 @@ class ServerConnection:
                 self._count_error()  # from here on each one costs an error (Postfix)
                 if self._closing:
                     return None
+        limits = self.config.command_call_limits
+        if limits is not None:
+            calls = self._calls[verb] = self._calls.get(verb, 0) + 1
+            if calls > limits.get(verb, limits.get(None, CALL_LIMIT_DEFAULT)):
+                self._fatal(R(421, f"{verb} sent too many times", "4.7.0"))
+                return None
         if self.config.require_starttls and not self.tls and verb not in BEFORE_STARTTLS:
             if verb != "BDAT":  # BDAT's chunk must be read: _bdat refuses it
                 self._refuse(self.replies.need_starttls)

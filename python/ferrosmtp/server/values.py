@@ -62,8 +62,10 @@ class AuthResult:
         self.authorization_id = authorization_id
 
     def __repr__(self) -> str:
+        # auth_data (credentials, often) is never shown: aiosmtpd's form.
         return (
-            f"AuthResult(success={self.success}, handled={self.handled}, message={self.message!r})"
+            f"AuthResult(success={self.success}, handled={self.handled}, "
+            f"message={self.message!r}, auth_data=...)"
         )
 
 
