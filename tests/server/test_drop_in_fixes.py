@@ -4,6 +4,8 @@ ferrosmtp.compat.aiosmtpd alike), each over a real socket."""
 from __future__ import annotations
 
 import smtplib
+import ssl
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -14,7 +16,7 @@ from aiosmtpd.handlers import Sink
 from ferrosmtp import MISSING, LoginPassword, auth_mechanism
 from ferrosmtp.compat import aiosmtpd as compat
 from ferrosmtp.server import Controller
-from tests.server.support import HOST, Raw, running
+from tests.server.support import HOST, Certs, Raw, running
 
 
 @contextmanager
@@ -164,3 +166,75 @@ def test_auth_result_repr_hides_auth_data() -> None:
         result = cls(success=True, auth_data=LoginPassword(b"user", b"hunter2"))
         assert "hunter2" not in repr(result) and "user" not in repr(result)
         assert repr(result).endswith("auth_data=...)")
+
+
+def tls_reply(tls: Any) -> bytes:
+    out = b""
+    while not out.endswith(b"\r\n") or out.split(b"\r\n")[-2][3:4] == b"-":
+        chunk = tls.recv(4096)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+@NAMESPACES
+def test_handle_starttls_false_keeps_the_connection_and_refuses_mail(run: Runner) -> None:
+    class RefusesTLS:
+        async def handle_STARTTLS(self, server: Any, session: Any, envelope: Any) -> bool:
+            return False
+
+    certs = Certs()
+    with run(RefusesTLS(), tls_context=certs.server_context()) as c, Raw(c.port) as raw:
+        raw.greet()
+        raw.send(b"STARTTLS\r\n")
+        assert code(raw.reply()) == 220
+        tls = certs.client_context().wrap_socket(raw.sock, server_hostname="mx.test")
+        tls.settimeout(5)
+        for line in (b"EHLO c.example", b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.com>"):
+            tls.sendall(line + b"\r\n")
+            reply = tls_reply(tls)
+            assert code(reply) == 554 and b"lack of security" in reply, (line, reply)
+        tls.sendall(b"QUIT\r\n")
+        assert code(tls_reply(tls)) == 221
+
+
+@NAMESPACES
+def test_connection_reset_from_a_hook_drops_without_handle_exception(run: Runner) -> None:
+    class Resets:
+        errors: list[Exception] = []
+
+        async def handle_MAIL(self, *args: Any) -> str:
+            raise ConnectionResetError("the client is gone")
+
+        async def handle_exception(self, error: Exception) -> str:
+            Resets.errors.append(error)
+            return "451 never sent"
+
+    with run(Resets()) as c, Raw(c.port) as raw:
+        raw.greet()
+        raw.send(b"MAIL FROM:<a@example.com>\r\n")
+        assert raw.read_to_eof() == b""  # dropped: no reply at all
+    assert Resets.errors == []
+
+
+@NAMESPACES
+def test_a_failed_tls_handshake_reaches_handle_exception(run: Runner) -> None:
+    class Records:
+        errors: list[Exception] = []
+
+        async def handle_exception(self, error: Exception) -> str:
+            Records.errors.append(error)
+            return "500 ignored"
+
+    certs = Certs()
+    with run(Records(), tls_context=certs.server_context()) as c, Raw(c.port) as raw:
+        raw.greet()
+        raw.send(b"STARTTLS\r\n")
+        assert code(raw.reply()) == 220
+        raw.send(b"this is not a TLS ClientHello\r\n")
+        raw.read_to_eof()
+    deadline = time.monotonic() + 5
+    while not Records.errors and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Records.errors and isinstance(Records.errors[0], (OSError, ssl.SSLError))

@@ -56,6 +56,8 @@ class Replies:
     no_recipients: Response = R(554, "Error: no valid recipients", "5.5.1")
     need_starttls: Response = R(530, "Must issue a STARTTLS command first", "5.7.0")
     need_auth: Response = R(530, "Authentication required", "5.7.0")
+    # handle_STARTTLS refused the TLS session: nothing but QUIT (aiosmtpd's text).
+    insecure: Response = R(554, "Command refused due to lack of security", "5.7.0")
     mail_params_need_ehlo: Response = R(
         501, "Syntax: MAIL FROM:<address> (parameters need EHLO)", "5.5.4"
     )

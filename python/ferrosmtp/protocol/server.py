@@ -174,6 +174,7 @@ class ServerConnection:
         self._started = False
         self.verb: str = ""  # of the last command, for the dialect
         self._calls: dict[str, int] = {}  # per verb, when command_call_limits is set
+        self.insecure: bool = False  # tls_refused(): only QUIT is answered
         self._received_any = False
         self._auth_in_progress = False
         self._reset_transaction()
@@ -497,6 +498,11 @@ class ServerConnection:
         self._reset_transaction()
         self._reader.reset()
 
+    def tls_refused(self) -> None:
+        """The application refused the TLS session just set up (handle_STARTTLS said
+        no): the client may only QUIT; everything else gets 554."""
+        self.insecure = True
+
     def timeout(self) -> None:
         """The idle timer fired: say so and close."""
         self._end(self.replies.timeout)
@@ -637,6 +643,11 @@ class ServerConnection:
                 self._count_error()  # from here on each one costs an error (Postfix)
                 if self._closing:
                     return None
+        if self.insecure and verb != "QUIT":
+            self._refuse(self.replies.insecure)
+            if verb in ("DATA", "AUTH", "STARTTLS"):
+                self._resume(self._reader.expect_command())  # the reader paused
+            return None
         limits = self.config.command_call_limits
         if limits is not None:
             calls = self._calls[verb] = self._calls.get(verb, 0) + 1

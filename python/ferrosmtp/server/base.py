@@ -176,7 +176,8 @@ class ConnectionBase(asyncio.Protocol):
             if inspect.isawaitable(result):
                 result = await result
             return result
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ConnectionResetError):
+            # A reset connection is dropped, not reported to handle_exception (aiosmtpd).
             raise
         except Exception as error:
             return await self._handle_exception(error)

@@ -241,6 +241,8 @@ class HookCalls(ConnectionBase):
                 )
                 if inspect.isawaitable(status):
                     status = await status
+            except ConnectionResetError:
+                raise  # dropped, as from any hook
             except Exception as error:
                 status = await self._handle_exception(error)
         self._end_message(status, event)

@@ -307,6 +307,13 @@ class SMTP(HookCalls, SASL):
                 step = self._advance()
         except asyncio.CancelledError:
             raise
+        except ConnectionResetError:
+            # A hook says the client is gone: drop the connection, no reply, no
+            # handle_exception (aiosmtpd's rule).
+            log.info("%s connection reset during a hook", self._peer())
+            if self.conn is not None:
+                self.conn.close()
+            self._close_transport()
         except Exception:
             log.exception("%s internal error", self._peer())
             self._abort()
@@ -394,6 +401,8 @@ class SMTP(HookCalls, SASL):
             self._tls_buffer = None
             conn.close()
             self._close_transport()
+            # The handler hears of it (aiosmtpd's TLSSetupException); no reply can go out.
+            await self._handle_exception(error)
             return
         if new_transport is None:
             self._close_transport()
@@ -414,10 +423,9 @@ class SMTP(HookCalls, SASL):
         if inspect.isawaitable(accepted):
             accepted = await accepted
         if not accepted:
+            # The session stays, but refuses mail (aiosmtpd): 554 to all but QUIT.
             log.info("%s handle_STARTTLS refused the TLS session", self._peer())
-            conn.close()
-            self._close_transport()
-            return
+            conn.tls_refused()
         buffered, self._tls_buffer = self._tls_buffer, None
         for data in buffered:
             conn.receive_data(data)
