@@ -371,10 +371,48 @@ def test_params_need_their_extensions(backend: ModuleType) -> None:
         conn.rcpt("b@example.org", {"NOTIFY": "NEVER"})
 
 
+@pytest.mark.parametrize(
+    ("verb", "params"),
+    [
+        ("MAIL", {"SIZE": "abc"}),
+        ("MAIL", {"BODY": "FOO"}),
+        ("MAIL", {"RET": "X"}),
+        ("MAIL", {"ENVID": "+4"}),  # not xtext
+        ("MAIL", {"SMTPUTF8": "yes"}),
+        ("MAIL", {"AUTH": "a+b"}),
+        ("RCPT", {"NOTIFY": "BOGUS"}),
+        ("RCPT", {"NOTIFY": "NEVER,SUCCESS"}),
+        ("RCPT", {"ORCPT": "x"}),
+    ],
+)
+def test_param_values_follow_the_servers_rules(
+    backend: ModuleType, verb: str, params: dict[str, str | None]
+) -> None:
+    """The values are checked by protocol/params.py, the rules ferrosmtp's server applies:
+    the client does not send what it would refuse."""
+    conn = ready(backend, EHLO_REPLY.replace(b"250 AUTH PLAIN LOGIN", b"250 AUTH PLAIN"))
+    if verb == "RCPT":
+        conn.mail("a@example.org")
+    with pytest.raises(ValueError, match="invalid value for ESMTP parameter"):
+        if verb == "MAIL":
+            conn.mail("a@example.org", params)
+        else:
+            conn.rcpt("b@example.org", params)
+    unchecked = ClientConnection(codec=backend, check_params=False)
+    unchecked.receive_data(b"220 mx.test\r\n")
+    unchecked.ehlo("client.test")
+    unchecked.receive_data(EHLO_REPLY)
+    if verb == "RCPT":
+        unchecked.mail("a@example.org")
+        assert unchecked.rcpt("b@example.org", params)
+    else:
+        assert unchecked.mail("a@example.org", params)
+
+
 def test_params_without_their_extension_go_out_when_not_checked(backend: ModuleType) -> None:
-    """``check_extensions=False`` (the aiosmtplib drop-in): the server decides; the SIZE
+    """``check_params=False`` (the aiosmtplib drop-in): the server decides; the SIZE
     limit and the SMTPUTF8 rules still hold."""
-    conn = ClientConnection(codec=backend, check_extensions=False)
+    conn = ClientConnection(codec=backend, check_params=False)
     conn.receive_data(b"220 mx.test\r\n")
     conn.ehlo("client.test")
     conn.receive_data(b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100\r\n")
@@ -688,11 +726,21 @@ def test_ehlo_size_that_is_not_ascii_digits_is_no_limit(backend: ModuleType, siz
     assert conn.mail("a@example.org", {"SIZE": "5000000"})
 
 
-def test_size_parameter_that_is_not_ascii_digits_is_not_compared(backend: ModuleType) -> None:
+def test_size_parameter_that_is_not_ascii_digits_is_never_read_as_a_number(
+    backend: ModuleType,
+) -> None:
+    """Unicode digits are no SIZE (``int()`` would read them): refused as the server
+    refuses them, and never compared with the limit when sent unchecked."""
     conn = ready(backend)  # SIZE 1000
     with pytest.raises(MessageTooLarge):
         conn.mail("a@example.org", {"SIZE": "1001"})
-    conn.mail("a@example.org", {"SIZE": "١٢٣٤٥", "SMTPUTF8": None})  # the server decides
+    with pytest.raises(ValueError, match="invalid value for ESMTP parameter SIZE"):
+        conn.mail("a@example.org", {"SIZE": "١٢٣٤٥", "SMTPUTF8": None})
+    unchecked = ClientConnection(codec=backend, check_params=False)
+    unchecked.receive_data(b"220 mx.test\r\n")
+    unchecked.ehlo("client.test")
+    unchecked.receive_data(EHLO_REPLY)
+    assert unchecked.mail("a@example.org", {"SIZE": "١٢٣٤٥", "SMTPUTF8": None})
 
 
 def test_replies_to_commands_pipelined_before_quit_all_arrive(backend: ModuleType) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from ferrosmtp import codec as _codec
 from ferrosmtp.client.message import wire_size
 from ferrosmtp.errors import SMTPNotSupported
+from ferrosmtp.protocol import params as rules
 from ferrosmtp.protocol.client import ClientConnection, Command, parse_option
 
 __all__ = ["SendRequest", "dsn_notify", "params_from_options"]
@@ -37,13 +38,7 @@ def dsn_notify(notify: Iterable[str] | None) -> str | None:
     """The NOTIFY parameter (RFC 3461) for ``notify``; ValueError for a bad combination."""
     if notify is None:
         return None
-    values = [notify] if isinstance(notify, str) else [str(n).upper() for n in notify]
-    values = [v.upper() for v in values]
-    if not values or any(v not in ("SUCCESS", "FAILURE", "DELAY", "NEVER") for v in values):
-        raise ValueError("notify must be NEVER, or some of SUCCESS, FAILURE and DELAY")
-    if "NEVER" in values and len(values) > 1:
-        raise ValueError("notify=NEVER cannot be combined with other values")
-    return ",".join(values)
+    return rules.notify_value([notify] if isinstance(notify, str) else notify)
 
 
 class SendRequest:
@@ -76,10 +71,13 @@ class SendRequest:
 
     def check_syntax(self) -> None:
         """Raise ValueError for anything that could not be sent whatever the server."""
-        if self.ret is not None and self.ret.upper() not in ("FULL", "HDRS"):
+        if self.ret is not None and not rules.ret_ok(self.ret):
             raise ValueError("ret must be 'FULL' or 'HDRS'")
-        if self.envid is not None and not isinstance(self.envid, str):
-            raise ValueError("envid must be a str")
+        if self.envid is not None:
+            if not isinstance(self.envid, str):
+                raise ValueError("envid must be a str")
+            if not rules.envid_ok(_codec.xtext_encode(self.envid), _codec.xtext_decode):
+                raise ValueError(f"envid is over {rules.MAX_ENVID} characters once xtext-encoded")
         if isinstance(self.orcpt, Mapping):
             unknown = set(self.orcpt) - set(self.recipients)
             if unknown:

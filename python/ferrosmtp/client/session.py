@@ -62,10 +62,10 @@ class Client(Messages):
     allows AUTH (any mechanism) over an unencrypted connection to a non-loopback peer.
     """
 
-    # Parameters needing an extension the server did not advertise are refused before
-    # sending (SMTPNotSupported); the aiosmtplib drop-in sends them and lets the server
-    # answer, as aiosmtplib does.
-    _check_extensions = True
+    # MAIL/RCPT parameters are checked before sending (an extension the server did not
+    # advertise: SMTPNotSupported; an invalid value: ValueError); the aiosmtplib drop-in
+    # sends them as given and lets the server answer, as aiosmtplib does.
+    _check_params = True
 
     async def __aenter__(self) -> Client:
         if not self.is_connected:
@@ -153,7 +153,7 @@ class Client(Messages):
 
     async def _open(self, timeout: float | None) -> SMTPResponse:
         loop = asyncio.get_running_loop()
-        conn = ClientConnection(lmtp=self.lmtp, check_extensions=self._check_extensions)
+        conn = ClientConnection(lmtp=self.lmtp, check_params=self._check_params)
         conn.tls = self.use_tls
         protocol = SMTPProtocol(conn, loop, timeout)
         context = self._build_tls_context() if self.use_tls else None

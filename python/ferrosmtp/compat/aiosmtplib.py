@@ -101,7 +101,7 @@ DEFAULT_TIMEOUT = 60  # aiosmtplib's: connecting, and each reply (DATA's include
 class SMTP(Client):
     """aiosmtplib's ``SMTP``: the same constructor (keyword-only), methods and defaults."""
 
-    _check_extensions = False
+    _check_params = False
     _ehlo_after_starttls = False
 
     def __init__(

@@ -42,6 +42,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
 from ferrosmtp import codec as _active_codec
+from ferrosmtp.protocol import params as rules
 
 if TYPE_CHECKING:
     from ferrosmtp.codec import DotStuffer, EhloReply, Reply
@@ -220,6 +221,20 @@ _PARAM_EXTENSION = {
     "BY": "DELIVERBY",
 }
 _BODY_EXTENSION = {"8BITMIME": "8BITMIME", "BINARYMIME": "BINARYMIME"}
+
+# What their values must be: the server's rules (protocol/params.py), so that the client
+# never sends what a ferrosmtp server would refuse. BINARYMIME passes here when its
+# extension is advertised (checked just before).
+_VALUE_RULES: dict[str, Callable[[str | None, Callable[[str], str]], bool]] = {
+    "SIZE": lambda value, _: rules.size_octets(value) is not None,
+    "BODY": lambda value, _: rules.body_ok(value, binarymime=True),
+    "SMTPUTF8": lambda value, _: rules.smtputf8_ok(value),
+    "RET": lambda value, _: rules.ret_ok(value),
+    "ENVID": rules.envid_ok,
+    "AUTH": rules.auth_ok,
+    "NOTIFY": lambda value, _: rules.notify_ok(value),
+    "ORCPT": rules.orcpt_ok,
+}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A VRFY/EXPN name (RFC 5321 String, with dots as in a Dot-string; RFC 6531 lets atext be
@@ -470,17 +485,6 @@ def _items(params: Mapping[str, str | None] | None) -> Params:
     return tuple([(key.upper(), value) for key, value in params.items()])
 
 
-def _octets(text: str) -> int | None:
-    """A SIZE value (RFC 1870: ASCII digits), or None if it is not one.
-
-    ``str.isdigit()`` is not the test: it takes "²", which ``int()`` refuses, and other
-    Unicode digits, which ``int()`` reads as numbers. Twenty digits are more octets than
-    any message; longer numbers are not read (``int()`` refuses thousands of digits)."""
-    if 0 < len(text) <= 20 and text.isascii() and text.isdigit():
-        return int(text)
-    return None
-
-
 def _line(verb: str, argument: str) -> bytes:
     # The last guard against injection: whatever built the argument, a command line
     # never carries a control character.
@@ -576,13 +580,14 @@ class ClientConnection:
         max_reply_line: int = 2048,
         max_reply_lines: int = 256,
         max_reply: int = 65536,
-        check_extensions: bool = True,
+        check_params: bool = True,
     ) -> None:
         self.lmtp = lmtp
-        # False: a MAIL or RCPT parameter (or BODY value) whose extension the server did
-        # not advertise is sent all the same and the server decides, as aiosmtplib does
-        # (its drop-in sets it). The SIZE limit and the SMTPUTF8 rules hold either way.
-        self.check_extensions = check_extensions
+        # MAIL and RCPT parameters are checked before sending: their extension must be
+        # advertised and their value valid (protocol/params.py, the server's own rules).
+        # False: they are sent as given and the server decides, as aiosmtplib does (its
+        # drop-in sets it). The SIZE limit and the SMTPUTF8 rules hold either way.
+        self.check_params = check_params
         self.codec: ModuleType = codec if codec is not None else _active_codec
         self._reader = self.codec.ReplyReader(
             max_line=max_reply_line, max_lines=max_reply_lines, max_reply=max_reply
@@ -759,17 +764,21 @@ class ClientConnection:
 
     def _check_params(self, command: Command) -> None:
         names = self._names
-        checked = self.check_extensions
+        checked = self.check_params
         for key, value in command.params:
-            extension = _PARAM_EXTENSION.get(key)
-            if checked and extension is not None and extension not in names:
-                raise ExtensionNotSupported(extension, f"the {key} parameter")
-            if key == "BODY" and value is not None:
-                extension = _BODY_EXTENSION.get(value.upper())
-                if checked and extension is not None and extension not in names:
-                    raise ExtensionNotSupported(extension, f"BODY={value}")
-            elif key == "SIZE" and value is not None:
-                size, limit = _octets(value), self._max_size
+            if checked:
+                extension = _PARAM_EXTENSION.get(key)
+                if extension is not None and extension not in names:
+                    raise ExtensionNotSupported(extension, f"the {key} parameter")
+                if key == "BODY" and value is not None:
+                    extension = _BODY_EXTENSION.get(value.upper())
+                    if extension is not None and extension not in names:
+                        raise ExtensionNotSupported(extension, f"BODY={value}")
+                rule = _VALUE_RULES.get(key)
+                if rule is not None and not rule(value, self.codec.xtext_decode):
+                    raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}")
+            if key == "SIZE":
+                size, limit = rules.size_octets(value), self._max_size
                 if size is not None and limit is not None and size > limit:
                     raise MessageTooLarge(size, limit)
         if command.verb == "MAIL" and command.utf8 and not command.has_param("SMTPUTF8"):
@@ -939,7 +948,7 @@ class ClientConnection:
         self._names = frozenset(extensions.extensions) if extensions is not None else frozenset()
         self._pipelining = "PIPELINING" in self._names
         size = self.extension_param("SIZE")
-        self._max_size = (_octets(size) or None) if size is not None else None
+        self._max_size = rules.size_octets(size) or None
 
     # --- Receiving replies ----------------------------------------------------------------
 
