@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 
 import pytest
@@ -669,6 +670,44 @@ def test_quit_closes(backend: ModuleType) -> None:
     conn.quit()
     (event,) = responses(conn.receive_data(b"221 bye\r\n"))
     assert event.command == "QUIT" and conn.closed
+
+
+def _words_outside_quotes(text: str) -> list[str]:
+    """How a server splits a command's argument into words: on spaces outside a quoted
+    string (with backslash escapes inside it)."""
+    words, word, quoted, escaped = [], "", False, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char in " \t" and not quoted:
+            if word:
+                words.append(word)
+            word = ""
+            continue
+        word += char
+    return [*words, word] if word else words
+
+
+@given(argument=st.text(alphabet=st.sampled_from('ab.@<>" =\\;:,\t-é'), min_size=1, max_size=30))
+@settings(max_examples=2000, deadline=None)
+def test_an_accepted_vrfy_argument_is_one_word(argument: str) -> None:
+    """Whatever VRFY/EXPN accepts reaches the server as one word, so no parameter can
+    follow it (``a@b> AUTH=<c@d>`` is refused), and angle brackets only ever enclose a
+    whole mailbox."""
+    try:
+        command = Command.query("VRFY", argument, smtputf8=True)
+    except ValueError:
+        return
+    words = _words_outside_quotes(argument)
+    assert len(words) == 1, (argument, words)
+    suffix = "" if argument.isascii() else " SMTPUTF8"
+    assert command.line == f"VRFY {argument}{suffix}\r\n".encode()
+    unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', "", argument)
+    assert unquoted.count("<") == unquoted.count(">") <= 1
 
 
 def test_vrfy_expn_help_format(backend: ModuleType) -> None:
