@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # (file, the heading the block follows, what its output must contain)
 EXAMPLES = [
+    ("README.md", "## Quick start", "a@example.org ['b@example.org']"),
     ("docs/getting-started.md", "## The same in Python", "from a@example.org to ['b@example.org']"),
 ]
 
