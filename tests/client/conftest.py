@@ -36,9 +36,7 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = TEST_TIMEOUT) -> T:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> ModuleType:
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """Run the test with the Rust core, then with the pure twin, as the active codec of the
     client (its commands, replies, dot-stuffing and sizes)."""
     module = load_backend(request.param)

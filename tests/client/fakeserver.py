@@ -395,3 +395,8 @@ class FakeServer:
 async def fake_server(**behaviour: object) -> AsyncIterator[FakeServer]:
     async with FakeServer(Behaviour(**behaviour)) as server:  # type: ignore[arg-type]
         yield server
+
+
+def verbs(server: FakeServer) -> list[bytes]:
+    """The verbs of the commands ``server`` read, upper-cased (``MAIL``, not ``MAIL FROM``)."""
+    return [line.split(b" ", 1)[0].split(b":", 1)[0].upper() for line in server.commands]

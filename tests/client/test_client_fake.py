@@ -34,7 +34,7 @@ from ferrosmtp.errors import (
 )
 
 from .conftest import run
-from .fakeserver import FakeServer, fake_server
+from .fakeserver import FakeServer, fake_server, verbs
 from .tls import client_context, server_context
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: test\r\n\r\nHello.\r\n"
@@ -44,10 +44,6 @@ def client(server: FakeServer, **options: object) -> Client:
     options.setdefault("timeout", 5)
     options.setdefault("local_hostname", "client.test")
     return Client("127.0.0.1", server.port, **options)  # type: ignore[arg-type]
-
-
-def verbs(server: FakeServer) -> list[bytes]:
-    return [line.split(b" ", 1)[0].split(b":", 1)[0].upper() for line in server.commands]
 
 
 # --- Pipelining and reply matching ------------------------------------------------------

@@ -19,7 +19,7 @@ from ferrosmtp.client import Client
 from ferrosmtp.compat import aiosmtplib as compat
 
 from .conftest import run
-from .fakeserver import FakeServer, fake_server
+from .fakeserver import FakeServer, fake_server, verbs
 from .tls import server_context
 
 MESSAGE = b"Subject: test\r\n\r\nHello.\r\n"
@@ -30,10 +30,6 @@ def smtp(server: FakeServer, **options: Any) -> compat.SMTP:
     options.setdefault("local_hostname", "client.test")
     options.setdefault("start_tls", False)
     return compat.SMTP(hostname="127.0.0.1", port=server.port, **options)
-
-
-def verbs(server: FakeServer) -> list[bytes]:
-    return [line.split(b" ", 1)[0].split(b":", 1)[0].upper() for line in server.commands]
 
 
 def test_the_public_names_and_signatures_are_aiosmtplibs() -> None:

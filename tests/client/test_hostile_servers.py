@@ -51,7 +51,7 @@ from ferrosmtp.errors import (
 from ferrosmtp.server import Controller
 
 from .conftest import run
-from .fakeserver import FakeServer, FakeSession, fake_server
+from .fakeserver import FakeServer, FakeSession, fake_server, verbs
 from .tls import client_context, server_context
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,10 +64,6 @@ def client(server: FakeServer | int, **options: Any) -> Client:
     options.setdefault("local_hostname", "client.test")
     port = server if isinstance(server, int) else server.port
     return Client("127.0.0.1", port, **options)
-
-
-def verbs(server: FakeServer) -> list[bytes]:
-    return [line.split(b" ", 1)[0].split(b":", 1)[0].upper() for line in server.commands]
 
 
 @contextlib.contextmanager

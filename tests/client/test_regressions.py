@@ -26,7 +26,7 @@ from ferrosmtp.errors import (
 )
 
 from .conftest import run
-from .fakeserver import Behaviour, FakeServer, fake_server
+from .fakeserver import Behaviour, FakeServer, fake_server, verbs
 from .tls import server_context
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: test\r\n\r\nHello.\r\n"
@@ -36,10 +36,6 @@ def client(server: FakeServer, **options: Any) -> Client:
     options.setdefault("timeout", 5)
     options.setdefault("local_hostname", "client.test")
     return Client("127.0.0.1", server.port, **options)
-
-
-def verbs(server: FakeServer) -> list[bytes]:
-    return [line.split(b" ", 1)[0].split(b":", 1)[0].upper() for line in server.commands]
 
 
 # --- Fault 14 (issue 10): no AUTH exchange in cleartext to a remote peer --------------------
