@@ -15,16 +15,19 @@ import collections
 import ssl
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from ferrosmtp.protocol import events as ev
 from ferrosmtp.protocol.events import Event, Response
+from ferrosmtp.protocol.replies import Replies
 from ferrosmtp.server import MISSING, AuthResult, Envelope, LoginPassword, Session, auth_mechanism
 from ferrosmtp.server import Controller as _Controller
 from ferrosmtp.server import Server as _Server
 from ferrosmtp.server.controller import get_localhost
 
 __all__ = [
+    "AIOSMTPD_REPLIES",
     "BOGUS_LIMIT",
     "CALL_LIMIT_DEFAULT",
     "DATA_SIZE_DEFAULT",
@@ -69,19 +72,29 @@ _SYNTAX = {
 }
 _EXTENDED_SYNTAX = {"MAIL": " [SP <mail-parameters>]", "RCPT": " [SP <mail-parameters>]"}
 
-# ferrosmtp's reply text -> aiosmtpd's reply, whatever the command.
+# aiosmtpd 1.4.6's words for the replies the state machine gives by itself (its one reply
+# table). The server adds no enhanced codes; where aiosmtpd writes one, it is in the text.
+AIOSMTPD_REPLIES = replace(
+    Replies(),
+    need_helo=R(503, "Error: send HELO first"),
+    no_recipients=R(503, "Error: need RCPT command"),
+    need_auth=R(530, "5.7.0 Authentication required"),
+    need_smtputf8=R(500, "Error: strict ASCII mode"),
+    bad_smtputf8=R(501, "Error: SMTPUTF8 takes no arguments"),
+    message_too_big=R(552, "Error: message size exceeds fixed maximum message size"),
+    rcpt_param_unsupported=R(555, "RCPT TO parameters not recognized or not implemented"),
+    already_authenticated=R(503, "Already authenticated"),
+    unknown_mechanism=R(504, "5.5.4 Unrecognized authentication type"),
+    auth_succeeded=R(235, "2.7.0 Authentication successful"),
+    auth_invalid=R(535, "5.7.8 Authentication credentials invalid"),
+    auth_cancelled=R(501, "5.7.0 Auth aborted"),
+    auth_bad_base64=R(501, "5.5.2 Can't decode base64"),
+    auth_bad_plain=R(501, "5.5.2 Can't split auth value"),
+    too_many_calls=R(421, "4.7.0 {verb} sent too many times"),
+)
+
+# The codec's refusals (they are not in the reply table): its text -> aiosmtpd's reply.
 _TEXTS: dict[str, Response] = {
-    "Error: send HELO/EHLO first": R(503, "Error: send HELO first"),
-    "Error: no valid recipients": R(503, "Error: need RCPT command"),
-    "Authentication required": R(530, "5.7.0 Authentication required"),
-    "Must declare SMTPUTF8 to send unicode address": R(500, "Error: strict ASCII mode"),
-    "Error: already authenticated": R(503, "Already authenticated"),
-    "Unrecognized authentication type": R(504, "5.5.4 Unrecognized authentication type"),
-    "Encryption required for requested authentication mechanism": R(
-        538, "5.7.11 Encryption required for requested authentication mechanism"
-    ),
-    "Authentication successful": R(235, "2.7.0 Authentication successful"),
-    "Authentication credentials invalid": R(535, "5.7.8 Authentication credentials invalid"),
     "Line too long": R(500, "Command line too long"),
     "Line too long (see RFC 5321 4.5.3.1.6)": R(500, "Line too long (see RFC5321 4.5.3.1.6)"),
     "Syntax error: empty command": R(500, "Error: bad syntax"),
@@ -89,17 +102,11 @@ _TEXTS: dict[str, Response] = {
     "Syntax error: invalid character in command": R(500, "Error: bad syntax"),
     "Syntax error: 8-bit characters not allowed": R(500, "Error: strict ASCII mode"),
     "Syntax error: invalid UTF-8": R(500, "Error: strict ASCII mode"),
-    "Can't decode base64": R(501, "5.5.2 Can't decode base64"),
-    "Can't split auth value": R(501, "5.5.2 Can't split auth value"),
-    "Auth aborted": R(501, "5.7.0 Auth aborted"),
-    "Error: SMTPUTF8 takes no value": R(501, "Error: SMTPUTF8 takes no arguments"),
+    "Must declare SMTPUTF8 to send unicode address": R(500, "Error: strict ASCII mode"),
 }
 
 # (verb, ferrosmtp's text) -> aiosmtpd's reply, where aiosmtpd's depends on the command.
 _BY_VERB: dict[tuple[str, str], Response] = {
-    ("MAIL", "Message size exceeds fixed maximum message size"): R(
-        552, "Error: message size exceeds fixed maximum message size"
-    ),
     ("DATA", "Message size exceeds fixed maximum message size"): R(
         552, "Error: Too much mail data"
     ),
@@ -129,10 +136,6 @@ def aiosmtpd_dialect(conn: Any, response: Response, event: Event | None) -> Resp
         if text == "Error: MAIL parameter SMTPUTF8 not supported":
             return R(501, "Error: SMTPUTF8 disabled")
         return R(555, "MAIL FROM parameters not recognized or not implemented")
-    if text.startswith("Error: RCPT parameter "):
-        return R(555, "RCPT TO parameters not recognized or not implemented")
-    if text.endswith(" sent too many times"):
-        return R(421, "4.7.0 " + text)
     if text.endswith(_MALFORMED):
         return R(553, "5.1.3 Error: malformed address")
     usage = _usage_verb(conn, text)
@@ -281,6 +284,7 @@ class SMTP(_Server):
         )
         config = self._base_config
         config.pipelining = False  # aiosmtpd reads pipelined commands but offers none
+        config.replies = AIOSMTPD_REPLIES
         config.dialect = aiosmtpd_dialect
         self._proxy_timeout = proxy_protocol_timeout  # aiosmtpd's name, read by its tests
         if command_call_limit is not None:

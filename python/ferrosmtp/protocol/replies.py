@@ -126,6 +126,8 @@ class Replies:
     hook_timeout: Response = R(421, "{hostname} Error: handler timed out", "4.3.0")
     shutting_down: Response = R(421, "{hostname} Service shutting down", "4.3.2")
     internal_error: Response = R(421, "{hostname} Error: internal server error", "4.3.0")
+    # aiosmtpd's command_call_limit (ServerConfig.command_call_limits) was exceeded.
+    too_many_calls: Response = R(421, "{verb} sent too many times", "4.7.0")
     # What a handler's hook that raised, or returned something that is not a reply, costs
     # the client: a temporary failure of that one command.
     hook_error: Response = R(451, "Error: internal server error", "4.3.0")

@@ -652,7 +652,7 @@ class ServerConnection:
         if limits is not None:
             calls = self._calls[verb] = self._calls.get(verb, 0) + 1
             if calls > limits.get(verb, limits.get(None, CALL_LIMIT_DEFAULT)):
-                self._fatal(R(421, f"{verb} sent too many times", "4.7.0"))
+                self._fatal(self.replies.too_many_calls.fill(verb=verb))
                 return None
         if self.config.require_starttls and not self.tls and verb not in BEFORE_STARTTLS:
             if verb != "BDAT":  # BDAT's chunk must be read: _bdat refuses it
