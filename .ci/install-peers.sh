@@ -5,6 +5,8 @@
 #   swaks        scripted SMTP client (+ the Perl modules it needs for --tls and --auth)
 #   sasl2-bin    saslpasswd2, to create the sasldb that Postfix's Cyrus SASL reads (AUTH tests)
 #   libsasl2-modules, libsasl2-modules-db   the PLAIN/LOGIN mechanisms and the sasldb auxprop
+#   postgresql   the relay's shared queue (initdb/pg_ctl run by the tests in temporary folders)
+#   haproxy      the load balancer in front of relay nodes (run by the tests from a config file)
 #
 # Idempotent: when everything is already present it only verifies and exits.
 # It never configures or starts the system Postfix: debconf gets "No configuration" (no
@@ -22,6 +24,8 @@ PACKAGES=(
     libsasl2-modules
     libsasl2-modules-db
     dnsmasq-base            # the relay tests' DNS server (MX, A, AAAA, null MX) on loopback
+    postgresql              # the shared relay queue (tests/scaleout: own cluster, own port)
+    haproxy                 # TCP load balancer with send-proxy-v2 in front of relay nodes
 )
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -47,6 +51,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # Keep Postfix unconfigured: no main.cf, no daemon, port 25 stays free.
     echo "postfix postfix/main_mailer_type select No configuration" \
         | "${SUDO[@]}" debconf-set-selections
+    # No system PostgreSQL cluster either: the tests make their own with initdb.
+    if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+        "${SUDO[@]}" mkdir -p /etc/postgresql-common
+        echo "create_main_cluster = false" \
+            | "${SUDO[@]}" tee /etc/postgresql-common/createcluster.conf >/dev/null
+    fi
 
     # Refuse service starts during the install unless the image already does so (Docker
     # images usually ship such a policy-rc.d; we remove only the one we created).
@@ -70,12 +80,21 @@ fi
 
 # Verify what the tests rely on, so a broken install fails here and not as a test skip.
 for bin in /usr/sbin/postfix /usr/sbin/postconf /usr/sbin/postqueue /usr/sbin/smtp-sink \
-           /usr/sbin/smtp-source /usr/bin/swaks /usr/sbin/saslpasswd2 /usr/sbin/dnsmasq; do
+           /usr/sbin/smtp-source /usr/bin/swaks /usr/sbin/saslpasswd2 /usr/sbin/dnsmasq \
+           /usr/sbin/haproxy; do
     if [ ! -x "$bin" ]; then
         echo "install-peers: $bin missing after install" >&2
         exit 1
     fi
 done
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "install-peers: PostgreSQL's initdb missing after install" >&2
+    exit 1
+fi
+if ! id -u postgres >/dev/null 2>&1; then
+    echo "install-peers: no 'postgres' user to run the test clusters as" >&2
+    exit 1
+fi
 # postconf needs a config directory even for defaults; an empty one is enough, and it keeps
 # us from depending on (or creating) /etc/postfix/main.cf.
 emptycf=$(mktemp -d)
@@ -100,4 +119,4 @@ if command -v ss >/dev/null 2>&1 && ss -ltnH 'sport = :25' 2>/dev/null | grep -q
     echo "install-peers: warning: something listens on port 25 (not started by this script)" >&2
 fi
 
-echo "install-peers: ok (postfix $pf_version, swaks, saslpasswd2)"
+echo "install-peers: ok (postfix $pf_version, swaks, saslpasswd2, dnsmasq, postgresql, haproxy)"

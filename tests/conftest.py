@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
@@ -34,6 +35,16 @@ def rust() -> ModuleType:
 @pytest.fixture(scope="session")
 def pure() -> ModuleType:
     return load_backend("pure")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_shared_postgres() -> Iterator[None]:
+    """The PostgreSQL cluster some tests start on first use (tests/scaleout/services.py)
+    is stopped when the session ends."""
+    yield
+    from tests.scaleout.services import stop_shared
+
+    stop_shared()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -28,10 +28,23 @@ from ferrosmtp.relay.sqlite import SqliteQueue
 from ferrosmtp.server import Controller
 from tests.peers import free_port, require_peer, wait_for, wait_listening
 
-# The backends the relay's test suite runs against. A new backend (PostgreSQL) adds a
-# factory here: every test taking the ``queue`` fixture then runs against it too.
+
+def _postgres(tmp: Path) -> Queue:
+    """A PostgresQueue in a schema of its own on the session's cluster (started on first
+    use, stopped at the end of the session by tests/conftest.py)."""
+    from tests.scaleout.services import shared_postgres
+
+    url = shared_postgres().schema_url(str(tmp))
+    from ferrosmtp.relay.postgres import PostgresQueue
+
+    return PostgresQueue(url, node="test-node")
+
+
+# The backends the relay's test suite runs against: every test taking the ``queue``
+# fixture runs against each.
 BACKENDS: dict[str, Callable[[Path], Queue]] = {
     "sqlite": lambda tmp: SqliteQueue(tmp / "spool"),
+    "postgres": _postgres,
 }
 
 # Extra arguments for every ``ferrosmtp relay`` and ``ferrosmtp queue`` the tests run,

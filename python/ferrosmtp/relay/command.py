@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 from pathlib import Path
@@ -49,6 +50,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _queue_url(text: str) -> str:
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise argparse.ArgumentTypeError(
+            f"expected postgresql://USER@HOST:PORT/DB, got {text.split('@')[-1]!r}"
+        )
+    return text
+
+
+QUEUE_URL_HELP = (
+    "keep the queue in this PostgreSQL database (postgresql://USER@HOST:PORT/DB), shared "
+    "by every relay node given the same URL, instead of --spool"
+)
+
+
 def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -76,6 +91,15 @@ def add_parsers(subparsers: Any) -> None:
         default=Path("spool"),
         metavar="DIR",
         help="the queue's folder (default ./spool)",
+    )
+    p.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_HELP)
+    p.add_argument(
+        "--lease",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="a message in delivery is held this long, renewed while it lasts; after a "
+        "crash, other nodes of a shared queue take it over when it expires (default 60)",
     )
     p.add_argument("--hostname", help="this relay's name (default: this host's FQDN)")
     p.add_argument(
@@ -171,11 +195,13 @@ def add_parsers(subparsers: Any) -> None:
     spool_help = "the relay's spool folder (default ./spool)"
     lst = qs.add_parser("list", help="every queued message")
     lst.add_argument("--spool", type=Path, default=Path("spool"), metavar="DIR", help=spool_help)
+    lst.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_HELP)
     lst.add_argument("--json", action="store_true", help="one JSON object a line")
     lst.set_defaults(run=run_queue, action="list")
     show = qs.add_parser("show", help="one message: envelope, recipients, headers")
     show.add_argument("id")
     show.add_argument("--spool", type=Path, default=Path("spool"), metavar="DIR", help=spool_help)
+    show.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_HELP)
     show.set_defaults(run=run_queue, action="show")
     for name, text in (("retry", "try again now"), ("delete", "remove from the queue")):
         sub = qs.add_parser(name, help=f"{text}: one message, or --all")
@@ -185,6 +211,7 @@ def add_parsers(subparsers: Any) -> None:
         sub.add_argument(
             "--spool", type=Path, default=Path("spool"), metavar="DIR", help=spool_help
         )
+        sub.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_HELP)
         sub.set_defaults(run=run_queue, action=name)
     q.set_defaults(run=lambda args: (q.print_help(), EXIT_USAGE)[1])
 
@@ -224,6 +251,8 @@ def _config(args: argparse.Namespace) -> Any:
         return _fail("--workers needs a count of 1 or more and a fixed --listen port")
     if args.min_backoff > args.max_backoff:
         return _fail("--min-backoff is above --max-backoff")
+    if args.lease < 1:
+        return _fail("--lease needs at least 1 second")
     if not 0 < args.mx_port < 65536:
         return _fail("--mx-port must be a port number")
     try:
@@ -245,6 +274,8 @@ def _config(args: argparse.Namespace) -> Any:
     return RelayConfig(
         listen=args.listen,
         spool=args.spool,
+        queue_url=args.queue_url,
+        lease=args.lease,
         hostname=args.hostname,
         relayhost=args.relayhost,
         relayhost_auth=login,
@@ -285,12 +316,17 @@ def run_relay(args: argparse.Namespace) -> int:
         import dns.asyncresolver  # noqa: F401
     except ImportError:
         return _fail("the relay needs dnspython: pip install dnspython", EXIT_STARTUP)
-    try:
-        lock = _lock_spool(Path(args.spool))
-    except OSError as error:
-        return _fail(f"cannot use the spool {args.spool}: {error.strerror}", EXIT_STARTUP)
-    if lock is None:
-        return _fail(f"the spool {args.spool} is in use by another relay", EXIT_STARTUP)
+    if args.queue_url is not None:
+        problem = _postgres_missing()
+        if problem is not None:
+            return _fail(problem, EXIT_STARTUP)
+    else:
+        try:
+            lock = _lock_spool(Path(args.spool))
+        except OSError as error:
+            return _fail(f"cannot use the spool {args.spool}: {error.strerror}", EXIT_STARTUP)
+        if lock is None:
+            return _fail(f"the spool {args.spool} is in use by another relay", EXIT_STARTUP)
     recovered = asyncio.run(_recover(config))
     if isinstance(recovered, str):
         return _fail(recovered, EXIT_STARTUP)
@@ -307,12 +343,22 @@ def run_relay(args: argparse.Namespace) -> int:
     return supervise(args.workers, run_worker, startup_failure=EXIT_STARTUP)
 
 
-async def _recover(config: Any) -> int | str:
-    """End the leases a crashed relay left (once, before any worker delivers)."""
-    from ferrosmtp.relay.queue import QueueError
-    from ferrosmtp.relay.sqlite import SqliteQueue
+def _postgres_missing() -> str | None:
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        return "--queue-url needs psycopg: pip install 'ferrosmtp[postgres]'"
+    return None
 
-    queue = SqliteQueue(config.spool)
+
+async def _recover(config: Any) -> int | str:
+    """End the leases a crashed relay left (once, before any worker delivers; in a
+    shared queue, only those of this node)."""
+    from ferrosmtp.relay.queue import QueueError
+    from ferrosmtp.relay.service import make_queue
+
+    queue = make_queue(config)
     try:
         await queue.open()
         return await queue.recover()
@@ -350,11 +396,11 @@ async def _relay(
         else "by MX" + (" via nameserver {}:{}".format(*config.dns) if config.dns else "")
     )
     log.info(
-        "ferrosmtp %s relay listening on %s:%d, spool %s, delivering %s",
+        "ferrosmtp %s relay listening on %s:%d, %s, delivering %s",
         __version__,
         config.listen[0],
         relay.port,
-        config.spool,
+        f"spool {config.spool}" if config.queue_url is None else repr(relay.queue),
         route,
     )
     stop = asyncio.Event()
@@ -379,7 +425,12 @@ def _when(stamp: float) -> str:
 def run_queue(args: argparse.Namespace) -> int:
     """Run ``ferrosmtp queue`` with parsed arguments; returns the exit status."""
     spool = Path(args.spool)
-    if not (spool / "queue.db").exists():
+    if args.queue_url is not None:
+        problem = _postgres_missing()
+        if problem is not None:
+            print(f"ferrosmtp queue: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    elif not (spool / "queue.db").exists():
         print(f"ferrosmtp queue: no spool at {spool} (no queue.db)", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -391,9 +442,10 @@ def run_queue(args: argparse.Namespace) -> int:
 
 async def _queue(args: argparse.Namespace) -> int:
     from ferrosmtp.relay.queue import QueueError
-    from ferrosmtp.relay.sqlite import SqliteQueue
+    from ferrosmtp.relay.service import RelayConfig, make_queue
 
-    queue = SqliteQueue(args.spool)
+    node = f"{socket.gethostname()}:queue"
+    queue = make_queue(RelayConfig(spool=args.spool, queue_url=args.queue_url, node=node))
     try:
         await queue.open()
         if args.action == "list":

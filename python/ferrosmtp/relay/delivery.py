@@ -2,7 +2,8 @@
 carrying every recipient of that destination, per-recipient outcomes.
 
 Connections to each next hop are kept and reused (at most ``concurrency`` transactions
-at once per hop, Postfix's default_destination_concurrency_limit of 20). A hop that
+at once per hop, Postfix's default_destination_concurrency_limit of 20, counted by
+``limits``: in the process, or by the database across relay nodes). A hop that
 refused a connection is marked down: while it is, one message at a time probes it (at most
 once every ``probe_interval`` seconds) and the others are deferred at once with the same
 error instead of each paying for a connection attempt; those arriving while a probe runs
@@ -34,6 +35,7 @@ from ferrosmtp.errors import (
     SMTPSenderRefused,
 )
 from ferrosmtp.relay.downgrade import Unconvertible, to_7bit
+from ferrosmtp.relay.limits import DestinationLimits, LocalSlots
 from ferrosmtp.relay.queue import Outcome, QueueEntry, Recipient, RecipientResult
 from ferrosmtp.relay.routing import Hop
 
@@ -109,8 +111,7 @@ class _Down:
 class _Connections:
     """Connections to one next hop, reused between messages."""
 
-    def __init__(self, limit: int) -> None:
-        self.slots = asyncio.Semaphore(limit)
+    def __init__(self) -> None:
         self.idle: list[tuple[Client, float]] = []
         self.busy = 0  # transactions running or waiting for a slot
 
@@ -119,8 +120,9 @@ class Deliverer:
     """Delivers messages to their next hops, reusing connections per destination and marking
     unreachable ones down for a while."""
 
-    def __init__(self, config: DeliveryConfig) -> None:
+    def __init__(self, config: DeliveryConfig, limits: DestinationLimits | None = None) -> None:
         self.config = config
+        self.limits = limits or DestinationLimits(LocalSlots(), config.concurrency)
         self._hops: dict[tuple[str, int], _Connections] = {}
         self._down: dict[tuple[str, int], _Down] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -131,6 +133,7 @@ class Deliverer:
         for conns in self._hops.values():
             conns.idle.clear()
         await asyncio.gather(*(_quit(c) for c in clients))
+        await self.limits.close()
 
     def sweep(self) -> None:
         """Close connections idle for longer than ``idle_timeout``."""
@@ -202,7 +205,7 @@ class Deliverer:
                 down.probe = asyncio.get_running_loop().create_future()  # we probe
         conns = self._hops.get(key)
         if conns is None:
-            conns = self._hops[key] = _Connections(self.config.concurrency)
+            conns = self._hops[key] = _Connections()
         conns.busy += 1
         try:
             return await self._locked(hop, conns, entry, body, recipients)
@@ -217,7 +220,7 @@ class Deliverer:
         body: bytes,
         recipients: list[Recipient],
     ) -> list[Attempt]:
-        async with conns.slots:
+        async with self.limits.slot(f"{hop.address}:{hop.port}"):
             started = time.monotonic()
             client = await self._client(hop, conns)
             connected = time.monotonic()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import os
 import secrets
 import time
@@ -117,6 +118,31 @@ class Envelope:
     envid: str | None = None  # DSN ENVID (xtext decoded)
     client: str | None = None  # the submitting client, for the log
 
+    def dumps(self) -> str:
+        """Everything but the sender as compact JSON (how the backends store it)."""
+        data: dict[str, object] = {"rcpt": [r.to_json() for r in self.recipients]}
+        for name in ("smtputf8", "body_8bit"):
+            if getattr(self, name):
+                data[name] = True
+        for name in ("ret", "envid", "client"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, sender: str, text: str) -> Envelope:
+        data = json.loads(text)
+        return cls(
+            sender=sender,
+            recipients=[Recipient.from_json(r) for r in data["rcpt"]],
+            smtputf8=bool(data.get("smtputf8")),
+            body_8bit=bool(data.get("body_8bit")),
+            ret=data.get("ret"),
+            envid=data.get("envid"),
+            client=data.get("client"),
+        )
+
 
 @dataclasses.dataclass
 class QueueEntry:
@@ -136,6 +162,22 @@ class QueueEntry:
     @property
     def pending(self) -> list[Recipient]:
         return [r for r in self.envelope.recipients if r.outcome is Outcome.PENDING]
+
+    def apply(self, results: Sequence[RecipientResult], error: str | None) -> bool:
+        """Take one attempt's outcomes in (``record``'s bookkeeping, the same for every
+        backend); True when no recipient is left pending."""
+        by_address = {r.address: r for r in results}
+        for recipient in self.envelope.recipients:
+            result = by_address.get(recipient.address)
+            if result is None or recipient.outcome is not Outcome.PENDING:
+                continue
+            recipient.outcome = result.outcome
+            recipient.status = result.status
+            recipient.diagnostic = result.diagnostic
+            recipient.remote_mta = result.remote_mta
+        self.attempts += 1
+        self.last_error = error
+        return not self.pending
 
     def to_json(self) -> dict[str, object]:
         """The ``queue list --json`` object (a contract: scripts read these names)."""
@@ -181,7 +223,8 @@ class BodyWriter(Protocol):
 
 @runtime_checkable
 class Queue(Protocol):
-    """The queue every relay part uses; backends: ``SqliteQueue`` (the spool folder)."""
+    """The queue every relay part uses; backends: ``SqliteQueue`` (the spool folder, one
+    machine) and ``PostgresQueue`` (a database shared by several relay nodes)."""
 
     async def open(self) -> None:
         """Create the storage if needed. Idempotent."""
@@ -248,6 +291,18 @@ class Queue(Protocol):
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return when new mail may be due (a put, a retry) or after ``timeout``."""
+
+    async def take_slots(
+        self, destination: str, want: int, limit: int, lease: float
+    ) -> Sequence[int]:
+        """Up to ``want`` free delivery slots of ``destination`` (there are ``limit``),
+        held for ``lease`` seconds (``renew`` extends them); returns their numbers,
+        perhaps none. Slots count transactions at once per next hop among everyone who
+        shares the queue: the processes of one spool each count their own, the nodes
+        of one database count together."""
+
+    async def give_slots(self, destination: str, slots: Sequence[int]) -> None:
+        """Free slots taken with ``take_slots``."""
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:

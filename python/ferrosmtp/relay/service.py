@@ -6,18 +6,23 @@ a program can run the same thing::
     await relay.start()
     ...
     await relay.stop()
+
+With ``queue_url`` (``postgresql://...``) the queue is a PostgreSQL database that several
+relay nodes share (``ferrosmtp.relay.postgres``) instead of the spool folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import socket
 from pathlib import Path
 from typing import Any
 
 from ferrosmtp.relay.delivery import Deliverer, DeliveryConfig
 from ferrosmtp.relay.handler import QueueHandler
+from ferrosmtp.relay.limits import DestinationLimits
 from ferrosmtp.relay.metrics import NoMetrics
 from ferrosmtp.relay.policy import RelayPolicy
 from ferrosmtp.relay.queue import Queue
@@ -25,7 +30,7 @@ from ferrosmtp.relay.routing import Router
 from ferrosmtp.relay.scheduler import RetryPolicy, Scheduler
 from ferrosmtp.relay.sqlite import SqliteQueue
 
-__all__ = ["Relay", "RelayConfig"]
+__all__ = ["Relay", "RelayConfig", "make_queue"]
 
 
 @dataclasses.dataclass
@@ -34,6 +39,8 @@ class RelayConfig:
 
     listen: tuple[str, int] = ("127.0.0.1", 8025)
     spool: str | os.PathLike[str] = "spool"
+    queue_url: str | None = None  # postgresql://USER@HOST:PORT/DB: a queue shared by nodes
+    node: str | None = None  # this node's name in a shared queue (default HOSTNAME:PORT)
     hostname: str | None = None
     relayhost: tuple[str, int] | None = None
     relayhost_auth: tuple[str, str] | None = None  # (user, password) over STARTTLS
@@ -44,9 +51,24 @@ class RelayConfig:
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     concurrency: int = 20  # transactions at once per next hop
     max_active: int = 1000  # messages in delivery at once
+    lease: float = 60.0  # a message in delivery is held this long, renewed while it lasts
     # Keyword arguments for ferrosmtp.Server (tls_context, authenticator,
     # proxy_protocol_timeout, data_size_limit...).
     server_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def make_queue(config: RelayConfig) -> Queue:
+    """The queue the configuration names: the PostgreSQL database of ``queue_url``, else
+    the spool folder."""
+    if config.queue_url is None:
+        return SqliteQueue(Path(config.spool))
+    from ferrosmtp.relay.postgres import PostgresQueue
+
+    node = config.node
+    if node is None:
+        port = config.listen[1]
+        node = f"{socket.gethostname()}:{port if port else secrets.token_hex(4)}"
+    return PostgresQueue(config.queue_url, node=node)
 
 
 class Relay:
@@ -59,7 +81,7 @@ class Relay:
 
         self.config = config
         self.hostname: str = config.hostname or socket.getfqdn()
-        self.queue: Queue = queue if queue is not None else SqliteQueue(Path(config.spool))
+        self.queue: Queue = queue if queue is not None else make_queue(config)
         self.policy: RelayPolicy = RelayPolicy.parse(config.mynetworks, config.relay_domains)
         self.router: Router = Router(
             relayhost=config.relayhost, nameserver=config.dns, mx_port=config.mx_port
@@ -72,7 +94,9 @@ class Relay:
                 username=user,
                 password=password,
                 require_tls=config.relayhost_auth is not None,
-            )
+            ),
+            # Counted by the queue: across every node when the queue is shared.
+            DestinationLimits(self.queue, config.concurrency, lease=config.lease),
         )
         self.scheduler: Scheduler = Scheduler(
             self.queue,
@@ -82,6 +106,7 @@ class Relay:
             retry=config.retry,
             metrics=metrics,
             max_active=config.max_active,
+            lease=config.lease,
         )
         self.handler: QueueHandler = QueueHandler(
             self.queue,

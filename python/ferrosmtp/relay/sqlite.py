@@ -29,13 +29,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ferrosmtp.relay.limits import LocalSlots
 from ferrosmtp.relay.queue import (
     Envelope,
-    Outcome,
     QueueEntry,
     QueueError,
     QueueFull,
-    Recipient,
     RecipientResult,
     fsync_directory,
     new_queue_id,
@@ -88,35 +87,10 @@ def _storage_error(error: BaseException) -> QueueError:
     return QueueError(f"spool write failed: {error}")
 
 
-def _envelope_json(envelope: Envelope) -> str:
-    data: dict[str, Any] = {"rcpt": [r.to_json() for r in envelope.recipients]}
-    for name in ("smtputf8", "body_8bit"):
-        if getattr(envelope, name):
-            data[name] = True
-    for name in ("ret", "envid", "client"):
-        value = getattr(envelope, name)
-        if value is not None:
-            data[name] = value
-    return json.dumps(data, separators=(",", ":"))
-
-
-def _envelope_from(sender: str, text: str) -> Envelope:
-    data = json.loads(text)
-    return Envelope(
-        sender=sender,
-        recipients=[Recipient.from_json(r) for r in data["rcpt"]],
-        smtputf8=bool(data.get("smtputf8")),
-        body_8bit=bool(data.get("body_8bit")),
-        ret=data.get("ret"),
-        envid=data.get("envid"),
-        client=data.get("client"),
-    )
-
-
 def _entry(row: Sequence[Any]) -> QueueEntry:
     return QueueEntry(
         id=row[0],
-        envelope=_envelope_from(row[1], row[2]),
+        envelope=Envelope.loads(row[1], row[2]),
         size=row[3],
         arrival=row[4],
         attempts=row[5],
@@ -292,6 +266,7 @@ class SqliteQueue:
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
         self._work = asyncio.Event()
+        self._slots = LocalSlots()  # per process: the workers of one spool count their own
 
     def __repr__(self) -> str:
         return f"SqliteQueue({str(self.spool)!r})"
@@ -378,7 +353,7 @@ class SqliteQueue:
             row = (
                 body.id,
                 envelope.sender,
-                _envelope_json(envelope),
+                envelope.dumps(),
                 body.size,
                 now,
                 now,
@@ -494,19 +469,7 @@ class SqliteQueue:
         """Store one attempt: per-recipient outcomes, ``attempts`` + 1, the last error and the next
         attempt; end the lease. The message is deleted when no recipient is pending any more
         (``next_attempt`` is then ignored)."""
-        by_address = {r.address: r for r in results}
-        for recipient in entry.envelope.recipients:
-            result = by_address.get(recipient.address)
-            if result is None or recipient.outcome is not Outcome.PENDING:
-                continue
-            recipient.outcome = result.outcome
-            recipient.status = result.status
-            recipient.diagnostic = result.diagnostic
-            recipient.remote_mta = result.remote_mta
-        entry.attempts += 1
-        entry.last_error = error
-        done = not entry.pending
-        if done:
+        if entry.apply(results, error):
             await self._run(
                 lambda conn: conn.execute("DELETE FROM messages WHERE id = ?", (entry.id,))
             )
@@ -517,7 +480,7 @@ class SqliteQueue:
         entry.next_attempt = next_attempt if next_attempt is not None else time.time()
         entry.lease_until = None
         values = (
-            _envelope_json(entry.envelope),
+            entry.envelope.dumps(),
             entry.attempts,
             entry.next_attempt,
             error,
@@ -664,3 +627,11 @@ class SqliteQueue:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._work.wait(), timeout)
         self._work.clear()
+
+    async def take_slots(
+        self, destination: str, want: int, limit: int, lease: float
+    ) -> Sequence[int]:
+        return await self._slots.take_slots(destination, want, limit, lease)
+
+    async def give_slots(self, destination: str, slots: Sequence[int]) -> None:
+        await self._slots.give_slots(destination, slots)
