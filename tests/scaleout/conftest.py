@@ -4,6 +4,7 @@ a test may restart), a schema per test."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -27,3 +28,15 @@ def own_postgres() -> Iterator[PostgresCluster]:
     """A cluster of this module's own, which its tests may stop and restart."""
     with PostgresCluster() as cluster:
         yield cluster
+
+
+# Figures the scale-out tests measure (duplicates after kills, take-over times), printed at
+# the end of the run whatever its verbosity.
+REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPORT:
+        terminalreporter.section("scale-out: what the kill and restart tests measured")
+        for line in REPORT:
+            terminalreporter.write_line(line)

@@ -186,7 +186,7 @@ class PostgresCluster:
             return
         with contextlib.suppress(Exception):
             if (self.data / "postmaster.pid").exists():
-                self.stop_server("fast")
+                self.stop_server("immediate")  # its data is thrown away
         shutil.rmtree(self.base, ignore_errors=True)
         self.base = None
 
