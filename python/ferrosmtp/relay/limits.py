@@ -10,16 +10,19 @@ slots it took while it uses them: a delivery that ends hands its slot to the nex
 waiting on this node. Two rules keep the slots moving between nodes:
 
 - a slot idle for ``idle`` seconds goes back (a node that stops sending frees its share);
-- a slot held for ``tenure`` seconds goes back at the end of its delivery even if this
-  node has more to send, and this node's waiters take it again only at their next poll,
-  on an equal footing with the other nodes' (a busy node cannot keep every slot).
+- in a shared queue, a slot held for ``tenure`` seconds goes back at the end of its
+  delivery even if this node has more to send, and this node takes it again only at its
+  next poll, on an equal footing with the other nodes (a busy node cannot keep every
+  slot).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, Protocol
@@ -71,13 +74,19 @@ class _Destination:
     def __init__(self) -> None:
         self.free: list[_Held] = []  # taken from the source, not in use
         self.busy = 0
-        self.waiting = 0
-        self.changed = asyncio.Event()
-        self.fetching = asyncio.Lock()
+        self.waiters: collections.deque[asyncio.Future[_Held]] = collections.deque()
+        self.fetcher: asyncio.Task[None] | None = None
 
 
 class DestinationLimits:
-    """``async with limits.slot(destination):`` around each transaction to a next hop."""
+    """``async with limits.slot(destination):`` around each transaction to a next hop.
+
+    Deliveries waiting for a slot queue up (first come, first served); one task per
+    destination asks the source for as many slots as there are waiters, and asks again
+    every ``poll`` seconds while none is free (a thousand waiting deliveries are one
+    query, not a thousand). ``tenure`` is how long a node keeps a slot while it has work;
+    with a source of its own (``math.inf``) it never needs to hand slots around.
+    """
 
     def __init__(
         self,
@@ -85,7 +94,7 @@ class DestinationLimits:
         limit: int,
         *,
         lease: float = 60.0,
-        tenure: float = 2.0,
+        tenure: float = math.inf,
         idle: float = 1.0,
         poll: float = 0.05,
     ) -> None:
@@ -119,41 +128,59 @@ class DestinationLimits:
             await self._release(destination, state, held)
 
     async def _acquire(self, destination: str, state: _Destination) -> _Held:
-        state.waiting += 1
+        if state.free and not state.waiters:
+            return state.free.pop()
+        waiter: asyncio.Future[_Held] = asyncio.get_running_loop().create_future()
+        state.waiters.append(waiter)
+        if state.fetcher is None or state.fetcher.done():
+            state.fetcher = asyncio.ensure_future(self._fetch(destination, state))
         try:
-            while True:
-                if state.free:
-                    return state.free.pop()
-                async with state.fetching:
-                    if state.free:
-                        continue
-                    want = min(state.waiting, self.limit)
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._hand_over(state, waiter.result())  # got one as it was cancelled
+            raise
+
+    async def _fetch(self, destination: str, state: _Destination) -> None:
+        """Take slots from the source for the waiters, polling while there are none."""
+        while True:
+            while state.free and state.waiters:
+                self._hand_over(state, state.free.pop())
+            want = min(len(state.waiters), self.limit - self.held(destination))
+            if not state.waiters:
+                return
+            slots: Sequence[int] = []
+            if want > 0:
+                try:
                     slots = await self.source.take_slots(destination, want, self.limit, self.lease)
-                    now = time.monotonic()
-                    state.free.extend(_Held(s, now) for s in slots)
-                    if slots:
-                        state.changed.set()
-                        continue
-                if state.free:
-                    continue
-                state.changed.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(state.changed.wait(), self.poll)
-        finally:
-            state.waiting -= 1
+                except Exception:
+                    slots = []  # the source is away; ask again at the next poll
+            now = time.monotonic()
+            for slot in slots:
+                self._hand_over(state, _Held(slot, now))
+            if state.waiters and not slots:
+                await asyncio.sleep(self.poll)
+
+    def _hand_over(self, state: _Destination, held: _Held) -> None:
+        while state.waiters:
+            waiter = state.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(held)
+                return
+        held.freed = time.monotonic()
+        state.free.append(held)
 
     async def _release(self, destination: str, state: _Destination, held: _Held) -> None:
         now = time.monotonic()
         if now - held.taken >= self.tenure:
-            # Back to the source; waiters here compete for it at their next poll.
+            # Back to the source; this node's waiters take it again at the fetcher's next
+            # poll, on an equal footing with the other nodes.
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.source.give_slots(destination, [held.slot]))
             self._forget_if_unused(destination, state)
             return
-        held.freed = now
-        state.free.append(held)
-        state.changed.set()
-        if state.waiting == 0:
+        self._hand_over(state, held)
+        if not state.waiters and state.free:
             self._later(self._trim(destination, state))
 
     async def _trim(self, destination: str, state: _Destination) -> None:
@@ -169,7 +196,7 @@ class DestinationLimits:
         self._forget_if_unused(destination, state)
 
     def _forget_if_unused(self, destination: str, state: _Destination) -> None:
-        if not state.free and state.busy == 0 and state.waiting == 0:
+        if not state.free and state.busy == 0 and not state.waiters:
             if self._destinations.get(destination) is state:
                 del self._destinations[destination]
 
@@ -180,9 +207,11 @@ class DestinationLimits:
 
     async def close(self) -> None:
         """Give every idle slot back (at shutdown)."""
-        for task in list(self._tasks):
+        tasks = [*self._tasks]
+        tasks += [s.fetcher for s in self._destinations.values() if s.fetcher is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for destination, state in list(self._destinations.items()):
             if state.free:
                 slots, state.free = [h.slot for h in state.free], []

@@ -14,6 +14,7 @@ relay nodes share (``ferrosmtp.relay.postgres``) instead of the spool folder.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 import socket
@@ -95,8 +96,14 @@ class Relay:
                 password=password,
                 require_tls=config.relayhost_auth is not None,
             ),
-            # Counted by the queue: across every node when the queue is shared.
-            DestinationLimits(self.queue, config.concurrency, lease=config.lease),
+            # Counted by the queue: across every node when the queue is shared, where a
+            # node hands its slots around every 2 s so that no node keeps them all.
+            DestinationLimits(
+                self.queue,
+                config.concurrency,
+                lease=config.lease,
+                tenure=2.0 if config.queue_url else math.inf,
+            ),
         )
         self.scheduler: Scheduler = Scheduler(
             self.queue,
