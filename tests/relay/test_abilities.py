@@ -13,7 +13,8 @@ from tests.peers import PostfixServer, require_root
 from tests.relay.support import RelayProcess, next_hop, send, wait_until
 from tests.relay.test_delivery import listed, report_parts
 
-pytestmark = pytest.mark.interop
+# Each test runs on both queue backends (tests/relay/conftest.py).
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("relay_backend")]
 
 EIGHT_BIT = (
     b"Subject: 8-bit body\r\nMIME-Version: 1.0\r\n"

@@ -10,6 +10,8 @@ import email.policy
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.relay.support import (
     Received,
     RelayProcess,
@@ -21,6 +23,9 @@ from tests.relay.support import (
 )
 
 FAST = ("--min-backoff", "1", "--max-backoff", "2")
+
+# Each test runs on both queue backends (tests/relay/conftest.py).
+pytestmark = pytest.mark.usefixtures("relay_backend")
 
 
 def report_parts(got: Received) -> tuple[email.message.Message, list[email.message.Message]]:

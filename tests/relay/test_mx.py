@@ -31,6 +31,9 @@ RECORDS = [
     "--host-record=mx.sender.test,127.0.0.5",
 ]
 
+# Each test runs on both queue backends (tests/relay/conftest.py).
+pytestmark = pytest.mark.usefixtures("relay_backend")
+
 
 @pytest.fixture(scope="module")
 def dns() -> Iterator[Dnsmasq]:
