@@ -122,7 +122,9 @@ class Deliverer:
 
     def __init__(self, config: DeliveryConfig, limits: DestinationLimits | None = None) -> None:
         self.config = config
-        self.limits = limits or DestinationLimits(LocalSlots(), config.concurrency)
+        self.limits: DestinationLimits = limits or DestinationLimits(
+            LocalSlots(), config.concurrency
+        )
         self._hops: dict[tuple[str, int], _Connections] = {}
         self._down: dict[tuple[str, int], _Down] = {}
         self._closing: set[asyncio.Task[None]] = set()

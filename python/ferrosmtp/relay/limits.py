@@ -35,9 +35,13 @@ class SlotSource(Protocol):
 
     async def take_slots(
         self, destination: str, want: int, limit: int, lease: float
-    ) -> Sequence[int]: ...
+    ) -> Sequence[int]:
+        """Up to ``want`` of the ``limit`` slots of ``destination``, held ``lease`` s."""
+        ...
 
-    async def give_slots(self, destination: str, slots: Sequence[int]) -> None: ...
+    async def give_slots(self, destination: str, slots: Sequence[int]) -> None:
+        """Free slots taken with ``take_slots``."""
+        ...
 
 
 class LocalSlots:
@@ -49,12 +53,15 @@ class LocalSlots:
     async def take_slots(
         self, destination: str, want: int, limit: int, lease: float
     ) -> list[int]:
+        """The lowest free slot numbers, up to ``want`` (``lease`` is ignored: a process
+        that dies takes its counts with it)."""
         taken = self._taken.setdefault(destination, set())
         free = [s for s in range(limit) if s not in taken][:want]
         taken.update(free)
         return free
 
     async def give_slots(self, destination: str, slots: Sequence[int]) -> None:
+        """Free slots taken with ``take_slots``."""
         taken = self._taken.get(destination)
         if taken is None:
             return
@@ -116,6 +123,7 @@ class DestinationLimits:
 
     @contextlib.asynccontextmanager
     async def slot(self, destination: str) -> AsyncIterator[None]:
+        """Hold one of ``destination``'s slots for the body of the ``async with``."""
         state = self._destinations.get(destination)
         if state is None:
             state = self._destinations[destination] = _Destination()

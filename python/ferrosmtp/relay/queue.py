@@ -132,6 +132,7 @@ class Envelope:
 
     @classmethod
     def loads(cls, sender: str, text: str) -> Envelope:
+        """The envelope ``dumps`` wrote, with its sender."""
         data = json.loads(text)
         return cls(
             sender=sender,

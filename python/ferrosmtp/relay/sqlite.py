@@ -631,7 +631,9 @@ class SqliteQueue:
     async def take_slots(
         self, destination: str, want: int, limit: int, lease: float
     ) -> Sequence[int]:
+        """Slots counted in this process (each worker of a spool counts its own)."""
         return await self._slots.take_slots(destination, want, limit, lease)
 
     async def give_slots(self, destination: str, slots: Sequence[int]) -> None:
+        """Free slots taken with ``take_slots``."""
         await self._slots.give_slots(destination, slots)

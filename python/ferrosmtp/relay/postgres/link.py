@@ -31,7 +31,7 @@ from ferrosmtp.relay.queue import QueueError, QueueFull
 
 __all__ = ["Conn", "Link", "Lost", "NotSent", "is_lost", "queue_error", "safe_url"]
 
-log = logging.getLogger("ferrosmtp.relay.queue")
+log: logging.Logger = logging.getLogger("ferrosmtp.relay.queue")
 
 _T = TypeVar("_T")
 Conn = psycopg.AsyncConnection[Any]
@@ -78,6 +78,8 @@ def _text(error: BaseException) -> str:
 
 
 def queue_error(error: BaseException) -> QueueError:
+    """The QueueError for a database error: ``Lost`` for a connection problem, ``QueueFull``
+    for a full disk (SQLSTATE class 53), else QueueError."""
     if isinstance(error, QueueError):
         return error
     if is_lost(error):
@@ -118,14 +120,14 @@ class Link:
         on_notify: Callable[[], None],
         resume: Callable[[Conn], Awaitable[None]],
     ) -> None:
-        self.url = url
-        self.pool_size = pool_size
-        self.timeout = timeout
-        self.on_notify = on_notify
-        self.resume = resume
-        self.commits = 0  # write transactions committed (group commit: fewer than writes)
-        self.reconnects = 0
-        self.up = asyncio.Event()
+        self.url: str = url
+        self.pool_size: int = pool_size
+        self.timeout: float = timeout
+        self.on_notify: Callable[[], None] = on_notify
+        self.resume: Callable[[Conn], Awaitable[None]] = resume
+        self.commits: int = 0  # write transactions committed (group commit: fewer than writes)
+        self.reconnects: int = 0
+        self.up: asyncio.Event = asyncio.Event()  # set while the database answers
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._ops: list[_Op] = []
         self._wake = asyncio.Event()
@@ -178,6 +180,7 @@ class Link:
         self._tasks = [loop.create_task(self._write_loop()), loop.create_task(self._listen_loop())]
 
     async def close(self) -> None:
+        """Finish the writes handed over (bounded), stop the tasks, close the pool."""
         if self._pool is None:
             return
         self._closing = True
@@ -202,6 +205,7 @@ class Link:
     # --- losing the database and finding it again --------------------------------------
 
     def lost(self, error: BaseException) -> None:
+        """Mark the link down after a connection error and start reconnecting."""
         if self._closing or not self.up.is_set():
             return
         self.up.clear()
@@ -243,6 +247,7 @@ class Link:
         log.warning("queue database %s answers again", safe_url(self.url))
 
     async def wait_up(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the link to be up; whether it is."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.up.wait(), timeout)
         return self.up.is_set()
@@ -332,11 +337,13 @@ class Link:
             raise queue_error(error) from error
 
     async def read_all(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        """The rows of one query on a pooled connection of its own."""
         async with self.connection() as conn:
             cur = await conn.execute(sql, args)
             return await cur.fetchall()
 
     async def read_one(self, sql: str, args: Any = None) -> tuple[Any, ...] | None:
+        """The first row of one query, or None."""
         rows = await self.read_all(sql, args)
         return rows[0] if rows else None
 

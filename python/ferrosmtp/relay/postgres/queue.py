@@ -21,11 +21,18 @@ from typing import Any
 
 from ferrosmtp.relay.postgres.link import Conn, Link, Lost, NotSent, safe_url
 from ferrosmtp.relay.postgres.schema import NOW, version
-from ferrosmtp.relay.queue import Envelope, QueueEntry, QueueError, RecipientResult, new_queue_id
+from ferrosmtp.relay.queue import (
+    BodyWriter,
+    Envelope,
+    QueueEntry,
+    QueueError,
+    RecipientResult,
+    new_queue_id,
+)
 
 __all__ = ["PostgresQueue"]
 
-log = logging.getLogger("ferrosmtp.relay.queue")
+log: logging.Logger = logging.getLogger("ferrosmtp.relay.queue")
 
 _COLUMNS = (
     "id, sender, envelope, size, arrival, attempts, next_attempt, lease_until, last_error,"
@@ -113,15 +120,15 @@ class PostgresQueue:
         orphan_age: float = 3600.0,
         attempt_retention: float = 7 * 86400.0,
     ) -> None:
-        self.url = url
-        self.node = node or socket.gethostname()
-        self.owner = f"{self.node}/{os.getpid()}.{secrets.token_hex(3)}"
-        self.chunk_size = chunk_size
-        self.doubt_wait = doubt_wait
-        self.sweep_every = sweep_every
-        self.orphan_age = orphan_age
-        self.attempt_retention = attempt_retention
-        self.link = Link(
+        self.url: str = url
+        self.node: str = node or socket.gethostname()
+        self.owner: str = f"{self.node}/{os.getpid()}.{secrets.token_hex(3)}"
+        self.chunk_size: int = chunk_size
+        self.doubt_wait: float = doubt_wait
+        self.sweep_every: float = sweep_every
+        self.orphan_age: float = orphan_age
+        self.attempt_retention: float = attempt_retention
+        self.link: Link = Link(
             url, pool_size=pool_size, timeout=timeout, on_notify=self._wake, resume=self._resume
         )
         self._work = asyncio.Event()
@@ -156,6 +163,7 @@ class PostgresQueue:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 
     async def close(self) -> None:
+        """Finish the writes handed over (bounded), stop the tasks, close the pool."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -164,6 +172,7 @@ class PostgresQueue:
         await self.link.close()
 
     async def schema_version(self) -> int:
+        """The version of the database's schema (``relay_migrations``)."""
         async with self.link.connection() as conn:
             return await version(conn)
 
@@ -201,7 +210,8 @@ class PostgresQueue:
 
     # --- putting ------------------------------------------------------------------------
 
-    def new_body(self) -> _Body:
+    def new_body(self) -> BodyWriter:
+        """A writer for a body: chunks go to ``relay_bodies`` as they fill."""
         return _Body(self)
 
     async def _write_chunk(self, message_id: str, seq: int, data: bytes) -> None:
@@ -216,6 +226,10 @@ class PostgresQueue:
                 await conn.execute("DELETE FROM relay_bodies WHERE message_id = %s", (message_id,))
 
     async def put(self, envelope: Envelope, body: Any, *, lease: float | None = None) -> QueueEntry:
+        """Envelope and body in the next shared commit; 250 may be answered once this returns.
+
+        Raises QueueError (451) when the database is unreachable, at once, or when a commit
+        under way when the connection broke did not land."""
         assert isinstance(body, _Body)
         if not self.link.up.is_set():
             await body.abort()
@@ -295,6 +309,9 @@ class PostgresQueue:
     # --- delivering ---------------------------------------------------------------------
 
     async def lease(self, n: int, lease: float) -> list[QueueEntry]:
+        """Up to ``n`` due messages, oldest due first, leased to this process with ``SELECT ...
+        FOR UPDATE SKIP LOCKED`` (other nodes skip them), small bodies included; none while
+        the database is away."""
         if not self.link.up.is_set():
             return []  # nothing can be taken while the database is away; no error flood
         self._lease_seconds = lease
@@ -328,6 +345,8 @@ class PostgresQueue:
         return entries
 
     async def renew(self, ids: Sequence[str], lease: float) -> None:
+        """Extend this process's leases of ``ids`` and its destination slots (skipped while
+        the database is away: they are renewed when it is back)."""
         self._lease_seconds = lease
         if not self.link.up.is_set():
             return  # renewed by _resume as soon as the database is back
@@ -350,6 +369,8 @@ class PostgresQueue:
             await self.link.submit(run)
 
     async def read_body(self, entry: QueueEntry) -> bytes:
+        """The body from its chunks (waits up to 30 s for a lost database); a body with
+        missing chunks marks the message corrupt and raises QueueError."""
         if entry.body is not None:
             return entry.body
         deadline = time.monotonic() + 30
@@ -393,6 +414,8 @@ class PostgresQueue:
         next_attempt: float | None,
         error: str | None = None,
     ) -> None:
+        """Store one attempt (a row per recipient in ``relay_attempts``) and end the lease;
+        delete the message once no recipient is pending. Waits out an outage."""
         done = entry.apply(results, error)
         attempts = [
             (entry.id, self.owner, r.address, r.outcome.value, r.status, r.diagnostic, r.remote_mta)
@@ -427,6 +450,7 @@ class PostgresQueue:
         self._held.discard(entry.id)
 
     async def release(self, entry: QueueEntry) -> None:
+        """End a lease without an attempt; the message is due for any node at once (NOTIFY)."""
         self._held.discard(entry.id)
         if not self.link.up.is_set():
             return  # the lease expires by itself
@@ -446,6 +470,8 @@ class PostgresQueue:
     async def take_slots(
         self, destination: str, want: int, limit: int, lease: float
     ) -> Sequence[int]:
+        """Free rows of ``relay_slots`` (made on first use), taken with SKIP LOCKED: the
+        limit holds across every node; none while the database is away."""
         if not self.link.up.is_set():
             return []
         args = {"d": destination, "limit": limit, "want": want, "owner": self.owner, "lease": lease}
@@ -470,6 +496,7 @@ class PostgresQueue:
         return slots
 
     async def give_slots(self, destination: str, slots: Sequence[int]) -> None:
+        """Free slots taken with ``take_slots`` (they expire by themselves otherwise)."""
         held = self._slots.get(destination)
         if held is not None:
             held.difference_update(slots)
@@ -538,6 +565,7 @@ class PostgresQueue:
                     log.warning("queue sweep failed: %s", error)
 
     async def delete(self, queue_id: str | None) -> int:
+        """Delete one message (or every one with None) and its body; returns how many."""
         where, args = ("", ()) if queue_id is None else (" WHERE id = %s", (queue_id,))
 
         async def run(conn: Conn) -> int:
@@ -550,6 +578,7 @@ class PostgresQueue:
         return await self.link.submit(run)
 
     async def retry(self, queue_id: str | None) -> int:
+        """Make one message (or every one with None) due now, on every node (NOTIFY)."""
         where, args = ("", ()) if queue_id is None else (" WHERE id = %s", (queue_id,))
 
         async def run(conn: Conn) -> int:
@@ -576,16 +605,19 @@ class PostgresQueue:
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     async def list(self) -> list[QueueEntry]:
+        """Every queued message, oldest first, without bodies."""
         rows = await self.link.read_all(f"SELECT {_COLUMNS} FROM relay_messages ORDER BY arrival")
         return [_entry(r) for r in rows]
 
     async def get(self, queue_id: str) -> QueueEntry | None:
+        """One message without its body, or None."""
         row = await self.link.read_one(
             f"SELECT {_COLUMNS} FROM relay_messages WHERE id = %s", (queue_id,)
         )
         return None if row is None else _entry(row)
 
     async def counts(self) -> dict[str, int]:
+        """Queue depth by state: ``active``, ``deferred``, ``incoming``, ``corrupt``."""
         row = await self.link.read_one(
             "SELECT"
             f" count(*) FILTER (WHERE corrupt IS NULL AND lease_until > {NOW}),"
@@ -597,6 +629,7 @@ class PostgresQueue:
         return dict(zip(("active", "deferred", "incoming", "corrupt"), row, strict=True))
 
     async def wait_for_work(self, timeout: float) -> None:
+        """Return on a NOTIFY from any node (new mail, a retry, a release) or after ``timeout``."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._work.wait(), timeout)
         self._work.clear()

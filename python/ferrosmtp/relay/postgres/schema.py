@@ -18,7 +18,7 @@ from ferrosmtp.relay.queue import QueueError
 
 __all__ = ["MIGRATIONS", "NOW", "SCHEMA_VERSION", "migrate"]
 
-log = logging.getLogger("ferrosmtp.relay.queue")
+log: logging.Logger = logging.getLogger("ferrosmtp.relay.queue")
 
 NOW = "extract(epoch from now())"  # the database's clock: leases do not depend on the nodes'
 MIGRATION_LOCK = 0x6665_7272_6F73  # pg_advisory_xact_lock key ("ferros")
@@ -120,6 +120,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 async def version(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The highest step applied (0 before the first)."""
     cur = await conn.execute("SELECT coalesce(max(version), 0) FROM relay_migrations")
     row = await cur.fetchone()
     return int(row[0]) if row else 0
