@@ -62,6 +62,10 @@ QUEUE_URL_HELP = (
     "keep the queue in this PostgreSQL database (postgresql://USER@HOST:PORT/DB), shared "
     "by every relay node given the same URL, instead of --spool"
 )
+QUEUE_URL_ADMIN_HELP = (
+    "the relays' queue in this PostgreSQL database (postgresql://USER@HOST:PORT/DB) "
+    "instead of --spool"
+)
 
 
 def _csv(text: str) -> list[str]:
@@ -195,13 +199,13 @@ def add_parsers(subparsers: Any) -> None:
     spool_help = "the relay's spool folder (default ./spool)"
     lst = qs.add_parser("list", help="every queued message")
     lst.add_argument("--spool", type=Path, default=Path("spool"), metavar="DIR", help=spool_help)
-    lst.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_HELP)
+    lst.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_ADMIN_HELP)
     lst.add_argument("--json", action="store_true", help="one JSON object a line")
     lst.set_defaults(run=run_queue, action="list")
     show = qs.add_parser("show", help="one message: envelope, recipients, headers")
     show.add_argument("id")
     show.add_argument("--spool", type=Path, default=Path("spool"), metavar="DIR", help=spool_help)
-    show.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_HELP)
+    show.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_ADMIN_HELP)
     show.set_defaults(run=run_queue, action="show")
     for name, text in (("retry", "try again now"), ("delete", "remove from the queue")):
         sub = qs.add_parser(name, help=f"{text}: one message, or --all")
@@ -211,7 +215,9 @@ def add_parsers(subparsers: Any) -> None:
         sub.add_argument(
             "--spool", type=Path, default=Path("spool"), metavar="DIR", help=spool_help
         )
-        sub.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_HELP)
+        sub.add_argument(
+            "--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_ADMIN_HELP
+        )
         sub.set_defaults(run=run_queue, action=name)
     q.set_defaults(run=lambda args: (q.print_help(), EXIT_USAGE)[1])
 
