@@ -121,15 +121,16 @@ _BY_VERB: dict[tuple[str, str], Response] = {
 
 def aiosmtpd_dialect(conn: Any, response: Response, event: Event | None) -> Response:
     """ServerConnection's reply, in aiosmtpd 1.4.6's words. ``conn`` is the connection
-    (read only): some of aiosmtpd's replies depend on its state."""
+    (read only): some of aiosmtpd's replies depend on its state. Called for every reply:
+    answers and positive replies leave at once (the hot path of a session)."""
+    if event is not None:  # an answer (a hook's or a default): only HELP's words differ
+        return _help(conn, event.arg, response) if type(event) is ev.Help else response
+    if response.code < 400:  # the greeting, 354, ...: aiosmtpd's words already
+        return response
     text = response.lines[0]
-    if isinstance(event, ev.Help):
-        return _help(conn, event.arg, response)
     said = _BY_VERB.get((conn.verb, text)) or _TEXTS.get(text)
     if said is not None:
         return said
-    if event is not None:
-        return response  # an answer (a hook's or a default), not a refusal
     if text.startswith("Syntax: AUTH"):
         return _auth_usage(conn)
     if text.startswith("Error: MAIL parameter "):
