@@ -3,30 +3,36 @@
 They use the aiosmtpd hook convention, so they also run on aiosmtpd. The storage
 handlers (Maildir, Mailbox) prepend an RFC 5321 §4.4 ``Received:`` header and answer
 250 only once the message is durably on disk: Maildir streams the message into ``tmp/``
-as it arrives (``handle_DATA_CHUNK``), fsyncs it and renames it into ``new/``.
+as it arrives (``handle_DATA_CHUNK``), fsyncs it and renames it into ``new/``; Mailbox
+streams it into a temporary file in mbox form, then appends it under the mailbox's locks
+(``ferrosmtp.mbox``). Debugging spools it too. None holds a whole message in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import errno
 import io
 import itertools
 import logging
-import mailbox
 import os
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
+
+from ferrosmtp import mbox
 
 __all__ = ["Debugging", "Mailbox", "Maildir", "Sink", "received_header"]
 
 log: logging.Logger = logging.getLogger("ferrosmtp.handlers")
 
 STORAGE_FAILED = "451 4.3.0 Error: could not store the message"
+TMP_MAX_AGE = 36 * 3600  # Maildir: files in tmp/ older than this were left by a crash
 DISK_FULL = "452 4.3.1 Error: insufficient system storage"
 
 
@@ -34,25 +40,110 @@ class Sink:
     """Accept every message and drop it."""
 
 
+# What stays in memory of a message being spooled; the rest goes to a temporary file.
+SPOOL_IN_MEMORY = 1 << 20
+# Terminal control characters (C0 but tab and line feed, DEL, C1) as visible escapes: a
+# message must not drive the operator's terminal (issue 10, fault 15).
+_TERMINAL_SAFE = {
+    c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if c not in (0x09, 0x0A)
+}
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with terminal control characters (escape sequences, bells, C1 codes...)
+    written as ``\\xNN``; tabs and line feeds are kept."""
+    return text.translate(_TERMINAL_SAFE)
+
+
+class _Spool:
+    """A message as it arrives, in memory up to SPOOL_IN_MEMORY, then in a temporary
+    file; ``transform`` turns each piece into what is kept (the mbox form, say)."""
+
+    def __init__(self, transform: Any = None) -> None:
+        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        self.transform = transform
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.error is None:
+            try:
+                self.file.write(self.transform.feed(data) if self.transform else data)
+            except OSError as error:  # a full disk: answered at the end of the message
+                self.error = error
+
+    def finish(self) -> IO[bytes]:
+        if self.transform is not None and self.error is None:
+            self.write(self.transform.end())
+        if self.error is not None:
+            raise self.error
+        self.file.seek(0)
+        return self.file
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _spool(envelope: Any, make: Any) -> _Spool:
+    spool: _Spool | None = getattr(envelope, "_ferrosmtp_spool", None)
+    if spool is None:
+        spool = envelope._ferrosmtp_spool = make()
+    return spool
+
+
+def _take_spool(envelope: Any) -> _Spool | None:
+    spool: _Spool | None = getattr(envelope, "_ferrosmtp_spool", None)
+    envelope._ferrosmtp_spool = None
+    return spool
+
+
 class Debugging:
-    """Print every message (the envelope, then the content) to ``stream`` (stdout)."""
+    """Print every message (the envelope, then the content) to ``stream`` (stdout), with
+    terminal control characters escaped. The message is spooled as it arrives (no whole
+    message in memory) and printed at its end, in one piece."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream: TextIO = stream or sys.stdout
 
+    async def handle_DATA_CHUNK(
+        self, server: Any, session: Any, envelope: Any, data: bytes
+    ) -> None:
+        """Spool a piece of the message."""
+        _spool(envelope, _Spool).write(data)
+
+    async def handle_DATA_ABORT(self, server: Any, session: Any, envelope: Any) -> None:
+        """The message was refused: forget it."""
+        spool = _take_spool(envelope)
+        if spool is not None:
+            spool.close()
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         """Print the envelope and the message."""
+        spool = _take_spool(envelope) or _Spool()
         out = self.stream
-        print("---------- MESSAGE FOLLOWS ----------", file=out)
-        print(f"X-Peer: {session.peer!r}", file=out)
-        print(f"X-MailFrom: {envelope.mail_from}", file=out)
-        print(f"X-RcptTo: {', '.join(envelope.rcpt_tos)}", file=out)
-        content = envelope.content
-        if isinstance(content, bytes):
-            content = content.decode("utf-8", "replace")
-        print((content or "").rstrip("\r\n").replace("\r\n", "\n"), file=out)
-        print("------------ END MESSAGE ------------", file=out)
-        out.flush()
+        try:
+            content = spool.finish()
+            print("---------- MESSAGE FOLLOWS ----------", file=out)
+            print(terminal_safe(f"X-Peer: {session.peer!r}"), file=out)
+            print(terminal_safe(f"X-MailFrom: {envelope.mail_from}"), file=out)
+            print(terminal_safe(f"X-RcptTo: {', '.join(envelope.rcpt_tos)}"), file=out)
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            pending = ""  # line ends at the end of what was read: printed only if more follows
+            while True:
+                block = content.read(1 << 16)
+                text = pending + decoder.decode(block, final=not block)
+                body = text.rstrip("\r\n")
+                pending = text[len(body) :]
+                out.write(terminal_safe(body.replace("\r\n", "\n")))
+                if not block:
+                    break
+            print(file=out)
+            print("------------ END MESSAGE ------------", file=out)
+            out.flush()
+        except OSError as error:
+            log.error("Debugging: %s", error)
+            return _storage_reply(error)
+        finally:
+            spool.close()
         return "250 OK"
 
 
@@ -124,6 +215,24 @@ class Maildir:
         self.fsync = fsync
         for sub in ("tmp", "new", "cur"):
             (self.path / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.clean_tmp()
+
+    def clean_tmp(self, older_than: float = TMP_MAX_AGE) -> int:
+        """Remove the files in ``tmp/`` not modified for ``older_than`` seconds (36 hours:
+        the Maildir convention), left there by a delivery that crashed; the count."""
+        removed = 0
+        limit = time.time() - older_than
+        with os.scandir(self.path / "tmp") as entries:
+            for entry in entries:
+                try:
+                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < limit:
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass  # another process cleaned it first
+        if removed:
+            log.info("Maildir %s: removed %d stale file(s) from tmp/", self.path, removed)
+        return removed
 
     def _unique(self) -> str:
         # The Maildir naming convention: time.unique.host
@@ -215,34 +324,83 @@ def _remove(path: Path) -> None:
 
 
 class Mailbox:
-    """Append each message to an mbox file, locked (fcntl and dot-lock) while writing."""
+    """Append each message to an mbox file, as Postfix's local delivery does
+    (``ferrosmtp.mbox``): streamed into a temporary file in mbox form while it arrives,
+    then appended under a dot-lock and a kernel lock, fsynced before the 250.
 
-    def __init__(self, path: str | os.PathLike[str], *, received: bool = True) -> None:
+    A busy mailbox is waited for up to ``lock_timeout`` seconds (then 451, and the client
+    retries); a dot-lock older than ``stale_lock_time`` seconds, left by a writer that
+    died, is removed. Deliveries of one server are queued, not raced.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        received: bool = True,
+        lock_timeout: float = mbox.LOCK_TIMEOUT,
+        stale_lock_time: float = mbox.STALE_LOCK_TIME,
+        fsync: bool = True,
+    ) -> None:
         self.path: Path = Path(path)
         self.received = received
+        self.lock_timeout = lock_timeout
+        self.stale_lock_time = stale_lock_time
+        self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._turn: asyncio.Lock | None = None  # one delivery at a time from this server
+
+    def _new_spool(self, server: Any, session: Any, envelope: Any) -> _Spool:
+        spool = _Spool(mbox.FromQuoting())
+        if self.received:
+            spool.write(received_header(server, session, envelope))
+        return spool
+
+    async def handle_DATA_CHUNK(
+        self, server: Any, session: Any, envelope: Any, data: bytes
+    ) -> None:
+        """Spool a piece of the message, in mbox form."""
+        _spool(envelope, lambda: self._new_spool(server, session, envelope)).write(data)
+
+    async def handle_DATA_ABORT(self, server: Any, session: Any, envelope: Any) -> None:
+        """The message was refused or its client vanished: forget it."""
+        spool = _take_spool(envelope)
+        if spool is not None:
+            spool.close()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         """Append the message to the mbox, locked; then 250."""
-        content = envelope.original_content or b""
-        if self.received:
-            content = received_header(server, session, envelope) + content
-        sender = envelope.mail_from if envelope.mail_from not in (None, "<>") else "MAILER-DAEMON"
+        spool = _take_spool(envelope) or self._new_spool(server, session, envelope)
+        sender = (
+            envelope.mail_from if envelope.mail_from not in (None, "", "<>") else "MAILER-DAEMON"
+        )
+        if self._turn is None:
+            self._turn = asyncio.Lock()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._append, content, sender)
+            content = spool.finish()
+            await asyncio.wait_for(self._turn.acquire(), self.lock_timeout)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self._append, sender, content
+                )
+            finally:
+                self._turn.release()
+        except asyncio.TimeoutError:
+            log.error("mbox %s: busy for %.0f s", self.path, self.lock_timeout)
+            return STORAGE_FAILED
         except OSError as error:
             log.error("mbox %s: %s", self.path, error)
             return _storage_reply(error)
+        finally:
+            spool.close()
         return "250 2.0.0 OK"
 
-    def _append(self, content: bytes, sender: str) -> None:
-        box = mailbox.mbox(self.path, create=True)
-        box.lock()
-        try:
-            message = mailbox.mboxMessage(content)
-            message.set_from(sender, time.gmtime())
-            box.add(message)
-            box.flush()
-        finally:
-            box.unlock()
-            box.close()
+    def _append(self, sender: str, content: IO[bytes]) -> None:
+        mbox.append(
+            self.path,
+            sender,
+            content,
+            timeout=self.lock_timeout,
+            stale=self.stale_lock_time,
+            fsync=self.fsync,
+        )
