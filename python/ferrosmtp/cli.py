@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import hashlib
-import hmac
 import importlib
 import logging
 import os
@@ -35,6 +33,7 @@ from ferrosmtp.cli_args import (
     seconds,
     size,
 )
+from ferrosmtp.passwords import FileAuthenticator as FileAuthenticator  # relay uses it
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -100,8 +99,9 @@ def add_serve_parser(subparsers: Any) -> None:
     p.add_argument(
         "--auth-file",
         type=readable_file,
-        help="enable AUTH PLAIN/LOGIN with users from this file: one 'user:password' or "
-        "'user:{sha256}hexdigest' per line",
+        help="enable AUTH PLAIN/LOGIN with users from this file: one 'user:hash' per line, "
+        "written by 'ferrosmtp passwd' (salted scrypt; bcrypt and argon2id in Dovecot's "
+        "formats also read)",
     )
     p.add_argument(
         "--auth-required", action="store_true", help="refuse mail from unauthenticated clients"
@@ -191,58 +191,6 @@ def add_log_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="append the log to this file instead of stderr; SIGHUP reopens it (logrotate)",
     )
-
-
-class FileAuthenticator:
-    """Check AUTH PLAIN/LOGIN credentials against a ``user:password`` file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.users: dict[bytes, bytes] = {}
-        self.reload()
-
-    def reload(self) -> int:
-        """Read the file again (SIGHUP); on an error the users stay as they were. Raises
-        OSError or ValueError naming the file (and the line); returns the user count."""
-        users: dict[bytes, bytes] = {}
-        try:
-            text = self.path.read_text("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{self.path}: not UTF-8 text") from None
-        for number, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            user, sep, secret = line.partition(":")
-            if not sep or not user:
-                raise ValueError(f"{self.path}:{number}: expected 'user:password'")
-            users[user.encode()] = secret.encode()
-        self.users = users
-        return len(users)
-
-    def check(self, login: bytes, password: bytes) -> bool:
-        # Same work whether or not the user exists: no timing oracle for user names.
-        """Whether ``password`` is the one stored for ``login`` (plain or ``{sha256}``)."""
-        stored = self.users.get(login, b"{sha256}" + b"0" * 64)
-        if stored.startswith(b"{sha256}"):
-            given = b"{sha256}" + hashlib.sha256(password).hexdigest().encode()
-        else:
-            given = password
-        return hmac.compare_digest(given, stored) and login in self.users
-
-    def __call__(
-        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-    ) -> Any:
-        from ferrosmtp.server import AuthResult
-
-        ok = self.check(auth_data.login, auth_data.password)
-        if ok:
-            log.info(
-                "%s authenticated as %r", session.peer, auth_data.login.decode("utf-8", "replace")
-            )
-        else:
-            log.warning("%s failed AUTH %s", session.peer, mechanism)
-        return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
 
 
 def _tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -479,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ferrosmtp.relay import command as relay_command
 
     relay_command.add_parsers(subparsers)  # ferrosmtp relay, ferrosmtp queue
+    from ferrosmtp import cli_passwd
+
+    cli_passwd.add_parser(subparsers)  # ferrosmtp passwd
     return parser
 
 
