@@ -24,6 +24,7 @@ COMMANDS = [
     ["queue", "show"],
     ["queue", "retry"],
     ["queue", "delete"],
+    ["passwd"],
 ]
 INTRO = """\
 # Command line
