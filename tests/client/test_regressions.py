@@ -297,3 +297,60 @@ def test_replies_before_an_unsolicited_one_still_count() -> None:
             c.close()
 
     run(main())
+
+
+def test_concurrent_connects_take_turns() -> None:
+    """Two tasks connect one client at once: the second waits until the first connection
+    is closed, then opens its own (as aiosmtplib's connect lock); it used to open a second
+    connection at once, overwriting (and leaking) the first. A cancelled connect leaves
+    nothing behind, and a dead connection does not block the next connect."""
+
+    async def main() -> None:
+        async with fake_server() as server:
+            c = client(server)
+            first, second = asyncio.ensure_future(c.connect()), asyncio.ensure_future(c.connect())
+            await first
+            await asyncio.sleep(0.1)
+            assert not second.done() and len(server.sessions) == 1
+            await c.noop()
+            await c.quit()
+            assert (await asyncio.wait_for(second, 5)).code == 220
+            assert len(server.sessions) == 2 and server.sessions[0].transport is None
+            with pytest.raises(Exception, match="already connected"):
+                await c.connect()
+            server.sessions[1].close()  # the server hangs up: the next connect goes ahead
+            await asyncio.sleep(0.1)
+            server.behaviour.greeting = b""  # a server that never greets
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(c.connect(), 0.2)
+            server.behaviour.greeting = b"220 fake.test ESMTP ready\r\n"
+            await asyncio.wait_for(c.connect(), 5)
+            assert c.is_connected
+            await c.quit()
+
+    run(main())
+
+
+def test_tasks_entering_async_with_at_once_take_turns() -> None:
+    """aiosmtplib's suite enters ``async with`` on one client from several tasks at
+    once: each gets the connection in turn, one connection open at a time."""
+    open_at_each_message: list[int] = []
+
+    async def main() -> None:
+        async with fake_server() as server:
+            server.behaviour.on_message = lambda _: open_at_each_message.append(
+                sum(1 for session in server.sessions if session.transport is not None)
+            )
+            c = client(server)
+
+            async def one(n: int) -> None:
+                async with c:
+                    await c.sendmail("a@example.org", [f"r{n}@example.org"], MESSAGE)
+
+            await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(5))), 10)
+            assert not c.is_connected
+            assert len(server.sessions) == 5 and len(server.messages) == 5
+            assert open_at_each_message == [1] * 5
+            assert verbs(server).count(b"QUIT") == 5
+
+    run(main())

@@ -145,6 +145,10 @@ class SessionCore:
         self._lock = FifoLock()  # one transaction (or command exchange) at a time
         self._turns: deque[Turn] = deque()  # envelopes waiting to follow a message's content
         self._handed: Turn | None = None  # the turn whose envelope we sent with our content
+        # Set by connect(), done when close() ends that connection: a concurrent connect()
+        # waits for it (as aiosmtplib's connect lock), and never opens a second connection
+        # that would overwrite, and leak, the first.
+        self._occupied: asyncio.Future[None] | None = None
         self._validate_config()
 
     def _validate_config(self) -> None:
@@ -231,6 +235,9 @@ class SessionCore:
         self._protocol = None
         self._conn = None
         self._forget_greeting()
+        occupied, self._occupied = self._occupied, None
+        if occupied is not None and not occupied.done():
+            occupied.set_result(None)
 
     def _forget_greeting(self) -> None:
         """EHLO/HELO must be sent again (a new connection, or after STARTTLS)."""

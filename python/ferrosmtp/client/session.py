@@ -132,6 +132,12 @@ class Client(Messages):
         self._validate_config()
         if self.is_connected:
             raise SMTPException("SMTP instance is already connected")
+        while self._occupied is not None:  # another connect() holds the client
+            if self._protocol is not None and not self.is_connected:
+                self.close()  # its connection died: release it
+                break
+            await asyncio.wait([self._occupied])
+        self._occupied = asyncio.get_running_loop().create_future()
         connect_timeout = self.timeout if timeout is DEFAULT else timeout
         try:
             greeting = await self._open(connect_timeout)
