@@ -201,7 +201,9 @@ class Unknown(Event):
     arg: str
 
 
-class _Sentinel:
+class Sentinel:
+    """What ``next_event()`` returns when it has no event: NEED_DATA or CLOSED."""
+
     def __init__(self, name: str) -> None:
         self._name = name
 
@@ -209,8 +211,8 @@ class _Sentinel:
         return self._name
 
 
-NEED_DATA = _Sentinel("NEED_DATA")
+NEED_DATA = Sentinel("NEED_DATA")
 """next_event(): nothing more until receive_data() brings bytes."""
 
-CLOSED = _Sentinel("CLOSED")
+CLOSED = Sentinel("CLOSED")
 """next_event(): the connection is over; send data_to_send() and close the socket."""

@@ -13,13 +13,20 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferrosmtp import codec as default_codec
 from ferrosmtp.protocol import events as ev
 from ferrosmtp.protocol import params as rules
-from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Event, Response
+from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Event, Response, Sentinel
 from ferrosmtp.protocol.replies import Replies
+
+if TYPE_CHECKING:
+    from ferrosmtp.codec import Command, Data, DataEnd, Line, Violation
+
+    # What the codec's ServerReader yields (the stub's classes; the pure twin's share
+    # their interface).
+    Item = Command | Violation | Data | DataEnd | Line
 
 R = Response.of
 
@@ -156,7 +163,7 @@ class ServerConnection:
             smtputf8=c.smtputf8,
         )
         self._types = _item_handlers(self._codec)
-        self._items: deque[Any] = deque()
+        self._items: deque[Item] = deque()
         self._out = bytearray()
         self._awaiting: Event | None = None
         self._closing = False
@@ -288,7 +295,7 @@ class ServerConnection:
         """The client closed its side of the connection."""
         self._eof = True
 
-    def next_event(self) -> Event | Any:
+    def next_event(self) -> Event | Sentinel:
         """The next event, NEED_DATA, or CLOSED."""
         if self._awaiting is not None:
             raise RuntimeError(f"respond to {self._awaiting!r} before asking for the next event")
@@ -586,7 +593,7 @@ class ServerConnection:
         self._send(response, None)
         self._close()
 
-    def _resume(self, items: list[Any]) -> None:
+    def _resume(self, items: list[Item]) -> None:
         """Items the reader produced from input it had held back during a pause."""
         self._items.extendleft(reversed(items))
 
@@ -606,7 +613,7 @@ class ServerConnection:
 
     # -- codec items -----------------------------------------------------------------------
 
-    def _violation(self, item: Any) -> Event | None:
+    def _violation(self, item: Violation) -> Event | None:
         response = Response(item.code, (item.text,), item.enhanced)
         self._refuse(response)
         if item.fatal:
@@ -618,7 +625,7 @@ class ServerConnection:
             return ev.AuthAborted(response)
         return None
 
-    def _command(self, cmd: Any) -> Event | None:
+    def _command(self, cmd: Command) -> Event | None:
         verb = self.verb = cmd.verb
         if verb == "STARTTLS" and self._pipelined():
             self._fatal(self.replies.starttls_pipelined)  # checklist B5, CVE-2011-0411
@@ -666,13 +673,13 @@ class ServerConnection:
         event: Event | None = handler(self, cmd)
         return event
 
-    def _unknown(self, cmd: Any) -> Event | None:
+    def _unknown(self, cmd: Command) -> Event | None:
         if cmd.verb in HTTP_VERBS:
             self._fatal(self.replies.http_command)
             return None
         return ev.Unknown(cmd.verb, cmd.arg)
 
-    def _hello(self, cmd: Any) -> Event | None:
+    def _hello(self, cmd: Command) -> Event | None:
         lmtp = self.config.lmtp
         if (cmd.verb == "LHLO") != lmtp:
             self._refuse(self.replies.unknown_command.fill(verb=cmd.verb))
@@ -690,7 +697,7 @@ class ServerConnection:
             return self.replies.need_auth
         return None
 
-    def _mail(self, cmd: Any) -> Event | None:
+    def _mail(self, cmd: Command) -> Event | None:
         params = cmd.params  # each read of a Rust item's field builds a new object
         refusal = self._session_ready()
         if refusal is None and self.mail is not None:
@@ -704,7 +711,9 @@ class ServerConnection:
         if refusal is not None:
             self._refuse(refusal)
             return None
-        return ev.MailFrom(cmd.path, params)
+        path = cmd.path
+        assert path is not None  # the codec refuses a MAIL line without a path
+        return ev.MailFrom(path, params)
 
     def _mail_params(self, params: dict[str, str | None]) -> Response | None:
         c, r, xtext = self.config, self.replies, self._codec.xtext_decode
@@ -735,7 +744,7 @@ class ServerConnection:
                 return r.mail_param_unsupported.fill(keyword=key)
         return None
 
-    def _rcpt(self, cmd: Any) -> Event | None:
+    def _rcpt(self, cmd: Command) -> Event | None:
         r = self.replies
         refusal = self._session_ready()
         if refusal is None and self.mail is None:
@@ -746,6 +755,7 @@ class ServerConnection:
             self._refuse(refusal)
             return None
         path, params = cmd.path, cmd.params
+        assert path is not None  # the codec refuses an RCPT line without a path
         if not self.smtputf8 and not path.address.isascii():
             self._refuse(r.need_smtputf8)
             return None
@@ -779,7 +789,7 @@ class ServerConnection:
                 return r.rcpt_param_unsupported.fill(keyword=key)
         return None
 
-    def _data(self, cmd: Any) -> Event | None:
+    def _data(self, cmd: Command) -> Event | None:
         refusal = self._transaction_ready()
         if refusal is not None:
             self._refuse(refusal)
@@ -800,7 +810,7 @@ class ServerConnection:
             refusal = self.replies.no_recipients
         return refusal
 
-    def _bdat(self, cmd: Any) -> Event | None:
+    def _bdat(self, cmd: Command) -> Event | None:
         # The reader consumes the chunk whatever we decide (checklist B4); here we only
         # decide whether its bytes are content or are dropped, and what to answer after it.
         r = self.replies
@@ -815,22 +825,24 @@ class ServerConnection:
                 refusal = r.need_mail
             if refusal is None and not self.recipients:
                 refusal = r.no_recipients
-            if refusal is None and cmd.chunk_size == 0 and not cmd.last:
+            size = cmd.chunk_size
+            assert size is not None  # the codec refuses a BDAT line without a size
+            if refusal is None and size == 0 and not cmd.last:
                 refusal = r.null_bdat
             limit = self.config.max_message_size
-            if refusal is None and limit is not None and self._bdat_total + cmd.chunk_size > limit:
+            if refusal is None and limit is not None and self._bdat_total + size > limit:
                 refusal = r.message_too_big
         self._chunk_refusal = refusal
         if refusal is None:
             self._bdat_started = True
         return None
 
-    def _content(self, item: Any) -> Event | None:
+    def _content(self, item: Data) -> Event | None:
         if self._in_data or (self._bdat_started and self._chunk_refusal is None):
             return ev.Content(item.data)
         return None
 
-    def _data_end(self, item: Any) -> Event | None:
+    def _data_end(self, item: DataEnd) -> Event | None:
         if self._in_data:
             self._in_data = False
             violation = item.violation
@@ -842,7 +854,7 @@ class ServerConnection:
             return ev.MessageEnd(item.size, item.bare_lf, item.bare_cr)
         return self._chunk_end(item)
 
-    def _chunk_end(self, item: Any) -> Event | None:
+    def _chunk_end(self, item: DataEnd) -> Event | None:
         refusal = self._chunk_refusal
         self._chunk_refusal = None
         aborted: Event | None = None
@@ -871,32 +883,32 @@ class ServerConnection:
         self._bdat_started = False
         return ev.MessageEnd(total, item.bare_lf, item.bare_cr)
 
-    def _rset(self, cmd: Any) -> Event | None:
+    def _rset(self, cmd: Command) -> Event | None:
         self._reset_transaction()
         return ev.Reset()
 
-    def _noop(self, cmd: Any) -> Event | None:
+    def _noop(self, cmd: Command) -> Event | None:
         return ev.Noop(cmd.arg)
 
-    def _vrfy(self, cmd: Any) -> Event | None:
+    def _vrfy(self, cmd: Command) -> Event | None:
         if self.config.auth_required and not self.authenticated:
             self._refuse(self.replies.need_auth)  # no address probing before AUTH
             return None
         return ev.Verify(cmd.arg)
 
-    def _expn(self, cmd: Any) -> Event | None:
+    def _expn(self, cmd: Command) -> Event | None:
         return ev.Expand(cmd.arg)
 
-    def _help(self, cmd: Any) -> Event | None:
+    def _help(self, cmd: Command) -> Event | None:
         if self.config.auth_required and not self.authenticated:
             self._refuse(self.replies.need_auth)
             return None
         return ev.Help(cmd.arg)
 
-    def _quit(self, cmd: Any) -> Event | None:
+    def _quit(self, cmd: Command) -> Event | None:
         return ev.Quit()
 
-    def _starttls(self, cmd: Any) -> Event | None:
+    def _starttls(self, cmd: Command) -> Event | None:
         r = self.replies
         refusal: Response | None = None
         if not self.config.starttls and not self.tls:
@@ -911,7 +923,7 @@ class ServerConnection:
             return None
         return ev.StartTLS()
 
-    def _auth(self, cmd: Any) -> Event | None:
+    def _auth(self, cmd: Command) -> Event | None:
         mechanism, _, initial = cmd.arg.partition(" ")
         mechanism = mechanism.upper()
         r = self.replies
@@ -935,14 +947,17 @@ class ServerConnection:
         self._auth_in_progress = True
         return ev.Auth(mechanism, initial.strip(" ") or None)
 
-    def _auth_line(self, item: Any) -> Event | None:
+    def _auth_line(self, item: Line) -> Event | None:
         return ev.AuthLine(item.data)
 
 
-_ITEM_HANDLERS: dict[ModuleType, dict[type, Any]] = {}
+# An item's class picks the method that takes it; that pairing (Command -> _command...)
+# is more than a dict's type can say, hence Any for the item here and only here.
+ItemHandler = Callable[["ServerConnection", Any], Event | None]
+_ITEM_HANDLERS: dict[ModuleType, dict[type, ItemHandler]] = {}
 
 
-def _item_handlers(codec: ModuleType) -> dict[type, Any]:
+def _item_handlers(codec: ModuleType) -> dict[type, ItemHandler]:
     """Which method takes which kind of codec item, per backend (made once)."""
     handlers = _ITEM_HANDLERS.get(codec)
     if handlers is None:
@@ -956,7 +971,7 @@ def _item_handlers(codec: ModuleType) -> dict[type, Any]:
     return handlers
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, Callable[[ServerConnection, Command], Event | None]] = {
     "HELO": ServerConnection._hello,
     "EHLO": ServerConnection._hello,
     "LHLO": ServerConnection._hello,

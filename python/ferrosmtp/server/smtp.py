@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from ferrosmtp import proxy
 from ferrosmtp.protocol import events as ev
-from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Response
+from ferrosmtp.protocol.events import NEED_DATA, Response, Sentinel
 from ferrosmtp.protocol.server import ServerConnection
 from ferrosmtp.server.base import EVENTS_PER_TURN
 from ferrosmtp.server.hooks import HookCalls
@@ -335,11 +335,11 @@ class SMTP(HookCalls, SASL):
                 self._flush()
                 return asyncio.sleep(0)
             event = conn.next_event()
-            if event is NEED_DATA:
-                self._flush()
-                return None
-            if event is CLOSED:
-                self._finish()
+            if isinstance(event, Sentinel):
+                if event is NEED_DATA:
+                    self._flush()
+                else:  # CLOSED
+                    self._finish()
                 return None
             self._budget -= 1
             step = self._dispatch(event)
