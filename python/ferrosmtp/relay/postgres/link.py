@@ -130,6 +130,7 @@ class Link:
         self.up: asyncio.Event = asyncio.Event()  # set while the database answers
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._ops: list[_Op] = []
+        self._writer: Conn | None = None  # the writer's own connection, out of the pool
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._reconnecting: asyncio.Task[None] | None = None
@@ -184,12 +185,12 @@ class Link:
         if self._pool is None:
             return
         self._closing = True
-        writer = self._tasks[0] if self._tasks else None
-        if writer is not None and self.up.is_set():
+        task = self._tasks[0] if self._tasks else None
+        if task is not None and self.up.is_set():
             # Let the writes already handed over finish (bounded).
             self._wake.set()
             deadline = asyncio.get_running_loop().time() + self.timeout
-            while self._ops and asyncio.get_running_loop().time() < deadline and not writer.done():
+            while self._ops and asyncio.get_running_loop().time() < deadline and not task.done():
                 await asyncio.sleep(0.01)
         tasks = [*self._tasks, *([self._reconnecting] if self._reconnecting else [])]
         for task in tasks:
@@ -200,6 +201,9 @@ class Link:
         self._ops = []
         pool, self._pool = self._pool, None
         self.up.clear()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await _put_back(pool, writer)
         await pool.close(timeout=2)
 
     # --- losing the database and finding it again --------------------------------------
@@ -231,6 +235,9 @@ class Link:
                 continue
             old, self._pool = self._pool, pool
             if old is not None:
+                writer, self._writer = self._writer, None
+                if writer is not None:
+                    await _put_back(old, writer)
                 _background(old.close(timeout=1))
             try:
                 async with pool.connection() as conn, conn.transaction():
@@ -280,6 +287,9 @@ class Link:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            # One turn of the event loop first: the sessions whose data arrived in the same
+            # wake-up hand their writes over too, and share this commit.
+            await asyncio.sleep(0)
             while self._ops:
                 batch, self._ops = self._ops[:MAX_BATCH], self._ops[MAX_BATCH:]
                 if self.up.is_set():
@@ -290,12 +300,15 @@ class Link:
     async def _run_batch(self, batch: list[_Op]) -> None:
         pool = self._pool
         assert pool is not None
-        try:
-            conn = await pool.getconn()
-        except Exception as error:
-            self.lost(error)
-            _settle(batch, NotSent(f"database unreachable: {_text(error)}"))
-            return
+        conn = self._writer
+        if conn is None:
+            # The writer keeps a connection of its own (no pool round per batch).
+            try:
+                conn = self._writer = await pool.getconn()
+            except Exception as error:
+                self.lost(error)
+                _settle(batch, NotSent(f"database unreachable: {_text(error)}"))
+                return
         try:
             results = []
             async with conn.pipeline(), conn.transaction():
@@ -304,7 +317,8 @@ class Link:
                 if any(op.notify for op in batch):
                     await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
         except Exception as error:
-            await _put_back(pool, conn)
+            self._writer = None
+            await _put_back(pool, conn)  # reset, or dropped if broken
             if is_lost(error):
                 self.lost(error)
                 _settle(batch, queue_error(error))
@@ -314,7 +328,6 @@ class Link:
                 for op in batch:  # one write failed them all: run each alone
                     await self._run_batch([op])
             return
-        await _put_back(pool, conn)
         self.commits += 1
         for op, result in zip(batch, results, strict=True):
             if not op.future.done():

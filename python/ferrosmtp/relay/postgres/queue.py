@@ -39,10 +39,36 @@ _COLUMNS = (
     " corrupt, chunks"
 )
 _INSERT_BODY = "INSERT INTO relay_bodies (message_id, seq, data) VALUES (%s, %s, %b)"
-_INSERT_MESSAGE = (
-    "INSERT INTO relay_messages (id, sender, envelope, size, chunks, arrival, next_attempt,"
-    " lease_until, lease_owner) VALUES (%s, %s, %s, %s, %s, %s, %s,"
-    f" CASE WHEN %s > 0 THEN {NOW} + %s ELSE 0 END, %s)"
+_MESSAGE_VALUES = (
+    "VALUES (%(id)s, %(sender)s, %(envelope)s, %(size)s, %(chunks)s, %(now)s, %(now)s,"
+    f" CASE WHEN %(lease)s > 0 THEN {NOW} + %(lease)s ELSE 0 END, %(owner)s)"
+)
+_MESSAGE_COLUMNS = (
+    "relay_messages (id, sender, envelope, size, chunks, arrival, next_attempt, lease_until,"
+    " lease_owner)"
+)
+# One statement a message where a body fits in one chunk (each statement is a round of
+# Python in the node and of parse-bind-execute in the server).
+_PUT = (
+    "WITH body AS (INSERT INTO relay_bodies (message_id, seq, data)"
+    " SELECT %(id)s, 0, %(tail)b WHERE %(chunks)s > 0)"
+    f" INSERT INTO {_MESSAGE_COLUMNS} {_MESSAGE_VALUES}"
+)
+_INSERT_MESSAGE = f"INSERT INTO {_MESSAGE_COLUMNS} {_MESSAGE_VALUES}"
+_ATTEMPTS = (
+    "attempt AS (INSERT INTO relay_attempts (message_id, node, recipient, outcome, status,"
+    " diagnostic, remote_mta) SELECT %(id)s, %(node)s, r, o, s, d, m FROM unnest("
+    "%(rcpt)s::text[], %(outcome)s::text[], %(status)s::text[], %(diagnostic)s::text[],"
+    " %(mta)s::text[]) AS u(r, o, s, d, m))"
+)
+_DONE = (
+    f"WITH {_ATTEMPTS}, body AS (DELETE FROM relay_bodies WHERE message_id = %(id)s)"
+    " DELETE FROM relay_messages WHERE id = %(id)s"
+)
+_DEFERRED = (
+    f"WITH {_ATTEMPTS} UPDATE relay_messages SET envelope = %(envelope)s,"
+    " attempts = %(attempts)s, next_attempt = %(next)s, last_error = %(error)s,"
+    " lease_until = 0, lease_owner = NULL WHERE id = %(id)s"
 )
 
 
@@ -112,7 +138,7 @@ class PostgresQueue:
         url: str,
         *,
         node: str | None = None,
-        pool_size: int = 4,
+        pool_size: int = 5,
         chunk_size: int = 128 << 10,
         timeout: float = 5.0,
         doubt_wait: float = 3.0,
@@ -240,24 +266,25 @@ class PostgresQueue:
         chunks = streamed + (1 if tail else 0)
         lease = lease or 0.0
         owner = self.owner if lease else None
-        row = (
-            body.id,
-            envelope.sender,
-            envelope.dumps(),
-            body.size,
-            chunks,
-            now,
-            now,
-            lease,
-            lease,
-            owner,
-        )
+        row = {
+            "id": body.id,
+            "sender": envelope.sender,
+            "envelope": envelope.dumps(),
+            "size": body.size,
+            "chunks": chunks,
+            "now": now,
+            "lease": lease,
+            "owner": owner,
+            "tail": tail,
+        }
 
         async def insert(conn: Conn) -> None:
+            if not streamed:
+                await conn.execute(_PUT, row)
+                return
             if tail:
                 await conn.execute(_INSERT_BODY, (body.id, streamed, tail))
-            if streamed:
-                await conn.execute("SELECT relay_check_body(%s, %s)", (body.id, chunks))
+            await conn.execute("SELECT relay_check_body(%s, %s)", (body.id, chunks))
             await conn.execute(_INSERT_MESSAGE, row)
 
         try:
@@ -417,32 +444,25 @@ class PostgresQueue:
         """Store one attempt (a row per recipient in ``relay_attempts``) and end the lease;
         delete the message once no recipient is pending. Waits out an outage."""
         done = entry.apply(results, error)
-        attempts = [
-            (entry.id, self.owner, r.address, r.outcome.value, r.status, r.diagnostic, r.remote_mta)
-            for r in results
-        ]
         if not done:
             entry.next_attempt = next_attempt if next_attempt is not None else time.time()
             entry.lease_until = None
-        values = (entry.envelope.dumps(), entry.attempts, entry.next_attempt, error, entry.id)
+        values = {
+            "id": entry.id,
+            "node": self.owner,
+            "rcpt": [r.address for r in results],
+            "outcome": [r.outcome.value for r in results],
+            "status": [r.status for r in results],
+            "diagnostic": [r.diagnostic for r in results],
+            "mta": [r.remote_mta for r in results],
+            "envelope": entry.envelope.dumps(),
+            "attempts": entry.attempts,
+            "next": entry.next_attempt,
+            "error": error,
+        }
 
         async def run(conn: Conn) -> None:
-            if attempts:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "INSERT INTO relay_attempts (message_id, node, recipient, outcome,"
-                        " status, diagnostic, remote_mta) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                        attempts,
-                    )
-            if done:
-                await conn.execute("DELETE FROM relay_messages WHERE id = %s", (entry.id,))
-                await conn.execute("DELETE FROM relay_bodies WHERE message_id = %s", (entry.id,))
-            else:
-                await conn.execute(
-                    "UPDATE relay_messages SET envelope = %s, attempts = %s, next_attempt = %s,"
-                    " last_error = %s, lease_until = 0, lease_owner = NULL WHERE id = %s",
-                    values,
-                )
+            await conn.execute(_DONE if done else _DEFERRED, values)
 
         # Waits out an outage: a delivery that happened must be written down, or the
         # message would go out again when its lease expires.
