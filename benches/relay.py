@@ -23,10 +23,15 @@ Postfix logs ``delay=`` with two decimals, so its p50/p99 have a 10 ms resolutio
 The load average is printed before and after; a table taken with load > 0.5 is marked:
 the machine was busy and the figures are not the quiet-machine figures of README.
 
-Usage (as root, Postfix and smtp-sink from .ci/install-peers.sh)::
+Then the scale-out rows (``benches/scaleout.py``): one node on SQLite, one on PostgreSQL,
+two on PostgreSQL behind HAProxy, and Postfix: msgs/s, messages per relay CPU-second,
+the database's CPU per message, and the time for a node to finish a killed node's mail.
 
-    python benches/relay.py              # about two minutes
+Usage (as root, Postfix, smtp-sink, PostgreSQL and HAProxy from .ci/install-peers.sh)::
+
+    python benches/relay.py              # a few minutes
     python benches/relay.py --quick      # a smoke run
+    python benches/relay.py --no-scale-out
 """
 
 from __future__ import annotations
@@ -255,6 +260,13 @@ def measure(relay_cls: type[Relay], size: int, count: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
+    parser.add_argument(
+        "--scale-out",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the scale-out rows: SQLite, PostgreSQL, 2 nodes behind HAProxy, Postfix "
+        "(benches/scaleout.py; needs postgresql and haproxy)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0 or not os.path.exists(SOURCE):
         print("relay bench: needs root and Postfix's smtp-source (.ci/install-peers.sh)")
@@ -266,6 +278,11 @@ def main() -> int:
     for size, count in counts.items():
         for relay_cls in (Ferrosmtp, Postfix):
             results[(relay_cls.name, size)] = measure(relay_cls, size, count)
+    scale_out: list[str] = []
+    if args.scale_out:
+        import scaleout  # beside this script
+
+        scale_out = scaleout.table(args.quick)
     load_after = load()
     print(f"load average after:  {Path('/proc/loadavg').read_text().strip()}")
     busy = max(load_before, load_after) > 0.5
@@ -281,6 +298,9 @@ def main() -> int:
             print(f"| {relay_cls.name} | {size // 1024} KiB | {r['peak']:.0f} | "
                   f"{r['peak'] / base:.2f}x | {r['half']:.0f} | {r['p50']:.1f} | "
                   f"{r['p99']:.1f} | {r['rss']:.0f} |")
+    if scale_out:
+        print()
+        print("\n".join(scale_out))
     if busy:
         print("\n(*) load average above 0.5 during the run: the machine was busy; "
               "these are not quiet-machine figures.")

@@ -16,6 +16,11 @@ Each row: Postfix ``smtp-source`` (20 sessions, 1 KiB messages) -> relay(s) -> o
   node, and the time until the other has delivered everything the dead one held (its
   leases expire after ``--lease``, 5 s here).
 
+Two nodes are measured twice: with smtp-source's 20 sessions in all (each node gets about
+10), and with 20 sessions per node (40), the concurrency the single node had. A node's
+CPU per message falls as its concurrency rises (more sessions served per event-loop
+wake-up, more writes per commit), so the first compares unequal loads per node.
+
 Run by ``benches/relay.py`` (``--scale-out-only`` runs just these rows).
 """
 
@@ -27,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,9 +137,9 @@ class Nodes:
                     proc.wait(10)
 
 
-def smtp_source(port: int, count: int) -> None:
+def smtp_source(port: int, count: int, sessions: int = SESSIONS) -> None:
     subprocess.run(
-        [SOURCE, "-s", str(SESSIONS), "-m", str(count), "-l", str(SIZE),
+        [SOURCE, "-s", str(sessions), "-m", str(count), "-l", str(SIZE),
          "-f", "bench@source.test", "-t", "sink@dest.test", f"127.0.0.1:{port}"],
         check=True, capture_output=True, timeout=900,
     )
@@ -145,32 +149,43 @@ def queued(cluster: PostgresCluster) -> int:
     return int(cluster.psql("SELECT count(*) FROM relay_messages"))
 
 
-@contextlib.contextmanager
-def database(workdir: Path) -> Iterator[PostgresCluster]:
-    with PostgresCluster() as cluster:
-        yield cluster
+def db_counters(cluster: PostgresCluster) -> tuple[int, int]:
+    """(WAL bytes written so far, transactions committed in the queue's database)."""
+    out = cluster.psql(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint,"
+        " xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    )
+    wal, commits = out.strip().split("|")
+    return int(wal), int(commits)
 
 
-def run_ferrosmtp(count: int, nodes_count: int, postgres: bool) -> dict[str, float]:
+def run_ferrosmtp(
+    count: int, nodes_count: int, postgres: bool, sessions: int = SESSIONS, takeovers: bool = True
+) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
     with SmtpSink(max_connections=256) as sink, contextlib.ExitStack() as stack:
-        cluster = stack.enter_context(database(workdir)) if postgres else None
+        cluster = stack.enter_context(PostgresCluster()) if postgres else None
         nodes = Nodes(workdir, nodes_count, sink.port, cluster.url() if cluster else None)
         nodes.start()
         try:
             smtp_source(nodes.port, 200)  # warm up: schema, pools, connections
             sink.wait_counters(messages=200, timeout=120)
             cpu0, db0 = nodes.cpu(), tree_cpu(cluster.postmaster_pid()) if cluster else 0.0
+            wal0, commits0 = db_counters(cluster) if cluster else (0, 0)
             base = sink.counters().messages
             started = time.monotonic()
-            smtp_source(nodes.port, count)
+            smtp_source(nodes.port, count, sessions)
             sink.wait_counters(messages=base + count, timeout=900)
             elapsed = time.monotonic() - started
             cpu = nodes.cpu() - cpu0
             db = (tree_cpu(cluster.postmaster_pid()) - db0) if cluster else float("nan")
+            wal, commits = db_counters(cluster) if cluster else (0, 0)
+            nan = float("nan")
             result = {"rate": count / elapsed, "per_cpu": count / cpu,
-                      "db_ms": db / count * 1000, "takeover": float("nan"), "held": 0.0}
-            if cluster is not None and nodes_count > 1:
+                      "db_ms": db / count * 1000, "takeover": nan, "held": 0.0,
+                      "wal": (wal - wal0) / count if cluster else nan,
+                      "commits": (commits - commits0) / count if cluster else nan}
+            if cluster is not None and nodes_count > 1 and takeovers:
                 result.update(takeover(nodes, cluster))
             return result
         finally:
@@ -195,6 +210,34 @@ def takeover(nodes: Nodes, cluster: PostgresCluster) -> dict[str, float]:
     return {"takeover": time.monotonic() - killed, "held": float(held)}
 
 
+def idle_poll_cost(polls: int = 2000) -> tuple[float, float]:
+    """What one node's scheduler costs the database when there is nothing to do: a
+    ``lease`` of an empty queue (it runs one a second per node). Returns (DB CPU-ms,
+    wall ms) per poll."""
+    import asyncio
+
+    from ferrosmtp.relay.postgres import PostgresQueue
+
+    with PostgresCluster() as cluster:
+
+        async def main() -> tuple[float, float]:
+            queue = PostgresQueue(cluster.url(), node="poll")
+            await queue.open()
+            try:
+                for _ in range(100):
+                    await queue.lease(100, 60)
+                cpu0, started = tree_cpu(cluster.postmaster_pid()), time.monotonic()
+                for _ in range(polls):
+                    await queue.lease(100, 60)
+                wall = time.monotonic() - started
+                cpu = tree_cpu(cluster.postmaster_pid()) - cpu0
+                return cpu / polls * 1000, wall / polls * 1000
+            finally:
+                await queue.close()
+
+        return asyncio.run(main())
+
+
 def run_postfix(count: int) -> dict[str, float]:
     with SmtpSink(max_connections=256) as sink:
         pf = PostfixRelay(sink.port, main_cf={"smtp_destination_concurrency_limit": "20"})
@@ -214,14 +257,20 @@ def run_postfix(count: int) -> dict[str, float]:
             cpu = tree_cpu(master) - cpu0
         finally:
             pf.stop()
-    return {"rate": count / elapsed, "per_cpu": count / cpu, "db_ms": float("nan"),
-            "takeover": float("nan"), "held": 0.0}
+    nan = float("nan")
+    return {"rate": count / elapsed, "per_cpu": count / cpu, "db_ms": nan,
+            "takeover": nan, "held": 0.0, "wal": nan, "commits": nan}
 
 
+TWO = "ferrosmtp, 2 nodes, PostgreSQL + HAProxy"
+TWO_BUSY = f"ferrosmtp, 2 nodes, PostgreSQL + HAProxy, {2 * SESSIONS} sessions"
 ROWS = (
     ("ferrosmtp, 1 node, SQLite", lambda n: run_ferrosmtp(n, 1, postgres=False)),
     ("ferrosmtp, 1 node, PostgreSQL", lambda n: run_ferrosmtp(n, 1, postgres=True)),
-    ("ferrosmtp, 2 nodes, PostgreSQL + HAProxy", lambda n: run_ferrosmtp(n, 2, postgres=True)),
+    (TWO, lambda n: run_ferrosmtp(n, 2, postgres=True)),
+    # The same sessions per node as the single node has (a node's cost per message falls
+    # as its concurrency rises: more work per event-loop wake-up and per commit).
+    (TWO_BUSY, lambda n: run_ferrosmtp(n, 2, True, sessions=2 * SESSIONS, takeovers=False)),
     ("Postfix relay", run_postfix),
 )
 
@@ -231,7 +280,8 @@ def table(quick: bool) -> list[str]:
     results = {name: run(count) for name, run in ROWS}
     one_pg = results["ferrosmtp, 1 node, PostgreSQL"]["per_cpu"]
     one_sqlite = results["ferrosmtp, 1 node, SQLite"]["per_cpu"]
-    two_pg = results["ferrosmtp, 2 nodes, PostgreSQL + HAProxy"]
+    two_pg = results[TWO]
+    two_busy = results[TWO_BUSY]
 
     def fmt(value: float, spec: str) -> str:
         return "-" if value != value else format(value, spec)
@@ -239,19 +289,25 @@ def table(quick: bool) -> list[str]:
     lines = [
         f"Scale-out, {count} messages of {SIZE // 1024} KiB, {SESSIONS} smtp-source sessions:",
         "",
-        "| relay | msgs/s | msgs per relay CPU-s | DB CPU-ms per msg | take-over after kill -9 |",
-        "|---|---|---|---|---|",
+        "| relay | msgs/s | msgs per relay CPU-s | DB CPU-ms per msg | WAL bytes per msg "
+        "| commits per msg | take-over after kill -9 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, _ in ROWS:
         r = results[name]
         over = (f"{r['takeover']:.1f} s ({r['held']:.0f} held, --lease {LEASE:.0f})"
                 if r["takeover"] == r["takeover"] else "-")
         lines.append(f"| {name} | {r['rate']:.0f} | {r['per_cpu']:.0f} | "
-                     f"{fmt(r['db_ms'], '.2f')} | {over} |")
+                     f"{fmt(r['db_ms'], '.2f')} | {fmt(r['wal'], '.0f')} | "
+                     f"{fmt(r['commits'], '.2f')} | {over} |")
+    poll_cpu, poll_wall = idle_poll_cost(500 if quick else 2000)
     lines += [
         "",
+        f"An idle node's lease poll (one a second per node): {poll_cpu:.3f} ms of database CPU, "
+        f"{poll_wall:.2f} ms round trip.",
         f"2 nodes / 1 node on PostgreSQL, per relay CPU-s: {two_pg['per_cpu'] / one_pg:.2f}x "
-        "(target >= 0.8)",
+        f"with {SESSIONS} sessions in all, {two_busy['per_cpu'] / one_pg:.2f}x with "
+        f"{SESSIONS} per node (target >= 0.8)",
         f"1 node PostgreSQL / 1 node SQLite, per relay CPU-s: {one_pg / one_sqlite:.2f}x "
         "(target >= 0.5)",
     ]
