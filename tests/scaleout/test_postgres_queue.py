@@ -355,6 +355,37 @@ def test_a_record_waits_out_an_outage(own_postgres: PostgresCluster) -> None:
     run(main(), timeout=90)
 
 
+def test_a_slot_given_back_during_an_outage_is_freed_when_the_database_returns(
+    own_postgres: PostgresCluster,
+) -> None:
+    url = own_postgres.schema_url("slots-outage")
+
+    async def main() -> None:
+        a = PostgresQueue(url, node="a", timeout=2.0)
+        b = PostgresQueue(url, node="b", timeout=2.0)
+        await a.open()
+        await b.open()
+        try:
+            assert await a.take_slots("hop:25", 2, 2, 60) == [0, 1]
+            await asyncio.to_thread(own_postgres.stop_server, "fast")
+            await a.give_slots("hop:25", [0])  # the database is away: only a knows
+            assert not a.connected
+            await asyncio.to_thread(own_postgres.start_server)
+            await _wait_connected(a, 15)
+            got: list[int] = []
+            for _ in range(100):  # b finds out about the restart on its first query
+                got = list(await b.take_slots("hop:25", 2, 2, 60))
+                if got:
+                    break
+                await asyncio.sleep(0.1)
+            assert got == [0]  # freed when a came back; slot 1 is a's, renewed
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main(), timeout=90)
+
+
 def test_restart_under_put_load_no_acknowledgement_without_commit(
     own_postgres: PostgresCluster,
 ) -> None:

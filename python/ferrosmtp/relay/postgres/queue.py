@@ -55,6 +55,12 @@ _PUT = (
     f" INSERT INTO {_MESSAGE_COLUMNS} {_MESSAGE_VALUES}"
 )
 _INSERT_MESSAGE = f"INSERT INTO {_MESSAGE_COLUMNS} {_MESSAGE_VALUES}"
+# Only the slots this process holds: one it gave back while the database was away is
+# still its own there, and renewing it would keep it from every node for good.
+_RENEW_SLOTS = (
+    f"UPDATE relay_slots SET lease_until = {NOW} + %s WHERE owner = %s AND"
+    " (destination, slot) IN (SELECT * FROM unnest(%s::text[], %s::int[]))"
+)
 _ATTEMPTS = (
     "attempt AS (INSERT INTO relay_attempts (message_id, node, recipient, outcome, status,"
     " diagnostic, remote_mta) SELECT %(id)s, %(node)s, r, o, s, d, m FROM unnest("
@@ -229,10 +235,19 @@ class PostgresQueue:
                 " WHERE id = ANY(%s) AND lease_owner = %s",
                 (self._lease_seconds, list(self._held), self.owner),
             )
+        # Slots given back while the database was away are still ours there: free them.
+        destinations, slots = self._slot_keys()
         await conn.execute(
-            f"UPDATE relay_slots SET lease_until = {NOW} + %s WHERE owner = %s",
-            (self._lease_seconds, self.owner),
+            "UPDATE relay_slots SET owner = NULL, lease_until = 0 WHERE owner = %s AND"
+            " (destination, slot) NOT IN (SELECT * FROM unnest(%s::text[], %s::int[]))",
+            (self.owner, destinations, slots),
         )
+        await conn.execute(_RENEW_SLOTS, (self._lease_seconds, self.owner, destinations, slots))
+
+    def _slot_keys(self) -> tuple[list[str], list[int]]:
+        """The slots this process holds, as two arrays (destination, slot)."""
+        pairs = [(d, s) for d, held in self._slots.items() for s in held]
+        return [d for d, _ in pairs], [s for _, s in pairs]
 
     # --- putting ------------------------------------------------------------------------
 
@@ -379,6 +394,7 @@ class PostgresQueue:
             return  # renewed by _resume as soon as the database is back
         wanted = list(ids)
         owner = self.owner
+        destinations, slots = self._slot_keys()
 
         async def run(conn: Conn) -> None:
             if wanted:
@@ -387,10 +403,8 @@ class PostgresQueue:
                     " WHERE id = ANY(%s) AND lease_owner = %s",
                     (lease, wanted, owner),
                 )
-            await conn.execute(
-                f"UPDATE relay_slots SET lease_until = {NOW} + %s WHERE owner = %s",
-                (lease, owner),
-            )
+            if slots:
+                await conn.execute(_RENEW_SLOTS, (lease, owner, destinations, slots))
 
         with contextlib.suppress(Lost):
             await self.link.submit(run)
