@@ -355,6 +355,9 @@ def _postgres_missing() -> str | None:
         import psycopg_pool  # noqa: F401
     except ImportError:
         return "--queue-url needs psycopg: pip install 'ferrosmtp[postgres]'"
+    # The queue logs a lost database once, and its return; psycopg's pool would add two
+    # lines for every connection attempt in between.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     return None
 
 

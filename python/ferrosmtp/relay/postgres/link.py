@@ -166,15 +166,17 @@ class Link:
             return
         self._closing = False
         try:
-            pool = await self._new_pool()
-        except Exception as error:
-            raise QueueError(f"cannot open the queue at {safe_url(self.url)}: {error}") from error
-        try:
-            async with pool.connection() as conn:
+            # One connection first: an unreachable database or a bad URL is one clear
+            # error at once, not the pool's attempts until its timeout.
+            async with await psycopg.AsyncConnection.connect(self.url, **CONNECT) as conn:
                 await schema.migrate(conn)
-        except BaseException:
-            await pool.close(timeout=0)
+            pool = await self._new_pool()
+        except QueueError:
             raise
+        except Exception as error:
+            raise QueueError(
+                f"cannot open the queue at {safe_url(self.url)}: {_text(error)}"
+            ) from error
         self._pool = pool
         self.up.set()
         loop = asyncio.get_running_loop()
