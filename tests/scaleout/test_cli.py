@@ -5,6 +5,7 @@ not PostgreSQL's, is one line and an exit status, never a traceback."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,11 @@ def test_queue_commands_on_the_shared_queue(tmp_path: Path, queue_url: str) -> N
         shown = ferrosmtp("queue", "show", str(first["id"]), "--queue-url", queue_url)
         assert shown.returncode == 0, shown.stderr
         assert "Subject: one" in shown.stdout and '"sender": "a@x.test"' in shown.stdout
+        details = json.loads(shown.stdout.split("\n}\n", 1)[0] + "\n}")
+        (attempt,) = details["history"]  # every attempt, with the node that made it
+        assert attempt["node"].startswith(f"{socket.gethostname()}:{relay.port}/")
+        assert attempt["recipient"] == "b@y.test" and attempt["outcome"] == "pending"
+        assert attempt["status"] == "4.4.1" and "connect to" in attempt["diagnostic"]
         retried = ferrosmtp("queue", "retry", "--all", "--queue-url", queue_url)
         assert retried.stdout.strip() == "2 message(s) due now"
         deleted = ferrosmtp("queue", "delete", str(second["id"]), "--queue-url", queue_url)

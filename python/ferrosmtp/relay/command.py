@@ -518,6 +518,9 @@ async def _show(queue: Any, queue_id: str) -> int:
     data["recipients"] = [r.to_json() for r in entry.envelope.recipients]
     for name in ("smtputf8", "body_8bit", "ret", "envid", "client"):
         data[name] = getattr(entry.envelope, name)
+    history = getattr(queue, "attempts", None)  # a backend that keeps every attempt
+    if history is not None:
+        data["history"] = await history(queue_id)
     print(json.dumps(data, indent=2, ensure_ascii=False))
     if entry.corrupt is None:
         with contextlib.suppress(Exception):
