@@ -427,3 +427,41 @@ def test_restart_under_put_load_no_acknowledgement_without_commit(
     assert acked and refused  # load before, refusals while it was down
     assert acked - stored == set(), "acknowledged but not stored"
     assert stored - acked == set(), "stored though refused (the client would send it again)"
+
+
+def test_queue_list_json_from_the_server_matches_the_entries(queue_url: str) -> None:
+    """``list_json`` (built by PostgreSQL for ``queue list --json``) says what
+    ``QueueEntry.to_json`` says, for fresh, partly delivered and leased messages."""
+    import json
+
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        queue = PostgresQueue(queue_url)
+        await queue.open()
+        try:
+            await put(queue, b"fresh\r\n")
+            body = queue.new_body()
+            await body.write(b"two\r\n")
+            await queue.put(
+                Envelope("", [Recipient("b@y.test"), Recipient("c@z.test", notify=("NEVER",))]),
+                body,
+            )
+            await put(queue, b"leased\r\n", lease=60)
+            (partly,) = [e for e in await queue.lease(10, 60) if e.envelope.sender == ""]
+            done = RecipientResult("b@y.test", Outcome.SENT, "2.0.0", "250 ok")
+            await queue.record(partly, [done], time.time() + 300, "451 later")
+            entries = [e.to_json() for e in await queue.list()]
+            lines = await asyncio.to_thread(lambda: list(queue.list_json()))
+            return entries, [json.loads(line) for line in lines]
+        finally:
+            await queue.close()
+
+    entries, lines = run(main())
+    assert len(lines) == 3
+    for entry, line in zip(entries, lines, strict=True):
+        assert line.keys() == entry.keys()
+        for key, value in entry.items():
+            if isinstance(value, float):
+                assert abs(line[key] - value) < 1e-3, key
+            else:
+                assert line[key] == value, key
+    assert [line["recipients"] for line in lines] == [["b@y.test"], ["c@z.test"], ["b@y.test"]]

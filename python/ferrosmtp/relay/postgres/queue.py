@@ -16,10 +16,12 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ferrosmtp.relay.postgres.link import Conn, Link, Lost, NotSent, safe_url
+import psycopg
+
+from ferrosmtp.relay.postgres.link import CONNECT, Conn, Link, Lost, NotSent, queue_error, safe_url
 from ferrosmtp.relay.postgres.schema import NOW, version
 from ferrosmtp.relay.queue import (
     BodyWriter,
@@ -55,6 +57,13 @@ _PUT = (
     f" INSERT INTO {_MESSAGE_COLUMNS} {_MESSAGE_VALUES}"
 )
 _INSERT_MESSAGE = f"INSERT INTO {_MESSAGE_COLUMNS} {_MESSAGE_VALUES}"
+_LIST_JSON = (
+    "SELECT json_build_object('id', id, 'sender', sender, 'recipients', (SELECT"
+    " coalesce(json_agg(r->>'address'), '[]') FROM json_array_elements(envelope::json->'rcpt')"
+    " AS r WHERE r->>'outcome' IS NULL), 'size', size, 'arrival', arrival, 'attempts',"
+    " attempts, 'next_attempt', next_attempt, 'last_error', last_error, 'leased',"
+    f" lease_until > {NOW}, 'corrupt', corrupt)::text FROM relay_messages ORDER BY arrival"
+)
 # Only the slots this process holds: one it gave back while the database was away is
 # still its own there, and renewing it would keep it from every node for good.
 _RENEW_SLOTS = (
@@ -637,6 +646,20 @@ class PostgresQueue:
         )
         names = ("at", "node", "recipient", "outcome", "status", "diagnostic", "remote_mta")
         return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def list_json(self) -> Iterator[str]:
+        """``queue list --json``'s lines made by the server (``QueueEntry.to_json``'s
+        fields), read with a cursor of its own: no Python object per message."""
+        try:
+            # A named (server-side) cursor lives in a transaction: not autocommit.
+            options = {**CONNECT, "autocommit": False}
+            with psycopg.connect(self.url, **options) as conn, conn.cursor(name="list") as cur:
+                cur.itersize = 2000
+                cur.execute(_LIST_JSON)
+                for (line,) in cur:
+                    yield line
+        except psycopg.Error as error:
+            raise queue_error(error) from error
 
     async def list(self) -> list[QueueEntry]:
         """Every queued message, oldest first, without bodies."""
