@@ -18,18 +18,30 @@ import json
 import logging
 import os
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 __all__ = ["JsonFormatter", "LineFormatter", "install", "reopen", "set_format"]
 
 
 class LineFormatter(logging.Formatter):
-    """``logging.Formatter`` whose ``asctime`` reuses the formatted second."""
+    """``logging.Formatter`` whose ``asctime`` reuses the formatted second, and which
+    formats a record without an exception in one ``%`` (what ``Formatter.format`` does
+    through five calls)."""
 
     def __init__(self, fmt: str) -> None:
         super().__init__(fmt)
         self._second = -1
         self._second_text = ""
+        self._fmt_text = fmt
+        self._uses_time = self.usesTime()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = record.getMessage()
+        if self._uses_time:
+            record.asctime = self.formatTime(record)
+        return self._fmt_text % record.__dict__
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
@@ -67,6 +79,40 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class LeanRecord(logging.LogRecord):
+    """A ``LogRecord`` made with less work when the caller is not looked up (the CLI sets
+    ``logging._srcfile = None``: every record's file is "(unknown file)", and deriving its
+    file name and module from that path took a third of a record's time). Any other
+    record is made as ``logging`` makes it."""
+
+    def __init__(
+        self,
+        name: str,
+        level: int,
+        pathname: str,
+        lineno: int,
+        msg: object,
+        args: Any,
+        exc_info: Any,
+        func: str | None = None,
+        sinfo: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if pathname != _UNKNOWN_FILE or kwargs:
+            super().__init__(name, level, pathname, lineno, msg, args, exc_info, func, sinfo)
+            return
+        super().__init__(name, level, "", lineno, msg, args, exc_info, func, sinfo)
+        self.pathname = self.filename = self.module = _UNKNOWN_FILE
+
+
+_UNKNOWN_FILE = "(unknown file)"
+
+
+def lean_records() -> None:
+    """Make every log record a :class:`LeanRecord` (for the CLI, which owns the process)."""
+    logging.setLogRecordFactory(LeanRecord)
 
 
 def _formatter(fmt: str, json_lines: bool) -> logging.Formatter:

@@ -186,6 +186,7 @@ def _lighten_log_records() -> None:
     of the logging HOWTO; with a line per message they halve the cost of logging. The
     CLI owns the process, so it may set them; the library never does."""
     logging._srcfile = None
+    _log.lean_records()  # and so no file name or module derived from "(unknown file)"
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import datetime
 import email.utils
 import errno
 import io
@@ -188,8 +189,20 @@ def received_header(
         parts.append(f"id {_clean(message_id)}")
     if len(envelope.rcpt_tos) == 1:
         parts.append(f"for <{_clean(envelope.rcpt_tos[0])}>")
-    stamp = email.utils.format_datetime(email.utils.localtime())
-    return ("Received: " + "\r\n\t".join(parts) + ";\r\n\t" + stamp + "\r\n").encode("utf-8")
+    return ("Received: " + "\r\n\t".join(parts) + ";\r\n\t" + _stamp() + "\r\n").encode("utf-8")
+
+
+_stamp_cache: tuple[int, str] = (-1, "")
+
+
+def _stamp() -> str:
+    """The RFC 5322 date of this second (formatted once a second, not once a message)."""
+    global _stamp_cache
+    second = int(time.time())
+    if _stamp_cache[0] != second:
+        when = datetime.datetime.fromtimestamp(second).astimezone()  # local, with its offset
+        _stamp_cache = (second, email.utils.format_datetime(when))
+    return _stamp_cache[1]
 
 
 def _clean(text: str) -> str:

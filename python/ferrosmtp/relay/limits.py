@@ -24,7 +24,8 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 __all__ = ["DestinationLimits", "LocalSlots", "SlotSource"]
@@ -83,6 +84,32 @@ class _Destination:
         self.busy = 0
         self.waiters: collections.deque[asyncio.Future[_Held]] = collections.deque()
         self.fetcher: asyncio.Task[None] | None = None
+        self.trim: asyncio.TimerHandle | None = None  # the next look for idle slots
+
+
+class _Slot:
+    """``async with limits.slot(destination)``: a plain object, not an async generator
+    (one per delivery: a generator and its loop hooks cost more than the delivery's own
+    bookkeeping)."""
+
+    __slots__ = ("_destination", "_held", "_limits", "_state")
+
+    def __init__(self, limits: DestinationLimits, destination: str) -> None:
+        self._limits = limits
+        self._destination = destination
+
+    async def __aenter__(self) -> None:
+        limits, destination = self._limits, self._destination
+        state = limits._destinations.get(destination)
+        if state is None:
+            state = limits._destinations[destination] = _Destination()
+        self._state = state
+        self._held = await limits._acquire(destination, state)
+        state.busy += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._state.busy -= 1
+        await self._limits._release(self._destination, self._state, self._held)
 
 
 class DestinationLimits:
@@ -121,19 +148,9 @@ class DestinationLimits:
         state = self._destinations.get(destination)
         return 0 if state is None else state.busy + len(state.free)
 
-    @contextlib.asynccontextmanager
-    async def slot(self, destination: str) -> AsyncIterator[None]:
+    def slot(self, destination: str) -> AbstractAsyncContextManager[None]:
         """Hold one of ``destination``'s slots for the body of the ``async with``."""
-        state = self._destinations.get(destination)
-        if state is None:
-            state = self._destinations[destination] = _Destination()
-        held = await self._acquire(destination, state)
-        state.busy += 1
-        try:
-            yield
-        finally:
-            state.busy -= 1
-            await self._release(destination, state, held)
+        return _Slot(self, destination)
 
     async def _acquire(self, destination: str, state: _Destination) -> _Held:
         if state.free and not state.waiters:
@@ -188,23 +205,37 @@ class DestinationLimits:
             self._forget_if_unused(destination, state)
             return
         self._hand_over(state, held)
-        if not state.waiters and state.free:
-            self._later(self._trim(destination, state))
+        if not state.waiters and state.free and state.trim is None:
+            state.trim = asyncio.get_running_loop().call_later(
+                self.idle, self._trim, destination, state
+            )
 
-    async def _trim(self, destination: str, state: _Destination) -> None:
-        """Give back the slots still idle ``idle`` seconds after their last use."""
-        await asyncio.sleep(self.idle)
+    def _trim(self, destination: str, state: _Destination) -> None:
+        """Give back the slots idle for ``idle`` seconds since their last use; look again
+        later while some are idle but not for that long (one timer per destination, not
+        one per delivery)."""
+        state.trim = None
         limit = time.monotonic() - self.idle
         stale = [h for h in state.free if h.freed <= limit]
-        if not stale:
-            return
         state.free = [h for h in state.free if h.freed > limit]
+        if state.free:
+            wait = min(h.freed for h in state.free) - limit
+            state.trim = asyncio.get_running_loop().call_later(
+                max(wait, 0.01), self._trim, destination, state
+            )
+        if stale:
+            self._later(self._give_back(destination, state, [h.slot for h in stale]))
+
+    async def _give_back(self, destination: str, state: _Destination, slots: list[int]) -> None:
         with contextlib.suppress(Exception):
-            await self.source.give_slots(destination, [h.slot for h in stale])
+            await self.source.give_slots(destination, slots)
         self._forget_if_unused(destination, state)
 
     def _forget_if_unused(self, destination: str, state: _Destination) -> None:
         if not state.free and state.busy == 0 and not state.waiters:
+            if state.trim is not None:
+                state.trim.cancel()
+                state.trim = None
             if self._destinations.get(destination) is state:
                 del self._destinations[destination]
 
@@ -221,6 +252,9 @@ class DestinationLimits:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for destination, state in list(self._destinations.items()):
+            if state.trim is not None:
+                state.trim.cancel()
+                state.trim = None
             if state.free:
                 slots, state.free = [h.slot for h in state.free], []
                 with contextlib.suppress(Exception):

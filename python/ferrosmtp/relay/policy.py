@@ -42,6 +42,11 @@ class RelayPolicy:
 
     mynetworks: list[Network] = dataclasses.field(default_factory=list)
     relay_domains: frozenset[str] = frozenset()
+    # Addresses already looked up in mynetworks (parsing an address and testing every
+    # network costs more than the rest of a RCPT); mynetworks does not change.
+    _trusted: dict[str, bool] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def parse(cls, mynetworks: Iterable[str], relay_domains: Iterable[str]) -> RelayPolicy:
@@ -57,6 +62,15 @@ class RelayPolicy:
         address = client_address(session)
         if address is None:
             return False
+        known = self._trusted.get(address)
+        if known is None:
+            known = self._in_mynetworks(address)
+            if len(self._trusted) >= 4096:  # bounded: many clients cannot grow it
+                self._trusted.clear()
+            self._trusted[address] = known
+        return known
+
+    def _in_mynetworks(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
