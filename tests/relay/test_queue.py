@@ -89,6 +89,37 @@ def test_record_keeps_pending_recipients_and_deletes_when_done(queue: Queue) -> 
     run(main())
 
 
+def test_a_message_deleted_during_its_delivery_stays_deleted(queue: Queue) -> None:
+    """``queue delete`` of a leased message: the delivery's record finds it gone, says so
+    (False), and neither requeues it nor fails; a final attempt's record is harmless (its
+    value is left open: PostgreSQL cannot tell a deleted row from a retried commit)."""
+
+    async def main() -> None:
+        await queue.open()
+        try:
+            await put(queue, b"x\r\n", envelope("b@y.test", "c@y.test"))
+            await put(queue, b"y\r\n", envelope("d@y.test"))
+            deferred, sent = await queue.lease(10, 60)
+            assert await queue.delete(deferred.id) == 1
+            assert await queue.delete(sent.id) == 1
+            pending = [RecipientResult("b@y.test", Outcome.SENT),
+                       RecipientResult("c@y.test", Outcome.PENDING, "4.2.0", "451 later")]
+            assert await queue.record(deferred, pending, time.time(), "451 later") is False
+            await queue.record(sent, [RecipientResult("d@y.test", Outcome.SENT)], None)
+            assert await queue.list() == [] and await queue.lease(10, 60) == []
+            assert await queue.get(deferred.id) is None
+            # A message still queued is recorded as before.
+            await put(queue, b"z\r\n", envelope("e@y.test"))
+            (again,) = await queue.lease(10, 60)
+            later = [RecipientResult("e@y.test", Outcome.PENDING, "4.2.0", "451 later")]
+            assert await queue.record(again, later, time.time() + 300, "451 later") is True
+            assert [e.id for e in await queue.list()] == [again.id]
+        finally:
+            await queue.close()
+
+    run(main())
+
+
 def test_recover_ends_leases_left_by_a_crash(make_queue: Any) -> None:
     async def main() -> None:
         first = await opened(make_queue())

@@ -23,7 +23,7 @@ import dataclasses
 import enum
 import json
 import os
-import secrets
+import random
 import time
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 
+_random_bits = random.getrandbits
+
+
 class QueueError(Exception):
     """The queue could not store or read a message (an I/O or database failure)."""
 
@@ -52,8 +55,10 @@ class QueueFull(QueueError):
 
 def new_queue_id() -> str:
     """A queue id: 11 hex digits of microseconds then 5 random ones (sortable by arrival,
-    unique across processes and restarts, safe in file names and log lines)."""
-    return f"{time.time_ns() // 1000:011X}{secrets.randbits(20):05X}"
+    unique across processes and restarts, safe in file names and log lines). The random
+    digits come from ``random`` (seeded from the system at start and again in every forked
+    worker): an id must be unique, not secret, and ``secrets`` costs a system call each."""
+    return f"{time.time_ns() // 1000:011X}{_random_bits(20):05X}"
 
 
 class Outcome(str, enum.Enum):
@@ -266,16 +271,23 @@ class Queue(Protocol):
         results: Sequence[RecipientResult],
         next_attempt: float | None,
         error: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Store one attempt: per-recipient outcomes, ``attempts`` + 1, the last error and
         the next attempt; end the lease. The message is deleted when no recipient is
-        pending any more (``next_attempt`` is then ignored)."""
+        pending any more (``next_attempt`` is then ignored).
+
+        Returns False when the message was deleted (``delete``, ``queue delete``) while it
+        was being delivered, as Postfix's ``postsuper -d`` of an active message: what the
+        attempt delivered stays delivered, nothing else happens to the message (no retry,
+        no notice)."""
 
     async def release(self, entry: QueueEntry) -> None:
         """End a lease without recording an attempt (shutting down)."""
 
     async def delete(self, queue_id: str | None) -> int:
-        """Delete one message (or every one with None); returns how many."""
+        """Delete one message (or every one with None); returns how many. A message being
+        delivered is deleted at once; its delivery ends as it ends, and ``record`` then
+        returns False."""
 
     async def retry(self, queue_id: str | None) -> int:
         """Make one message (or every one with None) due now; returns how many."""

@@ -11,6 +11,7 @@ twice; a crash lets them expire (or ``recover`` ends them at the next start).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -89,7 +90,9 @@ class Scheduler:
         # cannot mean 1000 big bodies in memory.
         self.body_budget = body_budget
         self._body_bytes = 0
-        self._body_room = asyncio.Condition()
+        self._body_waiters: collections.deque[tuple[int, asyncio.Future[None]]] = (
+            collections.deque()
+        )
 
     # --- hand-over from the accepting side -----------------------------------------------
 
@@ -205,33 +208,63 @@ class Scheduler:
                 )
 
     async def _attempt(self, entry: QueueEntry) -> None:
-        async with self._body_room:
-            await self._body_room.wait_for(
-                lambda: self._body_bytes == 0
-                or self._body_bytes + entry.size <= self.body_budget
-            )
-            self._body_bytes += entry.size
+        size = entry.size
+        if self._body_waiters or (self._body_bytes and self._body_bytes + size > self.body_budget):
+            # Over the budget: wait in line (first come, first served; woken by _free).
+            waiter = asyncio.get_running_loop().create_future()
+            self._body_waiters.append((size, waiter))
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._free(size)  # admitted as it was cancelled: hand the room on
+                else:
+                    with contextlib.suppress(ValueError):  # _free may have dropped it
+                        self._body_waiters.remove((size, waiter))
+                raise
+        else:
+            self._body_bytes += size
         try:
             await self._attempt_with_body(entry)
         finally:
-            async with self._body_room:
-                self._body_bytes -= entry.size
-                self._body_room.notify_all()
+            self._free(size)
+
+    def _free(self, size: int) -> None:
+        """Give back ``size`` octets of the body budget and admit the waiters that fit."""
+        self._body_bytes -= size
+        waiters = self._body_waiters
+        while waiters:
+            want, waiter = waiters[0]
+            if waiter.done():
+                waiters.popleft()
+                continue
+            if self._body_bytes and self._body_bytes + want > self.body_budget:
+                break
+            waiters.popleft()
+            self._body_bytes += want
+            waiter.set_result(None)
 
     async def _attempt_with_body(self, entry: QueueEntry) -> None:
         started = time.time()
         try:
             body = await self.queue.read_body(entry)
         except QueueError as error:
-            log.error("%s: %s; message held (see 'ferrosmtp queue list')", entry.id, error)
+            if await self._deleted(entry):
+                log.info("%s: deleted (queue delete) before its delivery", entry.id)
+            else:
+                log.error("%s: %s; message held (see 'ferrosmtp queue list')", entry.id, error)
             return
         groups: dict[str, list[Recipient]] = {}
         for rcpt in entry.pending:
             groups.setdefault(self.router.destination(rcpt.address), []).append(rcpt)
-        results = await asyncio.gather(
-            *(self._destination(entry, body, dest, rcpts) for dest, rcpts in groups.items())
-        )
-        attempts = [a for group in results for a in group]
+        if len(groups) == 1:  # the usual case: no task of its own for the one destination
+            ((dest, rcpts),) = groups.items()
+            attempts = await self._destination(entry, body, dest, rcpts)
+        else:
+            results = await asyncio.gather(
+                *(self._destination(entry, body, dest, rcpts) for dest, rcpts in groups.items())
+            )
+            attempts = [a for group in results for a in group]
         now = time.time()
         expired = now - entry.arrival >= self.retry.max_lifetime
         final: list[RecipientResult] = []
@@ -247,8 +280,19 @@ class Scheduler:
         deferred = [r for r in final if r.outcome is Outcome.PENDING]
         last_error = deferred[-1].diagnostic if deferred else None
         next_attempt = self.retry.next_attempt(entry.attempts + 1, now) if deferred else None
-        await self.queue.record(entry, final, next_attempt, last_error)
+        if not await self.queue.record(entry, final, next_attempt, last_error):
+            # Deleted by 'queue delete' while it was being delivered (as Postfix's
+            # postsuper -d of an active message: it takes effect when the delivery ends).
+            log.info("%s: deleted (queue delete) during its delivery; not retried, "
+                     "no notice sent", entry.id)
+            return
         await self._notify(entry, body, attempts, now)
+
+    async def _deleted(self, entry: QueueEntry) -> bool:
+        try:
+            return await self.queue.get(entry.id) is None
+        except QueueError:
+            return False
 
     async def _destination(
         self, entry: QueueEntry, body: bytes, destination: str, recipients: list[Recipient]

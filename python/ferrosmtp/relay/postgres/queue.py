@@ -463,9 +463,12 @@ class PostgresQueue:
         results: Sequence[RecipientResult],
         next_attempt: float | None,
         error: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Store one attempt (a row per recipient in ``relay_attempts``) and end the lease;
-        delete the message once no recipient is pending. Waits out an outage."""
+        delete the message once no recipient is pending. Waits out an outage. False when
+        the message was deleted while it was being delivered and recipients were left
+        pending (nothing is stored then; a final attempt is always True, as its write may
+        be a retry of one that committed before the connection was lost)."""
         done = entry.apply(results, error)
         if not done:
             entry.next_attempt = next_attempt if next_attempt is not None else time.time()
@@ -484,13 +487,20 @@ class PostgresQueue:
             "error": error,
         }
 
-        async def run(conn: Conn) -> None:
-            await conn.execute(_DONE if done else _DEFERRED, values)
+        async def run(conn: Conn) -> bool:
+            if done:
+                await conn.execute(_DONE, values)
+                return True
+            # A deferral (not the common case) waits for its answer: whether the message
+            # was still there (not deleted meanwhile) is not known in the pipeline before.
+            cur = await conn.execute(_DEFERRED + " RETURNING 1", values)
+            return bool(await cur.fetchall())
 
         # Waits out an outage: a delivery that happened must be written down, or the
         # message would go out again when its lease expires.
-        await self.link.durably(run)
+        recorded = await self.link.durably(run)
         self._held.discard(entry.id)
+        return recorded
 
     async def release(self, entry: QueueEntry) -> None:
         """End a lease without an attempt; the message is due for any node at once (NOTIFY)."""
