@@ -122,24 +122,146 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
                        15, "the queue depth gauge")
 
 
+@pytest.mark.usefixtures("relay_backend")
+def test_queue_delete_of_a_message_in_delivery_takes_effect_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    """As Postfix's postsuper -d of an active message: the delivery in flight ends as it
+    ends (here the next hop defers it), then the message is gone: not listed, not tried
+    again, no notice to its sender, and the relay carries on."""
+    spool = tmp_path / "spool"
+    with next_hop() as (hop, port):
+        hop.hang = 3.0
+        hop.data_replies = ["451 4.3.0 come back later"]
+        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}",
+                          "--min-backoff", "1", "--max-backoff", "1") as relay:
+            code, reply, _ = send(relay.port, "a@x.test", ["b@y.test"], message("held"),
+                                  mail_options=["RET=HDRS"],
+                                  rcpt_options=["NOTIFY=FAILURE,DELAY"])
+            assert code == 250, reply
+            queue_id = reply.rsplit(" ", 1)[1]
+            wait_until(lambda: hop.busy == 1, 10, "the delivery under way")
+            deleted = queue_cli(spool, "delete", queue_id)
+            assert deleted.stdout.strip() == "1 message(s) deleted", deleted.stderr
+            wait_until(lambda: "deleted (queue delete) during its delivery" in relay.log(),
+                       15, "the end of the delivery")
+            assert listed(spool) == []
+            time.sleep(2.5)  # past --min-backoff: it would have been tried again by now
+            assert hop.attempts == 1 and hop.messages == []  # no retry, no delay notice
+            assert listed(spool) == []
+            hop.hang = 0.0  # and the relay carries on
+            assert send(relay.port, "a@x.test", ["c@y.test"], message("after"))[0] == 250
+            (got,) = hop.wait(1)
+            assert got.rcpt_tos == ["c@y.test"]
+            assert "Traceback" not in relay.log()
+
+
+def _relay_cli(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ferrosmtp", "relay", "--spool", str(tmp_path / "s"), *args],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--tls-cert", "x.pem"], "--tls-cert and --tls-key go together"),
-        (["--mynetworks", "not-a-network"], "--mynetworks"),
+        (["--tls-cert", "x.pem"], "cannot read x.pem"),
+        (["--tls-cert", "/missing", "--tls-key", "/missing"],
+         "--tls-cert: cannot read /missing: No such file or directory"),
+        (["--tls-cert", "{here}/cert.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", "{here}/cert.pem", "--tls-key", "{here}/cert.pem"],
+         "--tls-cert: {here}/cert.pem holds no PEM certificate"),
+        (["--auth-file", "/missing"], "--auth-file: cannot read /missing"),
+        (["--auth-file", "{here}/cert.pem", "--relayhost", "127.0.0.1:9"], "--auth-file"),
+        (["--mynetworks", "127.0.0.0/8,not-a-network"],
+         "--mynetworks: 'not-a-network' is not an IP network"),
         (["--min-backoff", "10", "--max-backoff", "5"], "--min-backoff is above --max-backoff"),
-        (["--workers", "0"], "--workers"),
+        (["--min-backoff", "-1"], "--min-backoff: -1 is not a number of seconds"),
+        (["--workers", "0"], "--workers: 0 is less than 1"),
+        (["--listen", "127.0.0.1:99999"], "--listen: 99999 is not a port number"),
+        (["--relayhost", "smarthost"], "--relayhost: expected HOST:PORT"),
+        (["--relayhost", "smarthost:0"], "--relayhost: 0 is not a port number"),
+        (["--mx-port", "x"], "--mx-port: 'x' is not a port number"),
+        (["--proxy-protocol", "0"], "--proxy-protocol: 0 is not a positive number"),
+        (["--lease", "0.5"], "--lease needs at least 1 second"),
+        (["--queue-url", "mysql://x"], "--queue-url: expected postgresql://"),
+        (["--log-format", "xml"], "--log-format: invalid choice"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "ferrosmtp", "relay", "--spool", str(tmp_path / "s"), *args],
-        capture_output=True, text=True, timeout=30, check=False,
-    )
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    args = [a.replace("{here}", str(tmp_path)) for a in args]
+    result = _relay_cli(tmp_path, *args)
+    assert result.returncode == 2, result.stderr
+    assert message.replace("{here}", str(tmp_path)) in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FERROSMTP_MYNETWORKS": "10.0.0.0/8 bad"}, "FERROSMTP_MYNETWORKS: 'bad' is not an IP"),
+        ({"FERROSMTP_TLS_CERT": "/missing", "FERROSMTP_TLS_KEY": "/missing"},
+         "FERROSMTP_TLS_CERT: cannot read /missing"),
+        ({"FERROSMTP_WORKERS": "many"}, "FERROSMTP_WORKERS: 'many' is not a whole number"),
+        ({"FERROSMTP_RELAYHOST": "host"}, "FERROSMTP_RELAYHOST: expected HOST:PORT"),
+        ({"FERROSMTP_QUIET": "maybe"}, "FERROSMTP_QUIET='maybe': use 1/true/yes"),
+    ],
+)
+def test_bad_environment_names_the_variable_and_exits_2(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    result = _relay_cli(tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_every_relay_option_reads_its_environment_variable(tmp_path: Path) -> None:
+    """FERROSMTP_LISTEN, _SPOOL, _RELAYHOST, _MIN_BACKOFF... as a container sets them; the
+    command line wins over them."""
+    spool = tmp_path / "env-spool"
+    port = free_port()
+    with next_hop() as (hop, hop_port):
+        env = {
+            **os.environ,
+            "FERROSMTP_LISTEN": f"127.0.0.1:{port}",
+            "FERROSMTP_SPOOL": str(spool),
+            "FERROSMTP_RELAYHOST": f"127.0.0.1:{hop_port}",
+            "FERROSMTP_HOSTNAME": "relay.from-env.test",
+            "FERROSMTP_MYNETWORKS": "127.0.0.0/8",
+            "FERROSMTP_MIN_BACKOFF": "7",
+            "FERROSMTP_MAX_BACKOFF": "3",  # the command line's --max-backoff wins
+            "FERROSMTP_QUIET": "0",
+        }
+        with open(tmp_path / "relay.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ferrosmtp", "relay", "--max-backoff", "60"],
+                env=env, stdout=log, stderr=log,
+            )
+        try:
+            wait_until(lambda: _listening(port), 20, "the relay on FERROSMTP_LISTEN")
+            code, reply, _ = send(port, "a@x.test", ["b@y.test"], message("env"))
+            assert code == 250, reply
+            hop.wait(1)
+            assert "by relay.from-env.test" in hop.messages[0].message["Received"]
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    assert (spool / "queue.db").exists()
+    assert f"relay listening on 127.0.0.1:{port}" in (tmp_path / "relay.log").read_text()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_a_second_relay_on_the_same_spool_is_refused(tmp_path: Path) -> None:

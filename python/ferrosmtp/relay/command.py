@@ -12,17 +12,17 @@ import asyncio
 import contextlib
 import datetime
 import fcntl
+import functools
 import json
 import logging
+import math
 import os
-import signal
 import socket
-import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
-from ferrosmtp import __version__
+from ferrosmtp import __version__, cli, cli_args
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -32,21 +32,33 @@ EXIT_STARTUP = 3
 log: logging.Logger = logging.getLogger("ferrosmtp.relay")
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
+def _host_port(text: str, *, listen: bool = False) -> tuple[str, int]:
+    host, sep, number = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
+    parse = cli_args.listen_port if listen else cli_args.port
+    return host, parse(number)
+
+
+def _listen(text: str) -> tuple[str, int]:
+    """HOST:PORT to listen on (port 0: any free port)."""
+    return _host_port(text, listen=True)
+
+
+def _peer(text: str) -> tuple[str, int]:
+    """HOST:PORT to connect to (port 1 to 65535)."""
+    return _host_port(text)
 
 
 def _seconds(text: str) -> float:
+    """A finite number of seconds, zero allowed (a backoff, a lifetime)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a number of seconds cannot be negative: {text!r}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds of 0 or more")
     return value
 
 
@@ -69,7 +81,30 @@ QUEUE_URL_ADMIN_HELP = (
 
 
 def _csv(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+    return [item.strip() for item in text.replace(" ", ",").split(",") if item.strip()]
+
+
+def _networks(text: str) -> list[str]:
+    """Comma-separated IP networks; the error names the first bad one."""
+    return [cli_args.network(item) for item in _csv(text)]
+
+
+RELAY_EPILOG = """\
+Every option can also be set in the environment, as a container does: FERROSMTP_ and the
+option's name in capitals (FERROSMTP_LISTEN=0.0.0.0:25, FERROSMTP_SPOOL=/var/spool/relay,
+FERROSMTP_RELAYHOST=smtp.example:587, FERROSMTP_MYNETWORKS="10.0.0.0/8,::1/128"); the
+command line wins over the environment.
+
+Signals: SIGTERM or SIGINT stops (clients get 421; deliveries in flight finish or are
+released, to be delivered at the next start). SIGHUP reopens --log-file and reloads the
+TLS certificate and key and the --auth-file, keeping the old ones if the new ones are bad.
+
+Exit status:
+  0  stopped by SIGTERM or SIGINT
+  2  bad arguments or unusable files (the message names the option or the file)
+  3  could not start: the address is in use, the spool is in use by another relay or
+     cannot be created, the queue database cannot be reached
+"""
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -81,10 +116,13 @@ def add_parsers(subparsers: Any) -> None:
         "authenticated over TLS, or to --relay-domains is accepted into the spool (250 only "
         "once it is on disk) and delivered by MX (or to --relayhost), retried with "
         "exponential backoff and bounced with RFC 3464 notices.",
+        epilog=RELAY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        env_prefix="FERROSMTP_",
     )
     p.add_argument(
         "--listen",
-        type=_host_port,
+        type=_listen,
         default=("127.0.0.1", 8025),
         metavar="HOST:PORT",
         help="address to accept mail on (default 127.0.0.1:8025)",
@@ -99,7 +137,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_HELP)
     p.add_argument(
         "--lease",
-        type=_seconds,
+        type=cli_args.seconds,
         default=60.0,
         metavar="S",
         help="a message in delivery is held this long, renewed while it lasts; after a "
@@ -108,26 +146,26 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--hostname", help="this relay's name (default: this host's FQDN)")
     p.add_argument(
         "--relayhost",
-        type=_host_port,
+        type=_peer,
         metavar="HOST:PORT",
         help="send everything to this smarthost instead of by MX",
     )
     p.add_argument(
         "--dns",
-        type=_host_port,
+        type=_peer,
         metavar="HOST:PORT",
         help="the one nameserver to ask for MX records (default: the system's)",
     )
     p.add_argument(
         "--mx-port",
-        type=int,
+        type=cli_args.port,
         default=25,
         metavar="PORT",
         help="the port every MX host is reached on (default 25)",
     )
     p.add_argument(
         "--mynetworks",
-        type=_csv,
+        type=_networks,
         default=["127.0.0.0/8", "::1/128"],
         metavar="CIDR,...",
         help="clients that may relay (default 127.0.0.0/8,::1/128)",
@@ -139,17 +177,20 @@ def add_parsers(subparsers: Any) -> None:
         metavar="DOMAIN,...",
         help="recipient domains accepted from anyone (.example.com: subdomains; default: none)",
     )
-    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain for STARTTLS")
-    p.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    p.add_argument(
+        "--tls-cert", type=cli_args.readable_file, help="PEM certificate chain for STARTTLS"
+    )
+    p.add_argument("--tls-key", type=cli_args.readable_file, help="PEM private key for --tls-cert")
     p.add_argument(
         "--auth-file",
-        type=Path,
-        help="'user:password' lines: clients authenticated with them over TLS may "
-        "relay; the first entry is also the login toward --relayhost (over STARTTLS)",
+        type=cli_args.readable_file,
+        help="users written by 'ferrosmtp passwd': clients authenticated with them over TLS "
+        "may relay; toward --relayhost, its first entry ('user:password' in clear) is the "
+        "login (over STARTTLS)",
     )
     p.add_argument(
         "--proxy-protocol",
-        type=float,
+        type=cli_args.seconds,
         metavar="SECONDS",
         help="expect a PROXY protocol v1/v2 header within SECONDS (behind HAProxy)",
     )
@@ -176,18 +217,18 @@ def add_parsers(subparsers: Any) -> None:
     )
     p.add_argument(
         "--metrics",
-        type=_host_port,
+        type=_listen,
         metavar="HOST:PORT",
-        help="serve Prometheus metrics here (needs prometheus_client)",
+        help="serve Prometheus metrics here, for the relay and all its workers (needs "
+        "prometheus_client)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=cli_args.count(1),
         default=1,
         help="relay processes sharing the port and the spool (default 1)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    cli.add_log_arguments(p)
     p.set_defaults(run=run_relay)
 
     q = subparsers.add_parser(
@@ -236,31 +277,29 @@ def _first_login(path: Path) -> tuple[str, str] | None:
         if not line or line.startswith("#"):
             continue
         user, _, secret = line.partition(":")
-        if secret.startswith("{sha256}"):
-            raise ValueError(f"{path}: the first entry is hashed; --relayhost needs a password")
+        if secret.startswith("{") and "}" in secret:  # {SCRYPT}..., {sha256}...: a hash
+            raise cli_args.UsageError(
+                f"--auth-file: {path}: the first entry is hashed; toward --relayhost it "
+                "must be 'user:password' in clear"
+            )
         return user, secret
     return None
 
 
 def _config(args: argparse.Namespace) -> Any:
     """The RelayConfig from the arguments, or an exit code with the reason printed."""
-    from ferrosmtp import cli
     from ferrosmtp.relay.policy import RelayPolicy
     from ferrosmtp.relay.scheduler import RetryPolicy
     from ferrosmtp.relay.service import RelayConfig
 
     if (args.tls_cert is None) != (args.tls_key is None):
         return _fail("--tls-cert and --tls-key go together")
-    if args.proxy_protocol is not None and args.proxy_protocol <= 0:
-        return _fail("--proxy-protocol needs a positive timeout")
-    if args.workers < 1 or (args.workers > 1 and args.listen[1] == 0):
-        return _fail("--workers needs a count of 1 or more and a fixed --listen port")
+    if args.workers > 1 and args.listen[1] == 0:
+        return _fail("--workers needs a fixed --listen port")
     if args.min_backoff > args.max_backoff:
         return _fail("--min-backoff is above --max-backoff")
     if args.lease < 1:
         return _fail("--lease needs at least 1 second")
-    if not 0 < args.mx_port < 65536:
-        return _fail("--mx-port must be a port number")
     try:
         RelayPolicy.parse(args.mynetworks, args.relay_domains)
     except ValueError as error:
@@ -269,8 +308,10 @@ def _config(args: argparse.Namespace) -> Any:
         context = cli._tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
         authenticator = cli.FileAuthenticator(args.auth_file) if args.auth_file else None
         login = _first_login(args.auth_file) if args.auth_file and args.relayhost else None
-    except (OSError, ValueError, ssl.SSLError) as error:
-        return _fail(str(error), EXIT_STARTUP)
+    except cli_args.UsageError as error:
+        return _fail(str(error))
+    except (OSError, ValueError) as error:  # a bad line of the auth file
+        return _fail(f"--auth-file: {cli._describe(error)}")
     options: dict[str, Any] = {
         "tls_context": context,
         "proxy_protocol_timeout": args.proxy_protocol,
@@ -308,8 +349,6 @@ def _lock_spool(spool: Path) -> int | None:
 
 def run_relay(args: argparse.Namespace) -> int:
     """Run ``ferrosmtp relay`` with parsed arguments; returns the exit status."""
-    from ferrosmtp import cli
-
     config = _config(args)
     if isinstance(config, int):
         return config
@@ -413,9 +452,7 @@ async def _relay(
         route,
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    cli.install_signals(stop, functools.partial(cli.reload_server, relay.server, args))
     await stop.wait()
     log.info("shutting down")
     await relay.stop()
