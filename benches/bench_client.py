@@ -21,6 +21,14 @@ Senders:
   aiosmtplib 20 clients     20 tasks, each with its own SMTP connection
   smtplib 1 conn            smtplib.SMTP, one connection, ``sendmail()`` in a loop
   smtplib 20 threads        20 threads, each with its own smtplib.SMTP connection
+
+smtp-sink offers no CHUNKING, so ``pipeline_bdat=True`` (the first BDAT chunk in the same
+write as MAIL and RCPT: one round trip per message) is measured in a second table, against
+a server that offers it, ``ferrosmtp serve --sink -q`` on uvloop, with aiosmtplib and the
+default ferrosmtp client against the same server:
+
+  ferrosmtp 1 conn bdat     Client(pipeline_bdat=True), one connection, sendmail in a loop
+  ferrosmtp pool 20 bdat    Pool(size=20, pipeline_bdat=True), 20 tasks
 """
 
 from __future__ import annotations
@@ -75,6 +83,35 @@ async def ferro_one(port: int, n: int, message: bytes) -> None:
     async with Client("127.0.0.1", port, local_hostname="bench.test", start_tls=False) as c:
         for _ in range(n):
             await c.sendmail(SENDER, [RECIPIENT], message)
+
+
+async def ferro_one_bdat(port: int, n: int, message: bytes) -> None:
+    from ferrosmtp.client import Client
+
+    async with Client(
+        "127.0.0.1", port, local_hostname="bench.test", start_tls=False, pipeline_bdat=True
+    ) as c:
+        for _ in range(n):
+            await c.sendmail(SENDER, [RECIPIENT], message)
+
+
+async def ferro_pool_bdat(port: int, n: int, message: bytes) -> None:
+    from ferrosmtp.client import Pool
+
+    async with Pool(
+        "127.0.0.1",
+        port,
+        size=CONCURRENCY,
+        local_hostname="bench.test",
+        start_tls=False,
+        pipeline_bdat=True,
+    ) as pool:
+
+        async def task(k: int) -> None:
+            for _ in range(k):
+                await pool.sendmail(SENDER, [RECIPIENT], message)
+
+        await asyncio.gather(*(task(k) for k in split(n, CONCURRENCY)))
 
 
 async def ferro_shared(port: int, n: int, message: bytes) -> None:
@@ -201,6 +238,18 @@ def raw_floor(port: int, n: int, message: bytes) -> None:
 
 
 SENDERS["raw sendall (floor)"] = raw_floor
+# Measured against a server that offers CHUNKING, beside these references:
+CHUNKING_SENDERS: dict[str, Callable[[int, int, bytes], Any]] = {
+    "ferrosmtp 1 conn bdat": ferro_one_bdat,
+    "ferrosmtp pool 20 bdat": ferro_pool_bdat,
+}
+CHUNKING_REFERENCES = [
+    "ferrosmtp 1 conn",
+    "ferrosmtp pool 20",
+    "aiosmtplib 1 conn",
+    "aiosmtplib 20 clients",
+]
+SENDERS.update(CHUNKING_SENDERS)
 BIG_SENDERS = ["ferrosmtp 1 conn", "aiosmtplib 1 conn", "smtplib 1 conn", "raw sendall (floor)"]
 
 
@@ -364,17 +413,18 @@ def main() -> int:
         print(json.dumps(worker(args.worker, args.port, args.n, args.big_mib)))
         return 0
 
-    names = args.only or list(SENDERS)
+    names = args.only or [n for n in SENDERS if n not in CHUNKING_SENDERS]
+    chunked = [n for n in CHUNKING_SENDERS if n in names] if args.only else list(CHUNKING_SENDERS)
+    names = [n for n in names if n not in CHUNKING_SENDERS]
     quiet = QuietCheck()
     print(quiet.before(), file=sys.stderr)
     sink = start_sink()
     try:
-        rates: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-        for round_number in range(args.rounds):
-            order = random.sample(names, len(names))
-            for name in order:
-                rates[name].append(measure(name, sink.port, args.n))
-            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+        rates = run_rounds(names, sink.port, args)
+        chunking_rates: dict[str, list[dict[str, float]]] = {}
+        if chunked:
+            with chunking_server() as port:
+                chunking_rates = run_rounds(chunked + CHUNKING_REFERENCES, port, args)
         big: dict[str, dict[str, dict[str, float]]] = {}
         if args.big_mib:
             with discard_server() as discard_port:
@@ -393,12 +443,49 @@ def main() -> int:
     finally:
         sink.stop()
     print(quiet.after(), file=sys.stderr)
-    print_tables(rates, big, args)
+    if rates:
+        print_tables(rates, big, args)
+    if chunking_rates:
+        print(
+            "\n### The same to a server with CHUNKING (ferrosmtp serve --sink -q, uvloop): "
+            "pipeline_bdat, one round trip per message"
+        )
+        print_rates(chunking_rates, args)
     print(f"\nMachine: {quiet.verdict()}")
     if quiet.busy and not args.allow_busy:
         print("\n!!! THE MACHINE WAS BUSY: these tables are not publishable.", file=sys.stderr)
         return 1
     return 0
+
+
+def run_rounds(
+    names: list[str], port: int, args: argparse.Namespace
+) -> dict[str, list[dict[str, float]]]:
+    rates: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for round_number in range(args.rounds):
+        for name in random.sample(names, len(names)):
+            rates[name].append(measure(name, port, args.n))
+        print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    return rates
+
+
+@contextlib.contextmanager
+def chunking_server() -> Iterator[int]:
+    """``ferrosmtp serve --sink -q`` on uvloop: a server that offers CHUNKING."""
+    sys.path.insert(0, str(ROOT))
+    from tests.peers import free_port, wait_listening
+
+    port = free_port()
+    argv = [sys.executable, "-m", "ferrosmtp", "serve", "--sink", "-q", "--loop", "uvloop"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--max-connections", "1000"]
+    path = os.pathsep.join(p for p in (str(ROOT / "python"), os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(argv, env=dict(os.environ, PYTHONPATH=path))
+    try:
+        wait_listening("127.0.0.1", port, proc.pid)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -423,6 +510,15 @@ def row(*cells: str) -> str:
 
 
 def print_tables(rates: dict[str, list[dict[str, float]]], big: Any, args: Any) -> None:
+    print(
+        f"\n### Throughput to smtp-sink: 1 KiB messages, {args.n} per run, "
+        f"median of {args.rounds} interleaved rounds"
+    )
+    print_rates(rates, args)
+    print_big(big, args)
+
+
+def print_rates(rates: dict[str, list[dict[str, float]]], args: Any) -> None:
     median = {n: statistics.median(r["rate"] for r in runs) for n, runs in rates.items()}
     cpu = {n: statistics.median(r["cpu"] for r in runs) for n, runs in rates.items()}
 
@@ -435,11 +531,10 @@ def print_tables(rates: dict[str, list[dict[str, float]]], big: Any, args: Any) 
         "ferrosmtp 1 conn": ("aiosmtplib 1 conn", "smtplib 1 conn"),
         "ferrosmtp 1 conn x20": ("aiosmtplib 1 conn", "smtplib 1 conn"),
         "ferrosmtp pool 20": ("aiosmtplib 20 clients", "smtplib 20 threads"),
+        "ferrosmtp 1 conn bdat": ("aiosmtplib 1 conn", "smtplib 1 conn"),
+        "ferrosmtp pool 20 bdat": ("aiosmtplib 20 clients", "smtplib 20 threads"),
     }
-    print(
-        f"\n### Throughput to smtp-sink: 1 KiB messages, {args.n} per run, "
-        f"median of {args.rounds} interleaved rounds\n"
-    )
+    print()
     print(row("sender", "msgs/s", "min-max", "client CPU us/msg", "vs aiosmtplib", "vs smtplib"))
     print(row("---", "---:", "---:", "---:", "---:", "---:"))
     for name, runs in rates.items():
@@ -455,6 +550,9 @@ def print_tables(rates: dict[str, list[dict[str, float]]], big: Any, args: Any) 
                 ratio(name, std_base),
             )
         )
+
+
+def print_big(big: Any, args: Any) -> None:
     for target, results in big.items():
         print(
             f"\n### One {args.big_mib} MiB message to {target}: median time of "

@@ -23,6 +23,7 @@ Workloads (1 KiB messages, one recipient):
   client-pool20         Pool(size=20), 20 tasks
   client-aiosmtplib     aiosmtplib.SMTP, ``await sendmail()`` in a loop
   client-aiosmtplib20   20 aiosmtplib.SMTP connections, a task each
+  client-raw            no library: the same exchanges with precomputed bytes (the floor)
   server-reuse          ferrosmtp's Server (Sink handler) fed like smtp-source -d: HELO once,
                         then MAIL, RCPT, DATA and the content, each after the previous reply
   server-per-conn       the same, one connection (greeting, HELO, one message, QUIT) each
@@ -96,8 +97,15 @@ class FakeTransport(asyncio.Transport):
     def _deliver(self) -> None:
         data = b"".join(self._out)
         self._out.clear()
-        if data:
-            self._protocol.data_received(data)
+        if not data:
+            return
+        protocol = self._protocol
+        if isinstance(protocol, asyncio.BufferedProtocol):  # as asyncio's transports do
+            buffer = protocol.get_buffer(len(data))
+            buffer[: len(data)] = data
+            protocol.buffer_updated(len(data))
+        else:
+            protocol.data_received(data)
 
     def push(self, data: bytes) -> None:
         """The peer speaks first (a greeting, a client's command)."""
@@ -263,6 +271,52 @@ async def client_pool(n: int, message: bytes) -> None:
         await asyncio.gather(*(task(k) for k in split(n, CONCURRENCY)))
 
 
+class _RawClient(asyncio.Protocol):
+    """Not a client library: replies read by the codec and counted, nothing checked."""
+
+    def __init__(self) -> None:
+        from ferrosmtp import codec
+
+        self.reader = codec.ReplyReader()
+        self.waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self.count = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def expect(self, n: int) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((n, future))
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        self.count += len(self.reader.feed(data))
+        while self.waiting and self.count >= self.waiting[0][0]:
+            n, future = self.waiting.pop(0)
+            self.count -= n
+            future.set_result(None)
+
+
+async def client_raw(n: int, message: bytes) -> None:
+    """The floor of any asyncio client: the same exchanges (envelope, then content, one
+    connection), precomputed bytes, one future per round trip."""
+    from ferrosmtp import codec
+
+    loop = asyncio.get_running_loop()
+    _, raw = await loop.create_connection(_RawClient, "127.0.0.1", 25)
+    await raw.expect(1)
+    raw.transport.write(b"EHLO bench.test\r\n")
+    await raw.expect(1)
+    envelope = f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{RECIPIENT}>\r\nDATA\r\n".encode()
+    for _ in range(n):
+        waiter = raw.expect(3)
+        raw.transport.write(envelope)
+        await waiter
+        waiter = raw.expect(1)
+        raw.transport.write(codec.dot_stuff(message))
+        await waiter
+
+
 async def client_aio(n: int, message: bytes) -> None:
     import aiosmtplib
 
@@ -409,6 +463,7 @@ WORKLOADS: dict[str, Callable[[int, bytes], Coroutine[Any, Any, None]]] = {
     "client-seq-bdat": client_seq_bdat,
     "client-pool20": client_pool,
     "client-aiosmtplib": client_aio,
+    "client-raw": client_raw,
     "client-aiosmtplib20": client_aio20,
     "server-reuse": lambda n, m: server_run("ferrosmtp", n, m, False),
     "server-per-conn": lambda n, m: server_run("ferrosmtp", n, m, True),

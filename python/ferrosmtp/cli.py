@@ -93,17 +93,17 @@ def load_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
 
 def _run_loop(main: Coroutine[Any, Any, int], choice: str) -> int:
     """Run ``main`` on uvloop when asked for or available, else on asyncio's loop."""
-    if choice != "asyncio":
-        try:
-            import uvloop  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            if choice == "uvloop":
-                main.close()
-                print("ferrosmtp serve: --loop uvloop needs: pip install uvloop", file=sys.stderr)
-                return EXIT_USAGE
-        else:
-            result: int = uvloop.run(main)
-            return result
+    from ferrosmtp._loops import uvloop_module
+
+    try:
+        uvloop = uvloop_module(choice)
+    except ImportError:
+        main.close()
+        print("ferrosmtp serve: --loop uvloop needs: pip install uvloop", file=sys.stderr)
+        return EXIT_USAGE
+    if uvloop is not None:
+        result: int = uvloop.run(main)
+        return result
     return asyncio.run(main)
 
 

@@ -112,6 +112,7 @@ class SessionCore:
         sock: socket.socket | None = None,
         lmtp: bool = False,
         use_bdat: bool = False,
+        pipeline_bdat: bool = False,
         bdat_threshold: int | None = BDAT_THRESHOLD,
         allow_insecure_auth: bool = False,
     ) -> None:
@@ -135,6 +136,7 @@ class SessionCore:
         self.sock = sock
         self.lmtp = lmtp
         self.use_bdat = use_bdat
+        self.pipeline_bdat = pipeline_bdat
         self.bdat_threshold = bdat_threshold
         self.allow_insecure_auth = allow_insecure_auth
 
@@ -149,6 +151,7 @@ class SessionCore:
         # waits for it (as aiosmtplib's connect lock), and never opens a second connection
         # that would overwrite, and leak, the first.
         self._occupied: asyncio.Future[None] | None = None
+        self._active = 0  # transactions in progress on this session
         self._validate_config()
 
     def _validate_config(self) -> None:

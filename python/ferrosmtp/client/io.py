@@ -64,7 +64,13 @@ class _Waiter:
         self.answers: list[Answer] = []
 
 
-class SMTPProtocol(asyncio.Protocol):
+# Replies are read into one buffer per connection (a BufferedProtocol): asyncio's plain
+# Protocol would allocate 256 KiB per read, through mmap and munmap, for a reply of a
+# hundred bytes.
+READ_BUFFER = 65536
+
+
+class SMTPProtocol(asyncio.BufferedProtocol):
     """Feeds the socket to the ClientConnection and hands replies to waiters in order.
 
     Waiters are queued in the order their commands were written, so replies reach them in
@@ -94,8 +100,17 @@ class SMTPProtocol(asyncio.Protocol):
         self._drain_deadline: float | None = None
         self._alarm: asyncio.TimerHandle | None = None
         self._alarm_at = 0.0
+        self._buffer = memoryview(bytearray(READ_BUFFER))
 
     # asyncio callbacks
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """asyncio: where the next read goes."""
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """asyncio: ``nbytes`` were read into the buffer."""
+        self.data_received(self._buffer[:nbytes].tobytes())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # cast, not isinstance: uvloop's transports do not subclass asyncio.Transport.
@@ -169,27 +184,27 @@ class SMTPProtocol(asyncio.Protocol):
     def expect(self, count: int, timeout: float | None) -> asyncio.Future[list[Answer]]:
         """Register for the next ``count`` replies (before writing their commands)."""
         future = self.loop.create_future()
-        self._register(_Waiter(count, future, self._deadline(timeout)))
+        self.expect_then(count, timeout, None, future)
         return future
 
-    def expect_then(self, count: int, timeout: float | None, then: Then) -> None:
+    def expect_then(
+        self,
+        count: int,
+        timeout: float | None,
+        then: Then | None,
+        future: asyncio.Future[list[Answer]] | None = None,
+    ) -> None:
         """``expect``, with ``then`` called with the replies as soon as they are in (from
         ``data_received``: no task wakes up for them), or with the error that failed the
         connection."""
-        self._register(_Waiter(count, None, self._deadline(timeout), then))
-
-    def _deadline(self, timeout: float | None) -> float | None:
         if self.error is not None:
             raise clone_error(self.error)
-        if timeout is None:
-            return None
-        deadline = self.loop.time() + timeout
-        if self._alarm is None or deadline < self._alarm_at:
-            self._set_alarm(deadline)
-        return deadline
-
-    def _register(self, waiter: _Waiter) -> None:
-        self._waiters.append(waiter)
+        deadline = None
+        if timeout is not None:
+            deadline = self.loop.time() + timeout
+            if self._alarm is None or deadline < self._alarm_at:
+                self._set_alarm(deadline)
+        self._waiters.append(_Waiter(count, future, deadline, then))
 
     def write(self, data: bytes) -> None:
         """Write ``data``, or raise the error that ended the connection."""

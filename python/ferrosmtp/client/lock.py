@@ -90,6 +90,7 @@ class Turn:
 
     __slots__ = (
         "body",
+        "chunk",
         "commands",
         "content_started",
         "handed",
@@ -107,6 +108,7 @@ class Turn:
         self.timeout = timeout
         self.request: Any = None  # the SendRequest, for the callbacks' outcome
         self.body: bytes | None = None  # content the callbacks may send after the 354
+        self.chunk: bytes | None = None  # content sent as BDAT LAST with the envelope
         self.sent = False  # the envelope is on the wire
         self.reset = False  # an RSET went first: its reply is dropped
         self.content_started = False  # any byte of the message content written

@@ -23,6 +23,8 @@ def wire_size(body: bytes) -> int:
 
     Counted by running the codec's line-end normalizer over the body, a piece at a time
     (memory stays bounded; in Rust this is several times faster than ``bytes.count``)."""
+    if len(body) <= CHUNK_SIZE:
+        return len(_codec.dot_stuff(body, dots=False))  # one codec call
     normalizer = _codec.DotStuffer(dots=False)
     size = 0
     for start in range(0, len(body), CHUNK_SIZE):

@@ -47,6 +47,7 @@ async def send(
     data_timeout: float | None = DEFAULT_DATA_TIMEOUT,
     lmtp: bool = False,
     use_bdat: bool = False,
+    pipeline_bdat: bool = False,
     allow_insecure_auth: bool = False,
 ) -> SendResult:
     """Connect, send one message, QUIT: aiosmtplib's ``send()``.
@@ -76,6 +77,7 @@ async def send(
         sock=sock,
         lmtp=lmtp,
         use_bdat=use_bdat,
+        pipeline_bdat=pipeline_bdat,
         allow_insecure_auth=allow_insecure_auth,
     )
     return await send_one(client, message, sender, recipients, mail_options, rcpt_options)

@@ -198,8 +198,9 @@ class Pool:
     async def _run(self, operation: Callable[[Client], Awaitable[_T]]) -> _T:
         if self._closed:
             raise SMTPException("The pool is closed")
+        if self._busy == 0:
+            self._all_done.clear()
         self._busy += 1
-        self._all_done.clear()
         try:
             for attempt in range(2):
                 slot = self._acquire_now() or await self._acquire()

@@ -64,9 +64,9 @@ class SendRequest:
         self.ret = ret
         self.envid = envid
         self.orcpt = orcpt
-        explicit = any(k.upper() == "SMTPUTF8" for k in mail_params)
+        explicit = bool(mail_params) and any(k.upper() == "SMTPUTF8" for k in mail_params)
         self.needs_smtputf8: bool = explicit or not (
-            sender.isascii() and all(r.isascii() for r in recipients)
+            sender.isascii() and all(map(str.isascii, recipients))
         )
 
     def check_syntax(self) -> None:
@@ -87,16 +87,17 @@ class SendRequest:
         """MAIL and RCPT commands for this server and message, with SIZE, SMTPUTF8 and
         BODY=8BITMIME added as needed. Whether the server offers what the parameters
         need is checked when they are sent (``ClientConnection.send_all``)."""
-        if self.needs_smtputf8 and not conn.supports("SMTPUTF8"):
+        offered = conn.extension_names
+        if self.needs_smtputf8 and "SMTPUTF8" not in offered:
             raise SMTPNotSupported(
                 "An address containing non-ASCII characters was provided, but "
                 "SMTPUTF8 is not supported by this server"
             )
         automatic: dict[str, str | None] = {}
-        keys = {k.upper() for k in self.mail_params}
-        if "SIZE" not in keys and conn.supports("SIZE"):
+        keys = {k.upper() for k in self.mail_params} if self.mail_params else ()
+        if "SIZE" not in keys and "SIZE" in offered:
             automatic["SIZE"] = str(wire_size(body))
-        if "BODY" not in keys and not body.isascii() and conn.supports("8BITMIME"):
+        if "BODY" not in keys and "8BITMIME" in offered and not body.isascii():
             automatic["BODY"] = "8BITMIME"
         return self._build(automatic)
 
@@ -109,8 +110,12 @@ class SendRequest:
             mail_params["RET"] = self.ret.upper()
         if self.envid is not None:
             mail_params["ENVID"] = _codec.xtext_encode(self.envid)
-        commands = [Command.mail(self.sender, mail_params, smtputf8=utf8)]
         per_recipient = self.notify is not None or bool(self.orcpt)
+        if not per_recipient:  # the same parameters on every RCPT: one codec call
+            return Command.envelope(
+                self.sender, self.recipients, mail_params, self.rcpt_params, smtputf8=utf8
+            )
+        commands = [Command.mail(self.sender, mail_params, smtputf8=utf8)]
         for recipient in self.recipients:
             params = self.rcpt_params
             if per_recipient:

@@ -57,7 +57,11 @@ class Client(Messages):
 
     Beyond aiosmtplib: ``lmtp=True`` speaks LMTP (LHLO, one reply per recipient);
     ``use_bdat=True`` sends messages with BDAT when the server offers CHUNKING (always
-    done for messages of ``bdat_threshold`` octets or more); ``data_timeout`` bounds the
+    done for messages of ``bdat_threshold`` octets or more); ``pipeline_bdat=True`` sends a
+    message of up to 1 MiB as ``BDAT n LAST`` in the same write as MAIL and RCPT when the
+    server offers PIPELINING and CHUNKING, one round trip per message (RFC 3030 allows it,
+    but a server that mishandles it could read the content of a refused message as
+    commands: opt-in, for servers you know); ``data_timeout`` bounds the
     sending of the message content until its final reply; ``allow_insecure_auth=True``
     allows AUTH (any mechanism) over an unencrypted connection to a non-loopback peer.
     """

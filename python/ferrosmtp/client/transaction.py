@@ -11,6 +11,7 @@ from typing import Any
 
 from ferrosmtp.client.auth import Authentication
 from ferrosmtp.client.core import DATA, RSET
+from ferrosmtp.client.io import SMTPProtocol
 from ferrosmtp.client.lock import Turn
 from ferrosmtp.client.options import CHUNK_SIZE, Timeout
 from ferrosmtp.client.request import SendRequest
@@ -42,27 +43,47 @@ class TransactionEngine(Authentication):
         the final reply. Any other outcome wakes it with the envelope's replies.
 
         Content is only sent once a recipient has been accepted, so a server that
-        mishandles a refused BDAT chunk can never read message content as commands. A
-        transaction interrupted half-way (cancelled, or failing unexpectedly) closes the
-        connection: the server's state is unknown, and the next command could otherwise be
-        read as message content.
+        mishandles a refused BDAT chunk can never read message content as commands;
+        unless the client was made with ``pipeline_bdat=True``: then a message of one
+        chunk goes as ``BDAT n LAST`` in the same write as MAIL and RCPT (RFC 3030 allows
+        it; a compliant server reads the chunk even after refusing every recipient), and
+        the whole transaction takes one write and one round trip. A transaction
+        interrupted half-way (cancelled, or failing unexpectedly) closes the connection:
+        the server's state is unknown, and the next command could otherwise be read as
+        message content.
         """
         if self.is_ehlo_or_helo_needed:
             await self._locked(self._ehlo_or_helo_if_needed)
-        conn, _ = self._session()
-        chunking = conn.supports("CHUNKING") and self._wants_bdat(use_bdat, len(body))
+        conn = self._conn
+        if conn is None:
+            conn, _ = self._session()  # raises the right error
+        offered = conn.extension_names
+        pipelining = conn.pipelining
+        small = len(body) <= CHUNK_SIZE
+        along = (  # the whole message in the envelope's write
+            self.pipeline_bdat
+            and pipelining
+            and small
+            and use_bdat is not False
+            and "CHUNKING" in offered
+            and not self.lmtp
+        )
+        chunking = along or ("CHUNKING" in offered and self._wants_bdat(use_bdat, len(body)))
         commands = request.commands(conn, body)
         if not chunking:
             commands.append(DATA)
         turn = Turn(commands, timeout)
         turn.request = request
-        if conn.pipelining:
-            if not chunking and not self.lmtp and len(body) <= CHUNK_SIZE:
+        if along:
+            turn.chunk = body  # sent with the envelope: nobody else may send it
+        elif pipelining:
+            if not chunking and not self.lmtp and small:
                 turn.body = body  # the callbacks send it
             self._turns.append(turn)  # the transaction ahead of us may send it for us
         lock = self._lock
         held = False  # the session is ours: nobody else may write until we release it
         settled = False  # True once only our final reply is outstanding
+        self._active += 1
         try:
             outcome: Any = None
             if not lock.try_acquire():
@@ -80,7 +101,12 @@ class TransactionEngine(Authentication):
                     raise
             held = True
             if outcome is None:  # the session is ours: our envelope is not sent yet
-                outcome = await self._send_envelope(turn)
+                waiting = self._send_envelope(turn)
+                if along:  # the whole transaction is on the wire: the next may go
+                    held = False
+                    turn.released = True
+                    self._release_session()
+                outcome = await waiting
             if outcome[0] == "final":  # the callbacks sent the content: the reply is in
                 held = False  # (they passed the session on)
                 settled = True
@@ -89,7 +115,9 @@ class TransactionEngine(Authentication):
             answers: list[Answer] = outcome[1]
             refused, accepted, refusal = self._envelope_outcome(turn, request, answers, chunking)
             if refusal is not None:  # reset the session, then report the refusal
-                if refusal.code == 354:  # every RCPT failed, yet DATA was accepted
+                if along:
+                    pass  # BDAT LAST ended whatever the server held: nothing to reset
+                elif refusal.code == 354:  # every RCPT failed, yet DATA was accepted
                     await (await self._start_content(b"", timeout, hand_over=False))
                 else:
                     # After a refused sender too (aiosmtplib does so): the server holds
@@ -132,6 +160,7 @@ class TransactionEngine(Authentication):
                 exc.message_not_sent = True  # type: ignore[attr-defined]
             raise
         finally:
+            self._active -= 1
             if held:
                 self._release_session()
             if not turn.sent and turn in self._turns:
@@ -150,8 +179,8 @@ class TransactionEngine(Authentication):
             task = loop.create_task(self._one_by_one(commands, turn.timeout))
             turn.sent = True
             return task
-        data = self._envelope_bytes(turn)
-        turn.wake = wake = asyncio.get_running_loop().create_future()
+        data = self._envelope_bytes(turn, conn, protocol)
+        turn.wake = wake = protocol.loop.create_future()
         protocol.write(data)
         return wake
 
@@ -167,15 +196,37 @@ class TransactionEngine(Authentication):
         wake = turn.wake
         if wake is None or wake.done():
             return  # the task is gone (cancelled): it closes the connection
+        if turn.chunk is not None:  # MAIL, RCPT... and BDAT LAST: the last is the final
+            refused, accepted, refusal = self._envelope_outcome(turn, turn.request, answers, True)
+            if refusal is None:
+                wake.set_result(("final", refused, accepted, answers[-1:]))
+            else:
+                wake.set_result(("replies", answers))
+            return
         body = turn.body
         if body is None:
             wake.set_result(("replies", answers))
             return
-        request = turn.request
-        refused, accepted, refusal = self._envelope_outcome(turn, request, answers, False)
+        refused, accepted, refusal = self._envelope_outcome(turn, turn.request, answers, False)
         if refusal is not None:
             wake.set_result(("replies", answers))
             return
+        if self._active > 1:
+            # Another transaction of this client is about to queue its envelope (its
+            # task wakes up in this turn of the loop): let it, so that it rides with our
+            # content, one write for both.
+            self._session()[1].loop.call_soon(self._send_content, turn, body, refused, accepted)
+        else:
+            self._send_content(turn, body, refused, accepted)
+
+    def _send_content(
+        self, turn: Turn, body: bytes, refused: dict[str, SMTPResponse], accepted: list[str]
+    ) -> None:
+        """Write the content after the 354 (with the next queued envelope), wait for the
+        final reply in ``_on_final``, and pass the session on."""
+        wake = turn.wake
+        if wake is None or wake.done():
+            return  # the task is gone (cancelled): it closes the connection
         try:
             conn, protocol = self._session()
             data = conn.send_data(body, end=True)
@@ -184,7 +235,7 @@ class TransactionEngine(Authentication):
                 seconds = self._timeout(turn.timeout)
             protocol.expect_then(1, seconds, partial(self._on_final, turn, refused, accepted))
             turn.content_started = True
-            protocol.write(self._hand_over(data))
+            protocol.write(self._hand_over(data, conn, protocol))
         except Exception as exc:  # the connection failed under us, or a bug: never hang
             self.close()
             _fail(turn, exc if isinstance(exc, SMTPException) else SMTPException(str(exc)))
@@ -278,18 +329,24 @@ class TransactionEngine(Authentication):
             return [RSET, *turn.commands]
         return turn.commands
 
-    def _envelope_bytes(self, turn: Turn) -> bytes:
+    def _envelope_bytes(
+        self, turn: Turn, conn: ClientConnection, protocol: SMTPProtocol
+    ) -> bytes:
         """Encode ``turn``'s envelope and wait for its replies; raises before recording
         anything if the session refuses it."""
-        conn, protocol = self._session()
         commands = self._reset_first(conn, turn)
         data = self._encode(conn, commands)
+        count = len(commands)
+        if turn.chunk is not None:  # pipeline_bdat: the message rides along
+            data += conn.send_bdat(turn.chunk, last=True)
+            count += 1
+            turn.content_started = True
         then = partial(self._on_envelope, turn)
-        protocol.expect_then(len(commands), self._timeout(turn.timeout), then)
+        protocol.expect_then(count, self._timeout(turn.timeout), then)
         turn.sent = True
         return data
 
-    def _hand_over(self, data: bytes) -> bytes:
+    def _hand_over(self, data: bytes, conn: ClientConnection, protocol: SMTPProtocol) -> bytes:
         """``data`` (the end of a message) followed by the next queued envelope, if any:
         the next transaction starts in the same write, and the session goes to it when
         released (``_release_session``)."""
@@ -297,7 +354,7 @@ class TransactionEngine(Authentication):
             return data
         turn = self._turns[0]
         try:
-            envelope = self._envelope_bytes(turn)
+            envelope = self._envelope_bytes(turn, conn, protocol)
         except (SMTPException, ValueError):
             return data  # its owner will send it and meet the error itself
         self._turns.popleft()
@@ -357,7 +414,7 @@ class TransactionEngine(Authentication):
         data = conn.send_data(body) + conn.end_data()
         seconds = self.data_timeout if self.data_timeout is not None else self._timeout(timeout)
         final = protocol.expect(replies, seconds)
-        protocol.write(self._hand_over(data) if conn.pipelining else data)
+        protocol.write(self._hand_over(data, conn, protocol) if conn.pipelining else data)
         return final
 
     async def _start_content(
@@ -382,7 +439,9 @@ class TransactionEngine(Authentication):
                 await protocol.drain(self._until(deadline, seconds))
             data = conn.end_data()
         final = protocol.expect(replies, self._until(deadline, None if deadline else seconds))
-        protocol.write(self._hand_over(data) if hand_over and conn.pipelining else data)
+        if hand_over and conn.pipelining:
+            data = self._hand_over(data, conn, protocol)
+        protocol.write(data)
         return final
 
     async def _send_chunks(
@@ -409,7 +468,7 @@ class TransactionEngine(Authentication):
             if start == starts[-1]:
                 data = conn.send_bdat(piece, last=True)
                 final = protocol.expect(replies, reply_timeout)
-                protocol.write(self._hand_over(data) if conn.pipelining else data)
+                protocol.write(self._hand_over(data, conn, protocol) if conn.pipelining else data)
                 return chunks, final
             data = conn.send_bdat(piece)
             if data:  # empty when only a CR is held back for the next piece

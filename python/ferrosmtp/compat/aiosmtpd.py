@@ -361,7 +361,9 @@ class Controller(_Controller):
             handler,
             hostname,
             port,
-            loop,
+            # aiosmtpd's: asyncio.new_event_loop() (whatever the policy gives), not uvloop
+            # because it is installed.
+            loop if loop is not None else "asyncio",
             ready_timeout=ready_timeout,
             ssl_context=ssl_context,
             server_hostname=server_hostname,

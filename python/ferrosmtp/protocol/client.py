@@ -205,6 +205,9 @@ MODELLED_VERBS = frozenset(
 
 # Commands that need an extension, checked in ``_check``.
 _NEEDS_EXTENSION = {"STARTTLS": "STARTTLS", "AUTH": "AUTH", "BDAT": "CHUNKING"}
+# Commands ``_check`` has more to say about than the transition table (``send_all`` asks
+# it about these, and about any command with parameters or UTF-8).
+_CHECKED_VERBS = frozenset(_NEEDS_EXTENSION) | {"EHLO", "HELO", "LHLO", "VRFY", "EXPN"}
 
 # MAIL/RCPT parameters that may only be used when the server advertises an extension.
 _PARAM_EXTENSION = {
@@ -521,6 +524,9 @@ class Answer(NamedTuple):
         return 200 <= self.code < 400
 
 
+_answer = tuple.__new__  # an Answer made without the Python frame of NamedTuple.__new__
+
+
 class ServerClosing(NamedTuple):
     """A 421 that answered no command: the server is shutting the session down."""
 
@@ -668,7 +674,13 @@ class ClientConnection:
 
     @property
     def pipelining(self) -> bool:
+        """Whether the server offers PIPELINING (RFC 2920)."""
         return self._pipelining
+
+    @property
+    def extension_names(self) -> frozenset[str]:
+        """The keywords of the extensions the server offers now, upper-cased."""
+        return self._names
 
     @property
     def max_size(self) -> int | None:
@@ -699,15 +711,26 @@ class ClientConnection:
         txn = self._transaction
         utf8_txn = txn.smtputf8 if txn is not None else False
         rcpts = txn.recipients if txn is not None else 0
+        transitions = _TRANSITIONS
+        pipelining = self._pipelining
         for command in commands:
-            phase = self._check(phase, last, command)
             verb = command.verb
+            following = transitions[phase].get(verb)
+            if (
+                following is None
+                or command.params
+                or command.utf8
+                or verb in _CHECKED_VERBS
+                or (last is not None and (not pipelining or last in _WAIT_FOR_REPLY))
+            ):
+                following = self._check(phase, last, command)  # the rules, and their errors
+            phase = following
             if verb == "RCPT":
                 if command.utf8 and not utf8_txn:
                     raise LocalProtocolError("a UTF-8 recipient needs MAIL ... SMTPUTF8")
                 rcpts += 1
             elif verb == "MAIL":
-                utf8_txn = command.has_param("SMTPUTF8")
+                utf8_txn = bool(command.params) and command.has_param("SMTPUTF8")
                 rcpts = 0
             elif verb == "DATA" and rcpts == 0:
                 raise LocalProtocolError("DATA needs at least one RCPT first")
@@ -720,7 +743,7 @@ class ClientConnection:
                 assert txn is not None
                 txn.recipients += 1
             elif verb == "MAIL":
-                txn = _Transaction(command.has_param("SMTPUTF8"))
+                txn = _Transaction(bool(command.params) and command.has_param("SMTPUTF8"))
             elif verb in ("RSET", "EHLO", "HELO", "LHLO"):
                 txn = None
             pending.append(_Pending(verb, command.argument, txn))
@@ -986,7 +1009,7 @@ class ClientConnection:
             waiting = pending.popleft()
             if waiting.per_recipient:
                 waiting = self._per_recipient(waiting)
-            events.append(Answer(waiting.verb, waiting.argument, reply))
+            events.append(_answer(Answer, (waiting.verb, waiting.argument, reply)))
             phase = self._apply_reply(waiting, reply)
             if phase is Phase.TLS_HANDSHAKE and (
                 index != len(replies) - 1 or self._reader.buffered or self._reader.in_reply

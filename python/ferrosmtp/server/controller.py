@@ -8,6 +8,7 @@ import ssl
 import threading
 from typing import Any
 
+from ferrosmtp._loops import LoopChoice, new_event_loop
 from ferrosmtp.server.listener import Server
 
 __all__ = ["Controller", "get_localhost"]
@@ -27,14 +28,18 @@ def get_localhost() -> str:
 
 class Controller:
     """Run a Server in a thread of its own (aiosmtpd's ``Controller``), for tests and
-    scripts: ``controller.start()`` ... ``controller.stop()``."""
+    scripts: ``controller.start()`` ... ``controller.stop()``.
+
+    It owns its thread and its loop, so it runs on uvloop when that is installed:
+    ``loop="auto"`` (the default, also for None), ``"uvloop"`` (required) or ``"asyncio"``
+    (asyncio's own), as ``ferrosmtp serve --loop``; or an event loop to use."""
 
     def __init__(
         self,
         handler: Any,
         hostname: str | None = None,
         port: int = 8025,
-        loop: asyncio.AbstractEventLoop | None = None,
+        loop: asyncio.AbstractEventLoop | LoopChoice | None = None,
         *,
         ready_timeout: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
@@ -44,7 +49,9 @@ class Controller:
         self.handler = handler
         self.hostname: str = get_localhost() if hostname is None else hostname
         self.port: int = port
-        self.loop: asyncio.AbstractEventLoop = loop or asyncio.new_event_loop()
+        self.loop: asyncio.AbstractEventLoop = (
+            loop if isinstance(loop, asyncio.AbstractEventLoop) else new_event_loop(loop or "auto")
+        )
         self.ready_timeout = ready_timeout
         self.ssl_context = ssl_context
         self.SMTP_kwargs: dict[str, Any] = dict(SMTP_parameters)
