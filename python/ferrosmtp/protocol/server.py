@@ -168,7 +168,11 @@ _AUTH = ev.Auth("", None)  # what an AUTH reply answers, for its default enhance
 
 # Formatted replies, by (response, enhanced): most replies of a busy server are the same
 # few. Bounded, since handlers may put unique text (queue ids) in theirs.
-_wire_cache: dict[tuple[Response, str | None, ModuleType], bytes] = {}
+# Keyed by the response object's identity (its dataclass hash is Python code, run on every
+# reply otherwise), the kind of event it answers, whether enhanced codes are on, and the
+# codec; each entry keeps its response alive, so an identity cannot be reused while cached.
+# A dialect makes new (equal) responses for every reply: those are keyed by value instead.
+_wire_cache: dict[tuple[Any, type | None, bool, ModuleType], tuple[Response, bytes]] = {}
 _WIRE_CACHE_SIZE = 512
 
 
@@ -420,7 +424,13 @@ class ServerConnection:
         event = self._awaiting
         if event is None:
             raise RuntimeError("no event is waiting for an answer")
-        self.respond_with(self.default_response(event))
+        response = self.default_response(event)
+        if type(event) in (ev.Auth, ev.AuthLine):
+            self.auth_respond(response)
+            return
+        self._awaiting = None  # what respond_with does, one call less on every command
+        self._send(response, event)
+        self._apply(event, response)
 
     def default_response(self, event: Event) -> Response:
         """The reply the server gives ``event`` when no hook decides otherwise."""
@@ -611,20 +621,31 @@ class ServerConnection:
 
     def _send(self, response: Response, event: Event | None, *, plain: bool = False) -> None:
         """Queue a reply; ``plain`` (the greeting) never gets an enhanced code."""
-        if self.config.dialect is not None:
-            response = self.config.dialect(self, response, event)
+        config = self.config
+        codes = config.enhanced_status_codes and not plain
+        if config.dialect is not None:
+            response = config.dialect(self, response, event)
+            key: tuple[Any, type | None, bool, ModuleType] = (
+                response,
+                type(event),
+                codes,
+                self._codec,
+            )
+        else:
+            key = (id(response), type(event), codes, self._codec)
+        cached = _wire_cache.get(key)
+        if cached is not None and (cached[0] is response or config.dialect is not None):
+            self._out += cached[1]
+            return
         enhanced = response.enhanced
-        if not self.config.enhanced_status_codes or plain:
+        if not codes:
             enhanced = None
         elif enhanced is None:
             enhanced = _default_enhanced(event, response.code)
-        key = (response, enhanced, self._codec)
-        wire = _wire_cache.get(key)
-        if wire is None:
-            wire = self._codec.format_reply(response.code, list(response.lines), enhanced)
-            if len(_wire_cache) >= _WIRE_CACHE_SIZE:
-                _wire_cache.clear()
-            _wire_cache[key] = wire
+        wire = self._codec.format_reply(response.code, list(response.lines), enhanced)
+        if len(_wire_cache) >= _WIRE_CACHE_SIZE:
+            _wire_cache.clear()
+        _wire_cache[key] = (response, wire)
         self._out += wire
 
     def _refuse(self, response: Response, *, error: bool = True) -> None:
@@ -687,7 +708,6 @@ class ServerConnection:
             return None
         if (
             self.config.strict_pipelining
-            and self._pipelined()
             and (
                 verb in SYNC_VERBS
                 or (verb == "AUTH" and " " not in cmd.arg)
@@ -695,6 +715,7 @@ class ServerConnection:
                 # (Postfix checks every command of a non-ESMTP session).
                 or self.hello == "HELO"
             )
+            and self._pipelined()
         ):
             # RFC 2920 §3.1 / checklist B3: nothing may follow these in one group.
             self._fatal(self.replies.sync_error)

@@ -12,6 +12,7 @@ import inspect
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from typing import Any
 
 from ferrosmtp.protocol import events as ev
@@ -59,7 +60,7 @@ class HookCalls(ConnectionBase):
     envelope: Envelope | None
 
     def _simple(self, name: str, *args: Any) -> Awaitable[None] | None:
-        hook = self._hooks.get(name)
+        hook = self._hooks.by_name.get(name)
         if hook is None:
             self.conn.respond_default()  # type: ignore[union-attr]
             return None
@@ -76,7 +77,7 @@ class HookCalls(ConnectionBase):
         session = self.session
         assert session is not None
         extended = event.verb != "HELO"
-        hook = self._hooks.get("EHLO" if extended else "HELO")
+        hook = self._hooks.by_name.get("EHLO" if extended else "HELO")
         if hook is None:
             session.host_name = event.hostname
             session.extended_smtp = extended
@@ -112,11 +113,12 @@ class HookCalls(ConnectionBase):
     def _on_mail(self, event: ev.MailFrom) -> Awaitable[None] | None:
         envelope = self.envelope
         assert envelope is not None
-        address = "<>" if event.path.is_null else event.address
-        options = [(k if v is None else f"{k}={v}").upper() for k, v in event.params.items()]
-        envelope.smtp_utf8 = "SMTPUTF8" in event.params
-        envelope.mail_params = dict(event.params)
-        hook = self._hooks.get("MAIL")
+        params = event.params
+        address = "<>" if event.path.is_null else str(event.path.address)
+        options = [(k if v is None else f"{k}={v}").upper() for k, v in params.items()]
+        envelope.smtp_utf8 = "SMTPUTF8" in params
+        envelope.mail_params = dict(params)
+        hook = self._hooks.by_name.get("MAIL")
         if hook is None:
             envelope.mail_from = address
             envelope.mail_options.extend(options)
@@ -127,10 +129,11 @@ class HookCalls(ConnectionBase):
     def _on_rcpt(self, event: ev.RcptTo) -> Awaitable[None] | None:
         envelope = self.envelope
         assert envelope is not None
-        address = event.address
-        options = [(k if v is None else f"{k}={v}").upper() for k, v in event.params.items()]
-        envelope.rcpt_params[address] = dict(event.params)
-        hook = self._hooks.get("RCPT")
+        params = event.params
+        address = str(event.path.address)
+        options = [(k if v is None else f"{k}={v}").upper() for k, v in params.items()]
+        envelope.rcpt_params[address] = dict(params)
+        hook = self._hooks.by_name.get("RCPT")
         if hook is None:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
@@ -144,12 +147,12 @@ class HookCalls(ConnectionBase):
         if rate:
             # Checklist B9: message content counts as progress only at the minimum rate,
             # so a DATA trickled slower than that is cut off by the idle timeout.
-            now = self.loop.time()
+            now = monotonic()
             if self._data_started is None:
                 self._data_started, self._data_bytes = now, 0
             self._data_bytes += len(event.data)
             self._last_progress = min(now, self._data_started + self._data_bytes / rate)
-        hook = self._hooks.get("DATA_CHUNK")
+        hook = self._hooks.by_name.get("DATA_CHUNK")
         if hook is None:
             if self._server._reads_content:
                 self._chunks.append(event.data)
@@ -164,8 +167,8 @@ class HookCalls(ConnectionBase):
         if not self._message_open:
             return None
         self._message_open = False
-        hook = self._hooks.get("DATA_ABORT")
-        if hook is None or self._hooks.get("DATA_CHUNK") is None:
+        hook = self._hooks.by_name.get("DATA_ABORT")
+        if hook is None or self._hooks.by_name.get("DATA_CHUNK") is None:
             return None
         return self._abort_hook(hook, self.envelope)
 
@@ -188,7 +191,7 @@ class HookCalls(ConnectionBase):
             # Remembered and answered at the end of the message; the handler cleans up
             # what it stored so far now (a half-written file, say).
             self._chunk_error = error
-            abort = self._hooks.get("DATA_ABORT")
+            abort = self._hooks.by_name.get("DATA_ABORT")
             if abort is not None:
                 await self._abort_hook(abort, self.envelope)
 
@@ -197,7 +200,7 @@ class HookCalls(ConnectionBase):
         assert envelope is not None and self.conn is not None
         self._message_open = False
         self._data_started = None
-        streamed = self._hooks.get("DATA_CHUNK") is not None
+        streamed = self._hooks.by_name.get("DATA_CHUNK") is not None
         content = b"".join(self._chunks)
         self._chunks = []
         envelope.original_content = None if streamed else content
@@ -211,7 +214,7 @@ class HookCalls(ConnectionBase):
                 except UnicodeDecodeError:
                     self._end_message(self.conn.replies.strict_ascii, event)
                     return None
-        hook = self._hooks.get("DATA")
+        hook = self._hooks.by_name.get("DATA")
         legacy = getattr(self.event_handler, "process_message", None) if hook is None else None
         if hook is None and legacy is None and not hasattr(self, "_chunk_error"):
             self._end_message(None, event)

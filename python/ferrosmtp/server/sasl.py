@@ -8,6 +8,7 @@ import base64
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from typing import Any
 
 from ferrosmtp.auth import SASLCancelled, SASLError, decode_response
@@ -190,7 +191,7 @@ class SASL(ConnectionBase):
                     return None
                 event = conn.next_event()
                 if isinstance(event, ev.AuthLine):
-                    self._last_progress = self.loop.time()
+                    self._last_progress = monotonic()
                     return event.data
                 if isinstance(event, ev.AuthAborted) or event is CLOSED:
                     self._flush()

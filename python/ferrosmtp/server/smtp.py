@@ -19,6 +19,7 @@ import inspect
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from typing import Any, cast
 
 from ferrosmtp import proxy
@@ -66,7 +67,7 @@ class SMTP(HookCalls, SASL):
         self.session = self._create_session()
         self.session.peer = peer
         self.envelope = self._create_envelope()
-        self._last_progress = self.loop.time()
+        self._last_progress = monotonic()
         self._timer = self.loop.call_later(server.timeout, self._on_timer)
         if proxy_timeout is not None:
             # The load balancer's header first; the greeting once it has been accepted.
@@ -81,6 +82,10 @@ class SMTP(HookCalls, SASL):
             # Implicit TLS (RFC 8314): the connection was admitted (and counted) above, in
             # plaintext, so a flood of silent handshakes cannot pass max_connections.
             self._tls_buffer = []
+            # Read nothing in plaintext: the client's first bytes (its ClientHello) are
+            # the handshake's, which start_tls runs from the task (uvloop would otherwise
+            # hand them to data_received first, and the handshake would never complete).
+            self._pause_reading()
             self._task = self.loop.create_task(self._implicit_tls())
         else:
             self._greet_soon()
@@ -193,7 +198,7 @@ class SMTP(HookCalls, SASL):
         self.transport = new_transport
         if self.session is not None:
             self.session.ssl = self._ssl_info(new_transport)
-        self._last_progress = self.loop.time()
+        self._last_progress = monotonic()
         buffered, self._tls_buffer = self._tls_buffer or [], None
         self._greet_soon()
         for data in buffered:  # a client that spoke before the banner is refused there
@@ -348,7 +353,7 @@ class SMTP(HookCalls, SASL):
                 return step
 
     def _dispatch(self, event: ev.Event) -> Awaitable[None] | None:
-        self._last_progress = self.loop.time()
+        self._last_progress = monotonic()
         return _HANDLERS[type(event)](self, event)
 
     def _on_timer(self) -> None:
@@ -358,7 +363,7 @@ class SMTP(HookCalls, SASL):
         # dispatched is the hook's time, held to hook_timeout instead of the idle timeout.
         busy = self._task is not None and self._input_waiter is None
         limit = self._server.hook_timeout if busy else self._server.timeout
-        idle = self.loop.time() - self._last_progress
+        idle = monotonic() - self._last_progress
         if limit is None or idle < limit:
             wait = self._server.timeout if limit is None else max(limit - idle, 0.01)
             self._timer = self.loop.call_later(wait, self._on_timer)
