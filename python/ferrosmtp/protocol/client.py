@@ -347,7 +347,7 @@ class Command(NamedTuple):
         )
         address, line = lines[0]
         commands = [cls("MAIL", address, line, not line.isascii(), _items(mail_params))]
-        items = _items(rcpt_params)
+        items = _items(rcpt_params) if rcpt_params else ()
         for address, line in lines[1:]:
             commands.append(cls("RCPT", address, line, not line.isascii(), items))
         return commands
@@ -797,11 +797,14 @@ class ClientConnection:
                     extension = _BODY_EXTENSION.get(value.upper())
                     if extension is not None and extension not in names:
                         raise ExtensionNotSupported(extension, f"BODY={value}")
-                rule = _VALUE_RULES.get(key)
-                if rule is not None and not rule(value, self.codec.xtext_decode):
-                    raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}")
+                if key != "SIZE":  # SIZE's rule is read once, below
+                    rule = _VALUE_RULES.get(key)
+                    if rule is not None and not rule(value, self.codec.xtext_decode):
+                        raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}")
             if key == "SIZE":
                 size, limit = rules.size_octets(value), self._max_size
+                if size is None and checked:
+                    raise ValueError(f"invalid value for ESMTP parameter {key}: {value!r}")
                 if size is not None and limit is not None and size > limit:
                     raise MessageTooLarge(size, limit)
         if command.verb == "MAIL" and command.utf8 and not command.has_param("SMTPUTF8"):

@@ -623,18 +623,14 @@ class ServerConnection:
         """Queue a reply; ``plain`` (the greeting) never gets an enhanced code."""
         config = self.config
         codes = config.enhanced_status_codes and not plain
+        by_value = False
         if config.dialect is not None:
-            response = config.dialect(self, response, event)
-            key: tuple[Any, type | None, bool, ModuleType] = (
-                response,
-                type(event),
-                codes,
-                self._codec,
-            )
-        else:
-            key = (id(response), type(event), codes, self._codec)
+            said = config.dialect(self, response, event)
+            by_value = said is not response  # reworded: a new object every time
+            response = said
+        key = (response if by_value else id(response), type(event), codes, self._codec)
         cached = _wire_cache.get(key)
-        if cached is not None and (cached[0] is response or config.dialect is not None):
+        if cached is not None and (by_value or cached[0] is response):
             self._out += cached[1]
             return
         enhanced = response.enhanced
