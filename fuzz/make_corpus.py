@@ -220,6 +220,16 @@ def write(corpus: Path, target: str, seeds: Iterable[bytes]) -> int:
     return count
 
 
+# sender, recipient, recipient, MAIL keyword, value, RCPT keyword, value
+ENVELOPES = [
+    [b"a@example.org", b"b@example.org", b"", b"SIZE", b"1024", b"NOTIFY", b"NEVER"],
+    [b"<>", b"<@relay.example:c@example.org>", b"\"q x\"@[127.0.0.1]", b"BODY", b"8BITMIME"],
+    ["\u03b4@\u03c0.example".encode(), "\u043f@x.example".encode(), b"", b"SMTPUTF8", b""],
+    [b"a@b\r\nRCPT TO:<evil@x>", b"c@d.example", b"", b"X=Y", b"v"],
+    [b"Postmaster", b"<>", b"", b"ENVID", b"a b"],
+]
+
+
 def main() -> int:
     corpus = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "corpus"
     targets = {
@@ -229,6 +239,11 @@ def main() -> int:
         "parse_command": [bytes([f]) + c for c in COMMANDS for f in (0, 1)],
         "parse_params": [bytes([f]) + p.encode() for p in PARAMS for f in (0, 1)],
         "dot_stuff": [bytes([128]) + b for b in BODIES],
+        "format_envelope": [
+            bytes([f]) + b"\xff".join(fields)
+            for f in (0, 1, 2, 3)
+            for fields in ENVELOPES
+        ],
     }
     for target, seeds in targets.items():
         print(f"{target}: {write(corpus, target, seeds)} seeds")

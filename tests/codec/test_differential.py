@@ -9,6 +9,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -432,9 +433,16 @@ def test_format_envelope_rust_equals_pure(
     for index, (address, line) in enumerate(a[1]):
         assert line.endswith(b"\r\n") and line.count(b"\r\n") == 1
         assert not re.search(rb"[\x00-\x1f\x7f]", line[:-2])
-        command = rust.parse_command(line[:-2], smtputf8=True)
         verb = "MAIL" if sender is not None and index == 0 else "RCPT"
+        params = mail_params if verb == "MAIL" else rcpt_params
+        declared = any(k.upper() == "SMTPUTF8" for k in params or {})
+        if verb == "MAIL" and not line.isascii() and not declared:
+            # A UTF-8 sender needs SMTPUTF8, which the connection adds: the server says so.
+            with pytest.raises(rust.CodecError) as refused:
+                rust.parse_command(line[:-2], smtputf8=True)
+            assert refused.value.code == 553
+            continue
+        command = rust.parse_command(line[:-2], smtputf8=True)
         assert command.verb == verb
         assert command.path.address == address
-        params = mail_params if verb == "MAIL" else rcpt_params
         assert command.params == {k.upper(): v for k, v in (params or {}).items()}
