@@ -109,10 +109,10 @@ class Turn:
         self.request: Any = None  # the SendRequest, for the callbacks' outcome
         self.body: bytes | None = None  # content the callbacks may send after the 354
         self.chunk: bytes | None = None  # content sent as BDAT LAST with the envelope
-        self.sent = False  # the envelope is on the wire
-        self.reset = False  # an RSET went first: its reply is dropped
-        self.content_started = False  # any byte of the message content written
-        self.released = False  # the callbacks passed the session on after the content
+        self.sent: bool = False  # the envelope is on the wire
+        self.reset: bool = False  # an RSET went first: its reply is dropped
+        self.content_started: bool = False  # any byte of the message content written
+        self.released: bool = False  # the callbacks passed the session on after the content
         self.waiter: asyncio.Future[Any] | None = None  # our place in the session queue
         self.wake: asyncio.Future[Any] | None = None  # what the task awaits now
-        self.handed = False  # the session was handed to us by the transaction ahead
+        self.handed: bool = False  # the session was handed to us by the transaction ahead
