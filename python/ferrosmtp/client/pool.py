@@ -7,6 +7,7 @@ import asyncio
 import email.message
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from time import monotonic
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ferrosmtp.client.options import DEFAULT, ClientOptions, Timeout
@@ -26,14 +27,15 @@ class _Slot:
     """One pooled connection: its client (connected once ``ready`` is done), how many
     messages are using it, and which of the pool's lists it is filed in."""
 
-    __slots__ = ("client", "ready", "reused", "timer", "users", "where")
+    __slots__ = ("client", "idle_since", "ready", "reused", "timer", "users", "where")
 
     def __init__(self, client: Client, ready: asyncio.Future[None]) -> None:
         self.client = client
         self.ready = ready
         self.users = 0
         self.reused = False  # it has carried a message before
-        self.timer: asyncio.TimerHandle | None = None  # idle timeout
+        self.timer: asyncio.TimerHandle | None = None  # idle timeout (re-armed lazily)
+        self.idle_since = 0.0  # time.monotonic() when it last became idle
         self.where: list[_Slot] | None = None
 
     @property
@@ -268,7 +270,9 @@ class Pool:
         """``_acquire`` without waiting, when an open connection has room."""
         if self._closed:
             return None
-        slot = self._take(self._idle) or self._take(self._open)
+        slot = self._take(self._idle) if self._idle else None
+        if slot is None and self._open:
+            slot = self._take(self._open)
         if slot is None or not slot.ready.done():
             return None
         self._use(slot)
@@ -286,10 +290,7 @@ class Pool:
         return None
 
     def _use(self, slot: _Slot) -> None:
-        slot.users += 1
-        if slot.timer is not None:
-            slot.timer.cancel()
-            slot.timer = None
+        slot.users += 1  # (its idle timer, if any, sees that when it fires)
         self._file(slot)
 
     def _release(self, slot: _Slot) -> None:
@@ -307,14 +308,21 @@ class Pool:
             slot.where = None
         if not slot.usable or (self._closed and slot.users == 0):
             if slot.users == 0:  # dead (or the pool closes): forget it once unused
+                if slot.timer is not None:
+                    slot.timer.cancel()
+                    slot.timer = None
                 self._count -= 1
                 self._retire(slot.client)
             return
         if slot.users == 0:
             slot.where = self._idle
             if self.idle_timeout is not None:
-                loop = asyncio.get_running_loop()
-                slot.timer = loop.call_later(self.idle_timeout, self._expire, slot)
+                # One timer per idle spell at most, not one per message: it is armed when
+                # the connection first goes idle, and re-arms itself if it was used since.
+                slot.idle_since = monotonic()
+                if slot.timer is None:
+                    loop = asyncio.get_running_loop()
+                    slot.timer = loop.call_later(self.idle_timeout, self._expire, slot)
         elif slot.users < self.pipeline_depth and (not slot.ready.done() or slot.pipelines):
             slot.where = self._open
         else:
@@ -330,7 +338,12 @@ class Pool:
 
     def _expire(self, slot: _Slot) -> None:
         slot.timer = None
-        if slot.users == 0 and slot.where is self._idle:
+        if slot.users == 0 and slot.where is self._idle and self.idle_timeout is not None:
+            left = slot.idle_since + self.idle_timeout - monotonic()
+            if left > 0:  # used since the timer was armed: idle for less time than that
+                loop = asyncio.get_running_loop()
+                slot.timer = loop.call_later(left, self._expire, slot)
+                return
             self._idle.remove(slot)
             slot.where = None
             self._count -= 1

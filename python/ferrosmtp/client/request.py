@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from ferrosmtp import codec as _codec
 from ferrosmtp.client.message import wire_size
+from ferrosmtp.client.options import CHUNK_SIZE
 from ferrosmtp.errors import SMTPNotSupported
 from ferrosmtp.protocol import params as rules
 from ferrosmtp.protocol.client import ClientConnection, Command, parse_option
@@ -96,7 +97,8 @@ class SendRequest:
         automatic: dict[str, str | None] = {}
         keys = {k.upper() for k in self.mail_params} if self.mail_params else ()
         if "SIZE" not in keys and "SIZE" in offered:
-            automatic["SIZE"] = str(wire_size(body))
+            size = len(_codec.dot_stuff(body, dots=False)) if len(body) <= CHUNK_SIZE else None
+            automatic["SIZE"] = str(size if size is not None else wire_size(body))
         if "BODY" not in keys and "8BITMIME" in offered and not body.isascii():
             automatic["BODY"] = "8BITMIME"
         return self._build(automatic)

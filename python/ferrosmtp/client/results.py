@@ -92,9 +92,12 @@ class SendResult(tuple[dict[str, SMTPResponse], str]):
         return self[1]
 
 
+_new_response = tuple.__new__  # an SMTPResponse without NamedTuple.__new__'s Python frame
+
+
 def smtp_response(reply: Reply) -> SMTPResponse:
     """An SMTPResponse from a codec Reply."""
-    return SMTPResponse(int(reply.code), str(reply.text))
+    return _new_response(SMTPResponse, (int(reply.code), str(reply.text)))
 
 
 def all_refused(refused: Mapping[str, SMTPResponse]) -> SMTPRecipientsRefused:

@@ -17,7 +17,7 @@ from ferrosmtp.client.options import CHUNK_SIZE, Timeout
 from ferrosmtp.client.request import SendRequest
 from ferrosmtp.client.results import SendResult, SMTPResponse, all_refused, smtp_response
 from ferrosmtp.errors import SMTPDataError, SMTPException, SMTPSenderRefused, SMTPServerDisconnected
-from ferrosmtp.protocol.client import Answer, ClientConnection, Command
+from ferrosmtp.protocol.client import Answer, ClientConnection, Command, Phase
 
 __all__ = ["TransactionEngine", "first_refusal"]
 
@@ -52,9 +52,10 @@ class TransactionEngine(Authentication):
         the server's state is unknown, and the next command could otherwise be read as
         message content.
         """
-        if self.is_ehlo_or_helo_needed:
-            await self._locked(self._ehlo_or_helo_if_needed)
         conn = self._conn
+        if conn is None or conn.phase is Phase.UNIDENTIFIED:  # is_ehlo_or_helo_needed
+            await self._locked(self._ehlo_or_helo_if_needed)
+            conn = self._conn
         if conn is None:
             conn, _ = self._session()  # raises the right error
         offered = conn.extension_names

@@ -35,6 +35,7 @@ allocations beyond what they return: a client sends thousands of messages a seco
 from __future__ import annotations
 
 import enum
+import operator
 import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -552,22 +553,17 @@ class _Transaction:
         self.stuffer: DotStuffer | None = None  # for DATA content or BDAT chunks
 
 
-class _Pending:
-    """A command waiting for its reply."""
+class _Pending(NamedTuple):
+    """A command waiting for its reply (made with ``_pending``: several per message)."""
 
-    __slots__ = ("argument", "per_recipient", "transaction", "verb")
+    verb: str
+    argument: str = ""
+    transaction: _Transaction | None = None
+    per_recipient: bool = False  # LMTP end of data: one reply per recipient
 
-    def __init__(
-        self,
-        verb: str,
-        argument: str = "",
-        transaction: _Transaction | None = None,
-        per_recipient: bool = False,
-    ) -> None:
-        self.verb = verb
-        self.argument = argument
-        self.transaction = transaction
-        self.per_recipient = per_recipient  # LMTP end of data: one reply per recipient
+
+_make_pending = tuple.__new__  # without the Python frame of NamedTuple.__new__
+_line_of = operator.attrgetter("line")  # a command's bytes, in C
 
 
 class ClientConnection:
@@ -746,12 +742,12 @@ class ClientConnection:
                 txn = _Transaction(bool(command.params) and command.has_param("SMTPUTF8"))
             elif verb in ("RSET", "EHLO", "HELO", "LHLO"):
                 txn = None
-            pending.append(_Pending(verb, command.argument, txn))
+            pending.append(_make_pending(_Pending, (verb, command.argument, txn, False)))
         self._transaction = txn
         self._phase = phase
         if len(commands) == 1:
             return commands[0].line
-        return b"".join([command.line for command in commands])
+        return b"".join(map(_line_of, commands))
 
     def _check(self, phase: Phase, last: str | None, command: Command) -> Phase:
         """The one place that says whether ``command`` may be sent in ``phase`` after the
@@ -923,7 +919,7 @@ class ClientConnection:
         self._transaction = None
         # Whatever its reply, the server ends the transaction at the end of the content.
         self._server_open_transaction = False
-        self._pending.append(_Pending(".", "", txn, self.lmtp))
+        self._pending.append(_make_pending(_Pending, (".", "", txn, self.lmtp)))
 
     def send_bdat(self, data: bytes, *, last: bool = False) -> bytes:
         """A BDAT chunk (RFC 3030): ``BDAT <n> [LAST]`` and the chunk, line ends
