@@ -190,6 +190,14 @@ def _handler(args: argparse.Namespace) -> Any:
     return handlers.Maildir(args.maildir or Path("maildir"), received=not args.no_received)
 
 
+def _loop_choice(args: argparse.Namespace) -> str:
+    """``--loop``; ``auto`` is asyncio's loop with ``--implicit-tls``: uvloop starts reading
+    a new connection after connection_made whatever it paused, so a ClientHello can reach
+    the SMTP protocol before start_tls takes the socket (as ferrosmtp.Controller)."""
+    choice: str = args.loop
+    return "asyncio" if args.implicit_tls and choice == "auto" else choice
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Run ``ferrosmtp serve`` with parsed arguments; returns the exit status."""
     from ferrosmtp.server import Server
@@ -245,7 +253,7 @@ def run_serve(args: argparse.Namespace) -> int:
         bare_newline=args.bare_newline,
     )
     if args.workers == 1:
-        return _run_loop(_serve(make_server(), args), args.loop)
+        return _run_loop(_serve(make_server(), args), _loop_choice(args))
 
     from ferrosmtp._workers import supervise
 
@@ -253,7 +261,7 @@ def run_serve(args: argparse.Namespace) -> int:
         # The pid in every line tells the workers' logs apart; fixed once per worker, it
         # costs nothing per record.
         _log.set_format(LOG_FORMAT.replace("%(name)s", f"%(name)s[{os.getpid()}]"))
-        return _run_loop(_serve(make_server(), args, reuse_port=True), args.loop)
+        return _run_loop(_serve(make_server(), args, reuse_port=True), _loop_choice(args))
 
     return supervise(args.workers, run_worker, startup_failure=EXIT_STARTUP)
 

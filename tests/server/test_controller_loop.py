@@ -58,6 +58,34 @@ def test_an_event_loop_is_used_as_given() -> None:
     assert handler.messages
 
 
+def test_implicit_tls_stays_on_asyncio_unless_uvloop_is_asked_for() -> None:
+    # uvloop reads a new connection before start_tls can take it (see Controller).
+    from .support import Certs
+
+    context = Certs().server_context()
+    plain = Controller(Keep(), hostname=HOST, port=0, ssl_context=context)
+    asked = Controller(Keep(), hostname=HOST, port=0, ssl_context=context, loop="uvloop")
+    try:
+        assert type(plain.loop).__module__.split(".")[0] == "asyncio"
+        assert type(asked.loop).__module__.split(".")[0] == "uvloop"
+    finally:
+        plain.loop.close()
+        asked.loop.close()
+
+
+def test_serve_implicit_tls_auto_is_asyncio() -> None:
+    import argparse
+
+    from ferrosmtp.cli_serve import _loop_choice
+
+    def choice(loop: str, implicit_tls: bool) -> str:
+        return _loop_choice(argparse.Namespace(loop=loop, implicit_tls=implicit_tls))
+
+    assert choice("auto", False) == "auto"
+    assert choice("auto", True) == "asyncio"
+    assert choice("uvloop", True) == "uvloop"
+
+
 def test_a_wrong_choice_is_refused_at_once() -> None:
     with pytest.raises(ValueError, match="auto, asyncio, uvloop"):
         Controller(Keep(), hostname=HOST, port=0, loop="trio")  # type: ignore[arg-type]

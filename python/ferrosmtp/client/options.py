@@ -75,5 +75,6 @@ class ClientOptions(TypedDict, total=False):
     sock: socket.socket | None
     lmtp: bool
     use_bdat: bool
+    pipeline_bdat: bool
     bdat_threshold: int | None
     allow_insecure_auth: bool

@@ -31,8 +31,9 @@ class Controller:
     scripts: ``controller.start()`` ... ``controller.stop()``.
 
     It owns its thread and its loop, so it runs on uvloop when that is installed:
-    ``loop="auto"`` (the default, also for None), ``"uvloop"`` (required) or ``"asyncio"``
-    (asyncio's own), as ``ferrosmtp serve --loop``; or an event loop to use."""
+    ``loop="auto"`` (the default, None, except with implicit TLS: ``ssl_context``),
+    ``"uvloop"`` (required) or ``"asyncio"`` (asyncio's own), as ``ferrosmtp serve
+    --loop``; or an event loop to use."""
 
     def __init__(
         self,
@@ -49,8 +50,13 @@ class Controller:
         self.handler = handler
         self.hostname: str = get_localhost() if hostname is None else hostname
         self.port: int = port
+        if loop is None:
+            # Implicit TLS stays on asyncio's loop unless uvloop is asked for: uvloop starts
+            # reading a new connection after connection_made whatever it paused, so the
+            # ClientHello can reach the SMTP protocol before start_tls takes the socket.
+            loop = "asyncio" if ssl_context is not None else "auto"
         self.loop: asyncio.AbstractEventLoop = (
-            loop if isinstance(loop, asyncio.AbstractEventLoop) else new_event_loop(loop or "auto")
+            loop if isinstance(loop, asyncio.AbstractEventLoop) else new_event_loop(loop)
         )
         self.ready_timeout = ready_timeout
         self.ssl_context = ssl_context

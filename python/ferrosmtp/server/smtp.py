@@ -83,8 +83,10 @@ class SMTP(HookCalls, SASL):
             # plaintext, so a flood of silent handshakes cannot pass max_connections.
             self._tls_buffer = []
             # Read nothing in plaintext: the client's first bytes (its ClientHello) are
-            # the handshake's, which start_tls runs from the task (uvloop would otherwise
-            # hand them to data_received first, and the handshake would never complete).
+            # the handshake's, which start_tls runs from the task; read here, they would
+            # be lost to it and the handshake would hang. (uvloop starts reading after
+            # connection_made returns whatever was paused in it: on uvloop this race
+            # remains, see Controller.)
             self._pause_reading()
             self._task = self.loop.create_task(self._implicit_tls())
         else:
