@@ -64,8 +64,11 @@ class Suite:
 
 
 AIOSMTPD_SERVER = frozenset(
-    {"SMTP", "Session", "Envelope", "AuthResult", "LoginPassword", "MISSING", "auth_mechanism"}
-)
+    {
+        "SMTP", "Session", "Envelope", "AuthResult", "LoginPassword", "MISSING",
+        "auth_mechanism", "TLSSetupException",
+    }
+)  # fmt: skip
 AIOSMTPD_CONTROLLERS = frozenset(
     {"Controller", "UnthreadedController", "UnixSocketController", "UnixSocketUnthreadedController"}
 )

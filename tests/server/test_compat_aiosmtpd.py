@@ -4,15 +4,20 @@ tests/incumbents/run.py; these pin the behaviour it relies on)."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
+import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.handlers import Sink
 
 from ferrosmtp.compat import aiosmtpd as compat
-from tests.server.support import HOST, Raw
+from tests.server.support import HOST, Certs, Raw, running
 
 
 class Refuser:
@@ -158,3 +163,310 @@ def test_malformed_paths_get_aiosmtpds_553(controller: compat.Controller) -> Non
         raw.greet()
         raw.send(b"MAIL FROM:<@example.com>\r\n")
         assert raw.reply() == b"553 5.1.3 Error: malformed address\r\n"
+
+
+# -- SMTP is one connection, as in aiosmtpd ------------------------------------------------
+
+
+class Recorder:
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options = ["REPLACED"]
+        return "250 OK"
+
+
+def test_smtpd_is_the_latest_connection() -> None:
+    """controller.smtpd is the SMTP of the last connection (factory() runs for each), so
+    its session and envelope are that client's."""
+    controller = compat.Controller(Recorder(), hostname=HOST, port=0)
+    controller.start()
+    try:
+        first = controller.smtpd  # start()'s own connection made one
+        with Raw(controller.port) as raw:
+            raw.greet()
+            raw.send(b"MAIL FROM:<a@example.com> BODY=7BIT\r\n")
+            assert raw.reply() == b"250 OK\r\n"
+            smtpd = controller.smtpd
+            assert isinstance(smtpd, compat.SMTP) and smtpd is not first
+            assert smtpd.session is not None and smtpd.session.host_name == "c.example"
+            assert smtpd.session.peer[1] == raw.sock.getsockname()[1]
+            assert smtpd.envelope is not None and smtpd.envelope.mail_options == ["REPLACED"]
+    finally:
+        controller.stop()
+
+
+def test_smtp_is_an_asyncio_protocol_factory() -> None:
+    """aiosmtpd's own way without a controller: loop.create_server(lambda: SMTP(handler))."""
+
+    async def serve() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        handler = Sink()
+        server = await loop.create_server(lambda: compat.SMTP(handler), HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(HOST, port)
+        lines = [await reader.readline()]
+        for command in (b"HELO c.example\r\n", b"QUIT\r\n"):
+            writer.write(command)
+            lines.append(await reader.readline())
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return lines
+
+    greeting, helo, bye = asyncio.run(serve())
+    assert greeting.startswith(b"220 ") and greeting.endswith(b" Python SMTP 1.4.6\r\n")
+    assert helo.startswith(b"250 ") and bye == b"221 Bye\r\n"
+
+
+def test_connections_of_one_handler_share_one_engine() -> None:
+    """The limits that span connections (AUTH failures per address, connections counted)
+    hold across the SMTP objects a controller makes: they share one ferrosmtp Server."""
+
+    async def make() -> tuple[Any, Any, Any]:
+        handler = Sink()
+        a, b = compat.SMTP(handler, timeout=7), compat.SMTP(handler, timeout=7)
+        c = compat.SMTP(handler, timeout=8)
+        return a, b, c
+
+    a, b, c = asyncio.run(make())
+    assert a is not b and a._server is b._server
+    assert c._server is not a._server and c._server.timeout == 8
+
+
+# -- an SMTP subclass's smtp_<VERB> methods ----------------------------------------------
+
+
+class PingSMTP(compat.SMTP):
+    @compat.syntax("PING [ignored]")
+    async def smtp_PING(self, arg: str | None) -> None:
+        await self.push("259 Pong" if arg is None else f"259 Pong {arg}")
+
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        if hostname == "refused.example":
+            await self.push("550 Not you")
+            return
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_NOOP(self, arg: str | None) -> None:
+        raise ValueError("secret detail")
+
+
+class PingController(compat.Controller):
+    def factory(self) -> compat.SMTP:
+        return PingSMTP(self.handler, **self.SMTP_kwargs)
+
+
+def test_a_subclass_adds_and_overrides_commands() -> None:
+    errors: list[Exception] = []
+
+    class Handler:
+        async def handle_exception(self, error: Exception) -> str:
+            errors.append(error)
+            return "451 Try again"
+
+    controller = PingController(Handler(), hostname=HOST, port=0)
+    controller.start()
+    try:
+        with Raw(controller.port) as raw:
+            raw.reply()
+            raw.send(b"PING\r\n")
+            assert raw.reply() == b"259 Pong\r\n"
+            raw.send(b"PING you\r\n")
+            assert raw.reply() == b"259 Pong you\r\n"
+            raw.send(b"HELP\r\n")
+            assert raw.reply() == (
+                b"250 Supported commands: AUTH DATA EHLO HELO HELP MAIL NOOP PING QUIT RCPT"
+                b" RSET VRFY\r\n"
+            )
+            raw.send(b"HELP PING\r\n")
+            assert raw.reply() == b"250 Syntax: PING [ignored]\r\n"
+            raw.send(b"EHLO refused.example\r\n")
+            assert raw.reply() == b"550 Not you\r\n"
+            raw.send(b"MAIL FROM:<a@example.com>\r\n")  # the refused EHLO is no EHLO
+            assert raw.reply() == b"503 Error: send HELO first\r\n"
+            raw.send(b"EHLO c.example\r\n")  # super().smtp_EHLO(): the engine's answer
+            assert raw.reply().endswith(b"250 HELP\r\n")
+            raw.send(b"NOOP\r\n")  # what it raised goes to handle_exception
+            assert raw.reply() == b"451 Try again\r\n"
+            assert isinstance(errors[0], ValueError)
+            # The subclass's own commands are not "unrecognized" (BOGUS_LIMIT is 5).
+            for _ in range(compat.BOGUS_LIMIT + 1):
+                raw.send(b"PING\r\n")
+                assert raw.reply() == b"259 Pong\r\n"
+    finally:
+        controller.stop()
+
+
+def test_an_exception_s_text_never_reaches_the_client() -> None:
+    """A deliberate difference (CWE-209): aiosmtpd answers an exception nobody handled
+    with "500 Error: (ValueError) <its text>"; ferrosmtp says 451 and logs it."""
+    controller = PingController(Sink(), hostname=HOST, port=0)
+    controller.start()
+    try:
+        with Raw(controller.port) as raw:
+            raw.greet()
+            raw.send(b"NOOP\r\n")
+            assert raw.reply() == b"451 Error: internal server error\r\n"
+    finally:
+        controller.stop()
+
+
+# -- aiosmtpd's limits and words ------------------------------------------------------------
+
+
+def test_bogus_limit_closes_after_five_unknown_commands(controller: compat.Controller) -> None:
+    with Raw(controller.port) as raw:
+        raw.greet()
+        for i in range(compat.BOGUS_LIMIT - 1):
+            raw.send(b"BOGUS%d\r\n" % i)
+            assert raw.reply() == b'500 Error: command "BOGUS%d" not recognized\r\n' % i
+        raw.send(b"LASTBOGUS\r\n")
+        assert raw.read_to_eof() == b"502 5.5.1 Too many unrecognized commands, goodbye.\r\n"
+
+
+def test_starttls_needs_no_ehlo_in_compat_only() -> None:
+    """aiosmtpd takes STARTTLS before EHLO, or after HELO; ferrosmtp.Server wants EHLO."""
+    certs = Certs()
+    controller = compat.Controller(
+        Sink(), hostname=HOST, port=0, tls_context=certs.server_context()
+    )
+    controller.start()
+    try:
+        with Raw(controller.port) as raw:
+            raw.reply()
+            raw.send(b"HELO c.example\r\n")
+            assert raw.reply().startswith(b"250 ")
+            raw.send(b"STARTTLS\r\n")
+            assert raw.reply() == b"220 Ready to start TLS\r\n"
+            tls = certs.client_context().wrap_socket(raw.sock, server_hostname="localhost")
+            tls.sendall(b"EHLO c.example\r\n")
+            assert b"250 HELP\r\n" in tls.recv(4096)
+            tls.close()
+    finally:
+        controller.stop()
+    with running(Sink(), tls_context=certs.server_context()) as c, Raw(c.port) as raw:
+        raw.reply()
+        raw.send(b"HELO c.example\r\n")
+        raw.reply()
+        raw.send(b"STARTTLS\r\n")
+        assert raw.reply().startswith(b"503 ")
+
+
+# -- the controllers --------------------------------------------------------------------------
+
+
+def test_implicit_tls_controller() -> None:
+    certs = Certs()
+    controller = compat.Controller(
+        Sink(), hostname=HOST, port=0, ssl_context=certs.server_context()
+    )
+    controller.start()
+    try:
+        with socket.create_connection((HOST, controller.port), 5) as sock:
+            tls = certs.client_context().wrap_socket(sock, server_hostname="localhost")
+            assert tls.recv(1024).startswith(b"220 ")
+            tls.sendall(b"EHLO c.example\r\n")
+            reply = tls.recv(4096)
+            assert b"250-AUTH LOGIN PLAIN\r\n" in reply  # TLS from the start: AUTH offered
+            tls.close()
+    finally:
+        controller.stop()
+
+
+def test_factory_errors_are_raised_by_start() -> None:
+    class Broken(compat.Controller):
+        def factory(self) -> compat.SMTP:
+            raise ValueError("no SMTP today")
+
+    controller = Broken(Sink(), hostname=HOST, port=0)
+    with pytest.raises(ValueError, match="no SMTP today"):
+        controller.start()
+    controller.stop()
+    assert controller.smtpd is None and controller.server is None
+
+    unknown = compat.Controller(Sink(), hostname=HOST, port=0, no_such_argument=1)
+    with pytest.raises(TypeError, match="no_such_argument"):
+        unknown.start()
+    unknown.stop()
+
+
+def test_a_taken_port_fails_start_at_once() -> None:
+    first = compat.Controller(Sink(), hostname=HOST, port=0)
+    first.start()
+    try:
+        second = compat.Controller(Sink(), hostname=HOST, port=first.port, ready_timeout=30)
+        started = time.monotonic()
+        with pytest.raises(OSError, match="error while attempting to bind on address"):
+            second.start()
+        assert time.monotonic() - started < 10  # not after ready_timeout
+        second.stop()
+    finally:
+        first.stop()
+
+
+def test_unix_socket_controllers(tmp_path: Path) -> None:
+    path = tmp_path / "smtp.sock"
+    controller = compat.UnixSocketController(Sink(), unix_socket=path)
+    controller.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            assert sock.recv(1024).startswith(b"220 ")
+            sock.sendall(b"HELO c.example\r\n")
+            assert _read_until(sock, b"\r\n").startswith(b"250 ")
+            sock.sendall(b"QUIT\r\n")
+            assert _read_until(sock, b"\r\n") == b"221 Bye\r\n"
+    finally:
+        controller.stop()
+
+    loop = asyncio.new_event_loop()
+    unthreaded = compat.UnixSocketUnthreadedController(Sink(), unix_socket=path, loop=loop)
+    unthreaded.begin()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            assert sock.recv(1024).startswith(b"220 ")
+        loop.call_soon_threadsafe(unthreaded.end)
+        assert unthreaded.ended.wait(5)
+        with pytest.raises(OSError), socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(path))
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_unthreaded_controller_on_a_loop_the_caller_runs() -> None:
+    async def session(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        await reader.readline()
+        writer.write(b"HELO c.example\r\n")
+        line = await reader.readline()
+        writer.close()
+        return line
+
+    loop = asyncio.new_event_loop()
+    try:
+        controller = compat.UnthreadedController(Sink(), hostname=HOST, port=0, loop=loop)
+        controller.begin()
+        assert loop.run_until_complete(session(controller.port)).startswith(b"250 ")
+        controller.end()
+        assert controller.ended.is_set() and controller.server is None
+    finally:
+        loop.close()
+
+
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -44,6 +44,10 @@ class Replies:
     expn: Response = R(502, "EXPN not implemented", "5.5.1")
     unknown_command: Response = R(500, 'Error: command "{verb}" not recognized', "5.5.1")
     not_implemented: Response = R(502, "Error: command not implemented", "5.5.1")
+    # ServerConfig.max_unknown_commands was reached: said, then the connection closes.
+    too_many_unknown_commands: Response = R(
+        421, "{hostname} Error: too many unknown commands", "4.7.0"
+    )
     http_command: Response = R(502, "Error: HTTP command received, this is an SMTP server", "5.7.0")
     # RFC 2920 §3.1 and checklist B3: input after a sync point, or before the greeting.
     sync_error: Response = R(554, "Error: SMTP protocol synchronization", "5.5.0")
@@ -124,7 +128,8 @@ class Replies:
     )
     timeout: Response = R(421, "{hostname} Error: timeout exceeded", "4.4.2")
     hook_timeout: Response = R(421, "{hostname} Error: handler timed out", "4.3.0")
-    shutting_down: Response = R(421, "{hostname} Service shutting down", "4.3.2")
+    # None: close without a word (aiosmtpd's way when it stops; RFC 5321 §3.8 says SHOULD).
+    shutting_down: Response | None = R(421, "{hostname} Service shutting down", "4.3.2")
     internal_error: Response = R(421, "{hostname} Error: internal server error", "4.3.0")
     # aiosmtpd's command_call_limit (ServerConfig.command_call_limits) was exceeded.
     too_many_calls: Response = R(421, "{verb} sent too many times", "4.7.0")
@@ -136,7 +141,9 @@ class Replies:
         """This table with ``{hostname}`` (and the greeting's ``{greeting}``) filled in."""
         changes = {}
         for f in fields(self):
-            response: Response = getattr(self, f.name)
+            response: Response | None = getattr(self, f.name)
+            if response is None:
+                continue
             if any("{hostname}" in line or "{greeting}" in line for line in response.lines):
                 filled = tuple(
                     line.replace("{hostname}", hostname).replace("{greeting}", greeting).rstrip()

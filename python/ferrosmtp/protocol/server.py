@@ -91,6 +91,17 @@ class ServerConfig:
     # aiosmtpd's command_call_limit: how many times a session may send each verb (the
     # None key: any other verb); over it, 421 and close. None: no limit.
     command_call_limits: dict[str | None, int] | None = None
+    # How many unrecognized commands a session may send; the last one is answered with
+    # replies.too_many_unknown_commands and the connection closed (aiosmtpd's BOGUS_LIMIT,
+    # 5). None: only the error limits apply.
+    max_unknown_commands: int | None = None
+    # Commands the application answers itself (an aiosmtpd SMTP subclass's smtp_<VERB>
+    # methods): they come as Unknown events, are not counted as unrecognized, and HELP
+    # names them.
+    extra_commands: frozenset[str] = frozenset()
+    # Whether STARTTLS needs EHLO first (RFC 3207 offers it in EHLO's reply; aiosmtpd
+    # takes it at any time).
+    starttls_needs_ehlo: bool = True
 
     def __post_init__(self) -> None:
         if self.max_recipients < 1 or self.max_errors < 1 or self.max_auth_failures < 1:
@@ -250,6 +261,7 @@ class ServerConnection:
         self.authenticated: bool = False
         self.errors: int = 0
         self.junk: int = 0  # junk commands since the last message delivered
+        self.unknown: int = 0  # unrecognized commands (max_unknown_commands)
         self.auth_failures: int = 0
         self._delay = 0.0  # seconds the client's errors cost it, not yet paid
         self._started = False
@@ -681,7 +693,8 @@ class ServerConnection:
             verbs.append("STARTTLS")
         if self.config.auth_mechanisms:
             verbs.append("AUTH")
-        return sorted(verbs)
+        verbs.extend(self.config.extra_commands)
+        return sorted(set(verbs))
 
     # -- codec items -----------------------------------------------------------------------
 
@@ -749,6 +762,12 @@ class ServerConnection:
         if cmd.verb in HTTP_VERBS:
             self._fatal(self.replies.http_command)
             return None
+        limit = self.config.max_unknown_commands
+        if limit is not None and cmd.verb not in self.config.extra_commands:
+            self.unknown += 1
+            if self.unknown >= limit:
+                self._fatal(self.replies.too_many_unknown_commands)
+                return None
         return ev.Unknown(cmd.verb, cmd.arg)
 
     def _hello(self, cmd: Command) -> Event | None:
@@ -987,7 +1006,7 @@ class ServerConnection:
             refusal = r.not_implemented
         elif self.tls:
             refusal = r.tls_active
-        elif not self.esmtp:
+        elif not self.esmtp and self.config.starttls_needs_ehlo:
             refusal = r.need_ehlo
         if refusal is not None:
             self._refuse(refusal)

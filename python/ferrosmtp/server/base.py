@@ -47,7 +47,7 @@ class ConnectionBase(asyncio.Protocol):
     envelope: Envelope | None
     conn: ServerConnection | None
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._server = server
         self.event_handler = server.handler
         self.hostname = server.hostname
@@ -55,7 +55,10 @@ class ConnectionBase(asyncio.Protocol):
         self.enable_SMTPUTF8 = server.enable_SMTPUTF8
         self.tls_context = server.tls_context
         self.require_starttls = server.require_starttls
-        self.loop = server.loop
+        self.loop = server.loop if loop is None else loop
+        # Implicit TLS (RFC 8314): the context the handshake is made with, before the
+        # greeting (ferrosmtp.compat.aiosmtpd's controllers set it per connection).
+        self._tls_on_connect: ssl.SSLContext | None = server.ssl_context
         self.transport = None
         self.session = None
         self.envelope = None
@@ -181,6 +184,10 @@ class ConnectionBase(asyncio.Protocol):
             raise
         except Exception as error:
             return await self._handle_exception(error)
+
+    def _tls_setup_error(self, error: Exception) -> Exception:
+        """What handle_exception() hears of a failed STARTTLS handshake."""
+        return error
 
     async def _handle_exception(self, error: Exception) -> Any:
         hook = getattr(self.event_handler, "handle_exception", None)

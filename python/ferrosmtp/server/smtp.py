@@ -53,7 +53,7 @@ class SMTP(HookCalls, SASL):
         peer = transport.get_extra_info("peername")
         server = self._server
         self.conn = conn = ServerConnection(
-            server._config(implicit_tls=server.ssl_context is not None), codec=server.codec
+            server._config(implicit_tls=self._tls_on_connect is not None), codec=server.codec
         )
         proxy_timeout = server.proxy_protocol_timeout
         proxied = proxy_timeout is not None
@@ -78,7 +78,7 @@ class SMTP(HookCalls, SASL):
             return
         if log.isEnabledFor(logging.INFO):
             log.info("%s connected", peer_text(peer))
-        if self._server.ssl_context is not None:
+        if self._tls_on_connect is not None:
             # Implicit TLS (RFC 8314): the connection was admitted (and counted) above, in
             # plaintext, so a flood of silent handshakes cannot pass max_connections.
             self._tls_buffer = []
@@ -175,15 +175,15 @@ class SMTP(HookCalls, SASL):
             self._greet()
 
     async def _implicit_tls(self) -> None:
-        transport = self.transport
-        assert transport is not None and self._server.ssl_context is not None
+        transport, context = self.transport, self._tls_on_connect
+        assert transport is not None and context is not None
         try:
             new_transport = await self.loop.start_tls(
                 # A stream socket's transport, so a WriteTransport, which 3.11+'s
                 # start_tls asks for; the attribute is typed with the base class.
                 cast(asyncio.WriteTransport, transport),
                 self,
-                self._server.ssl_context,
+                context,
                 server_side=True,
                 ssl_handshake_timeout=self._server.tls_handshake_timeout,
             )
@@ -409,7 +409,7 @@ class SMTP(HookCalls, SASL):
             conn.close()
             self._close_transport()
             # The handler hears of it (aiosmtpd's TLSSetupException); no reply can go out.
-            await self._handle_exception(error)
+            await self._handle_exception(self._tls_setup_error(error))
             return
         if new_transport is None:
             self._close_transport()
