@@ -74,3 +74,16 @@ def test_shutdown_without_a_word() -> None:
     loud = started()
     loud.shutdown()
     assert loud.data_to_send() == b"421 4.3.2 mx.test Service shutting down\r\n"
+
+
+def test_vrfy_needs_a_name_or_a_mailbox() -> None:
+    conn = started(vrfy_needs_name=True)
+    for argument in (b"anne", b"a.b", b'"a b"', b"<anne@example.com>", b"anne@example.com"):
+        events, _ = talk(conn, b"VRFY " + argument + b"\r\n")
+        assert [type(e) for e in events] == [ev.Verify], argument
+    for argument in (b"@@", b"a@", b"<a@b> AUTH=<c@d>"):
+        events, out = talk(conn, b"VRFY " + argument + b"\r\n")
+        assert events == [] and out == b"502 5.5.4 Cannot VRFY " + argument + b"\r\n"
+    lenient = started()
+    events, _ = talk(lenient, b"VRFY @@\r\n")
+    assert [type(e) for e in events] == [ev.Verify]

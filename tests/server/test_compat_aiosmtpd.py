@@ -470,3 +470,59 @@ def _read_until(sock: socket.socket, marker: bytes) -> bytes:
             break
         data += chunk
     return data
+
+
+def test_idle_timeout_closes_without_a_word() -> None:
+    """aiosmtpd closes an idle connection silently; ferrosmtp.Server says 421 first."""
+    controller = compat.Controller(Sink(), hostname=HOST, port=0, timeout=0.5)
+    controller.start()
+    try:
+        with Raw(controller.port) as raw:
+            raw.greet()
+            assert raw.read_to_eof() == b""
+    finally:
+        controller.stop()
+    with running(Sink(), timeout=0.5) as c, Raw(c.port) as raw:
+        raw.greet()
+        assert raw.read_to_eof().endswith(b"Error: timeout exceeded\r\n")
+
+
+class Slow:
+    async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> str:
+        await asyncio.sleep(0.2)
+        return "250 slow.example"
+
+
+@pytest.mark.parametrize("run", [running, "compat"])
+def test_client_eof_while_a_hook_runs(run: Any) -> None:
+    """A deliberate difference: input is not read while a hook runs (back-pressure), so a
+    client's half-close is seen after the hook's reply has gone out; aiosmtpd reads on,
+    sees the EOF first and cancels the hook."""
+    if run == "compat":
+        controller = compat.Controller(Slow(), hostname=HOST, port=0)
+        controller.start()
+    else:
+        context = run(Slow())
+        controller = context.__enter__()
+    try:
+        with Raw(controller.port) as raw:
+            raw.reply()
+            raw.send(b"HELO c.example\r\n")
+            raw.sock.shutdown(socket.SHUT_WR)
+            assert raw.read_to_eof() == b"250 slow.example\r\n"
+    finally:
+        if run == "compat":
+            controller.stop()
+        else:
+            context.__exit__(None, None, None)
+
+
+def test_vrfy_of_a_non_address(controller: compat.Controller) -> None:
+    with Raw(controller.port) as raw:
+        raw.greet()
+        raw.send(b"VRFY @@\r\n")
+        assert raw.reply() == b"502 Could not VRFY @@\r\n"
+        raw.send(b"VRFY <anne@example.com>\r\n")
+        assert raw.reply() == (
+            b"252 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+        )

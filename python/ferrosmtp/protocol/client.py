@@ -241,13 +241,6 @@ _VALUE_RULES: dict[str, Callable[[str | None, Callable[[str], str]], bool]] = {
 }
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# A VRFY/EXPN name (RFC 5321 String, with dots as in a Dot-string; RFC 6531 lets atext be
-# UTF-8): atext runs joined by dots, or one quoted string. No space, no <, > or @ outside
-# the quotes, so nothing after it can be read as a parameter.
-_QUERY_STRING = re.compile(
-    r'[^\x00-\x20\x7f"(),.:;<>@\[\\\]]+(?:\.[^\x00-\x20\x7f"(),.:;<>@\[\\\]]+)*'
-    r'|"(?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*"'
-)
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*", re.ASCII)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}", re.ASCII)
 
@@ -375,7 +368,7 @@ class Command(NamedTuple):
         utf8 = not argument.isascii()
         if utf8 and not smtputf8:
             raise ValueError(f"a non-ASCII {verb} argument needs SMTPUTF8")
-        if _QUERY_STRING.fullmatch(argument) is None:
+        if rules.QUERY_NAME.fullmatch(argument) is None:  # a mailbox, then?
             try:
                 (codec or _active_codec).format_envelope(None, (argument,), smtputf8=smtputf8)
             except ValueError:

@@ -16,6 +16,7 @@ and says whether it is valid, or what it means.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_SIZE_DIGITS",
     "MAX_XTEXT",
     "NOTIFY_VALUES",
+    "QUERY_NAME",
     "RET_VALUES",
     "auth_ok",
     "body_ok",
@@ -30,6 +32,7 @@ __all__ = [
     "notify_ok",
     "notify_value",
     "orcpt_ok",
+    "query_ok",
     "ret_ok",
     "size_octets",
     "smtputf8_ok",
@@ -116,3 +119,19 @@ def orcpt_ok(value: str | None, xtext_decode: XtextDecode) -> bool:
 def auth_ok(value: str | None, xtext_decode: XtextDecode) -> bool:
     """MAIL's AUTH=: an xtext mailbox or ``<>`` (RFC 4954 §5)."""
     return value is not None and (value == "<>" or _is_xtext(value, MAX_XTEXT, xtext_decode))
+
+
+# VRFY and EXPN (RFC 5321 §3.5.3, §4.1.1.6): a user or list name (RFC 5321 String, with
+# dots as in a Dot-string; RFC 6531 lets atext be UTF-8): atext runs joined by dots, or
+# one quoted string. No space, no <, > or @ outside the quotes, so nothing after it can be
+# read as a parameter.
+QUERY_NAME = re.compile(
+    r'[^\x00-\x20\x7f"(),.:;<>@\[\\\]]+(?:\.[^\x00-\x20\x7f"(),.:;<>@\[\\\]]+)*'
+    r'|"(?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*"'
+)
+
+
+def query_ok(argument: str, is_mailbox: Callable[[str], bool]) -> bool:
+    """Whether a VRFY or EXPN argument is a name, a quoted string or (``is_mailbox``,
+    the side's own address parser) a mailbox."""
+    return QUERY_NAME.fullmatch(argument) is not None or is_mailbox(argument)

@@ -42,6 +42,8 @@ class Replies:
         252, "Cannot VRFY user, but will accept message and attempt delivery", "2.0.0"
     )
     expn: Response = R(502, "EXPN not implemented", "5.5.1")
+    # ServerConfig.vrfy_needs_name: VRFY's argument is neither a name nor a mailbox.
+    cannot_vrfy: Response = R(502, "Cannot VRFY {argument}", "5.5.4")
     unknown_command: Response = R(500, 'Error: command "{verb}" not recognized', "5.5.1")
     not_implemented: Response = R(502, "Error: command not implemented", "5.5.1")
     # ServerConfig.max_unknown_commands was reached: said, then the connection closes.
@@ -126,9 +128,10 @@ class Replies:
     too_many_connections_from_address: Response = R(
         421, "{hostname} Error: too many connections from your address", "4.7.0"
     )
-    timeout: Response = R(421, "{hostname} Error: timeout exceeded", "4.4.2")
+    # None, here and in shutting_down: close without a word (aiosmtpd's way).
+    timeout: Response | None = R(421, "{hostname} Error: timeout exceeded", "4.4.2")
     hook_timeout: Response = R(421, "{hostname} Error: handler timed out", "4.3.0")
-    # None: close without a word (aiosmtpd's way when it stops; RFC 5321 §3.8 says SHOULD).
+    # RFC 5321 §3.8: a server that stops SHOULD say so.
     shutting_down: Response | None = R(421, "{hostname} Service shutting down", "4.3.2")
     internal_error: Response = R(421, "{hostname} Error: internal server error", "4.3.0")
     # aiosmtpd's command_call_limit (ServerConfig.command_call_limits) was exceeded.

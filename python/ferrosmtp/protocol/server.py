@@ -9,6 +9,7 @@ come before what, which limits apply, which replies the connection gives by itse
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP"})
 
 # RFC 2920 §3.1: these end a pipelined group; bytes after them are a protocol violation.
 SYNC_VERBS = frozenset({"EHLO", "HELO", "LHLO", "DATA", "NOOP", "VRFY", "EXPN"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # shown as "?" when a reply quotes the client
 HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "PATCH"})
 
 
@@ -99,6 +101,9 @@ class ServerConfig:
     # methods): they come as Unknown events, are not counted as unrecognized, and HELP
     # names them.
     extra_commands: frozenset[str] = frozenset()
+    # Whether VRFY's argument must be a name, a quoted string or a mailbox (RFC 5321
+    # §3.5.3; aiosmtpd's rule); another gets replies.cannot_vrfy. Off: any argument.
+    vrfy_needs_name: bool = False
     # Whether STARTTLS needs EHLO first (RFC 3207 offers it in EHLO's reply; aiosmtpd
     # takes it at any time).
     starttls_needs_ehlo: bool = True
@@ -985,7 +990,19 @@ class ServerConnection:
         if self.config.auth_required and not self.authenticated:
             self._refuse(self.replies.need_auth)  # no address probing before AUTH
             return None
+        if self.config.vrfy_needs_name and not rules.query_ok(cmd.arg, self._is_mailbox):
+            shown = _CONTROL.sub("?", cmd.arg)
+            self._refuse(self.replies.cannot_vrfy.fill(argument=shown))
+            return None
         return ev.Verify(cmd.arg)
+
+    def _is_mailbox(self, text: str) -> bool:
+        path = text if text.startswith("<") else f"<{text}>"
+        try:
+            self._codec.parse_path(path, smtputf8=True)
+        except ValueError:
+            return False
+        return True
 
     def _expn(self, cmd: Command) -> Event | None:
         return ev.Expand(cmd.arg)

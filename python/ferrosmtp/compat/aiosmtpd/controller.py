@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Coroutine
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ class _BaseController:
 
     smtpd: SMTP | None = None
     server: asyncio.base_events.Server | None = None
-    server_coro: Any = None
+    server_coro: Coroutine[Any, Any, asyncio.base_events.Server] | None = None
     _thread_exception: BaseException | None = None
 
     def __init__(
@@ -74,7 +75,7 @@ class _BaseController:
         **SMTP_parameters: Any,
     ) -> None:
         self.handler = handler
-        self.loop = asyncio.new_event_loop() if loop is None else loop
+        self.loop: asyncio.AbstractEventLoop = asyncio.new_event_loop() if loop is None else loop
         self.ssl_context = ssl_context
         self.SMTP_kwargs: dict[str, Any] = {}
         if server_kwargs is not None:
@@ -124,6 +125,11 @@ class _BaseController:
     def _trigger_server(self) -> None:
         raise NotImplementedError
 
+    def _listen(self) -> None:
+        """Listen (the loop must not be running)."""
+        self.server_coro = self._create_server()
+        self.server = self.loop.run_until_complete(self.server_coro)
+
     def _shut_down(self) -> None:
         """End the connections this controller made (aiosmtpd closes them silently)."""
         for smtpd in list(self._connections):
@@ -146,6 +152,8 @@ class _BaseController:
 
 
 class _Inet(_BaseController):
+    """Listens on host:port."""
+
     def __init__(
         self,
         handler: Any,
@@ -179,6 +187,8 @@ class _Inet(_BaseController):
 
 
 class _UnixSocket(_BaseController):
+    """Listens on a Unix socket."""
+
     def __init__(
         self,
         handler: Any,
@@ -187,7 +197,7 @@ class _UnixSocket(_BaseController):
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, loop, **kwargs)
-        self.unix_socket = str(unix_socket)
+        self.unix_socket: str = str(unix_socket)
 
     async def _create_server(self) -> asyncio.base_events.Server:
         return await self.loop.create_unix_server(
@@ -215,13 +225,12 @@ class _Threaded(_BaseController):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.ready_timeout = float(os.getenv("AIOSMTPD_CONTROLLER_TIMEOUT", ready_timeout))
+        self.ready_timeout: float = float(os.getenv("AIOSMTPD_CONTROLLER_TIMEOUT", ready_timeout))
 
     def _run(self, ready_event: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.server_coro = self._create_server()
-            self.server = self.loop.run_until_complete(self.server_coro)
+            self._listen()
         except Exception as error:  # cannot listen (the port is taken, say)
             self._thread_exception = error
             ready_event.set()  # start() raises it now, not after ready_timeout
@@ -240,7 +249,6 @@ class _Threaded(_BaseController):
             self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.run_until_complete(asyncio.sleep(0))  # closed transports' callbacks
         self.loop.close()
-        self.server = None
 
     def start(self) -> None:
         """Run the server in its thread; returns once it has answered a first connection
@@ -306,13 +314,12 @@ class _Unthreaded(_BaseController):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.ended = threading.Event()
+        self.ended: threading.Event = threading.Event()
 
     def begin(self) -> None:
         """Listen (the caller then runs the loop)."""
         asyncio.set_event_loop(self.loop)
-        self.server_coro = self._create_server()
-        self.server = self.loop.run_until_complete(self.server_coro)
+        self._listen()
 
     async def finalize(self) -> None:
         """Stop listening (await it on the loop); ``ended`` is set when done."""
@@ -328,7 +335,7 @@ class _Unthreaded(_BaseController):
         """``finalize()``, on the loop if it runs, else now."""
         self.ended.clear()
         if self.loop.is_running():
-            self._finalizing = self.loop.create_task(self.finalize())
+            self._finalizing: asyncio.Task[None] = self.loop.create_task(self.finalize())
         else:
             self.loop.run_until_complete(self.finalize())
 

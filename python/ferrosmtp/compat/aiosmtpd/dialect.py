@@ -58,9 +58,12 @@ AIOSMTPD_REPLIES = replace(
     auth_bad_base64=R(501, "5.5.2 Can't decode base64"),
     auth_bad_plain=R(501, "5.5.2 Can't split auth value"),
     too_many_calls=R(421, "4.7.0 {verb} sent too many times"),
+    cannot_vrfy=R(502, "Could not VRFY {argument}"),
     too_many_unknown_commands=R(502, "5.5.1 Too many unrecognized commands, goodbye."),
-    # aiosmtpd closes its connections without a word when it stops.
+    # aiosmtpd closes a connection without a word when it stops and when the client has
+    # been idle too long.
     shutting_down=None,
+    timeout=None,
 )
 
 # The codec's refusals (they are not in the reply table): its text -> aiosmtpd's reply.

@@ -201,6 +201,7 @@ def _make_engine(cls: type[SMTP], handler: Any, options: dict[str, Any]) -> _Ser
     config.dialect = dialect_for(cls._syntax)
     config.max_unknown_commands = BOGUS_LIMIT
     config.starttls_needs_ehlo = False
+    config.vrfy_needs_name = True
     config.extra_commands = frozenset(cls._overrides) - _KNOWN_VERBS
     if command_call_limit is not None:
         if isinstance(command_call_limit, int):
@@ -313,7 +314,7 @@ class SMTP(_Connection):
             ),
         )
         super().__init__(engine, loop or _event_loop())
-        self.__ident__ = engine.ident
+        self.__ident__: str = engine.ident
         self.command_call_limit = command_call_limit
         self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
         self._proxy_timeout = proxy_protocol_timeout  # aiosmtpd's names, read by its tests
@@ -336,7 +337,8 @@ class SMTP(_Connection):
         return max(self.command_size_limits.values(), default=self.command_size_limit)
 
     def eof_received(self) -> bool | None:
-        """asyncio: the client closed its side; aiosmtpd's answer (False: close)."""
+        """asyncio: the client closed its side; the commands already read are answered,
+        then the connection closes (aiosmtpd's answer: False)."""
         super().eof_received()
         return False
 
@@ -422,42 +424,55 @@ class SMTP(_Connection):
         self._answer(response)
 
     async def smtp_HELO(self, hostname: str) -> None:
+        """HELO: the engine's answer (handle_HELO included); override to change it."""
         await self._default_for("HELO")
 
     async def smtp_EHLO(self, hostname: str) -> None:
+        """EHLO: the engine's answer (handle_EHLO included); override to change it."""
         await self._default_for("EHLO")
 
     async def smtp_LHLO(self, hostname: str) -> None:
+        """LHLO (LMTP): the engine's answer; override to change it."""
         await self._default_for("LHLO")
 
     async def smtp_MAIL(self, arg: str) -> None:
+        """MAIL: the engine's answer (handle_MAIL included); override to change it."""
         await self._default_for("MAIL")
 
     async def smtp_RCPT(self, arg: str) -> None:
+        """RCPT: the engine's answer (handle_RCPT included); override to change it."""
         await self._default_for("RCPT")
 
     async def smtp_DATA(self, arg: str) -> None:
+        """DATA, once the message has arrived: the engine's answer (handle_DATA included)."""
         await self._default_for("DATA")
 
     async def smtp_RSET(self, arg: str) -> None:
+        """RSET: the engine's answer (handle_RSET included); override to change it."""
         await self._default_for("RSET")
 
     async def smtp_NOOP(self, arg: str) -> None:
+        """NOOP: the engine's answer (handle_NOOP included); override to change it."""
         await self._default_for("NOOP")
 
     async def smtp_VRFY(self, arg: str) -> None:
+        """VRFY: the engine's answer (handle_VRFY included); override to change it."""
         await self._default_for("VRFY")
 
     async def smtp_HELP(self, arg: str) -> None:
+        """HELP: the engine's answer (this class's commands listed); override to change it."""
         await self._default_for("HELP")
 
     async def smtp_QUIT(self, arg: str) -> None:
+        """QUIT: the engine's answer (handle_QUIT included); override to change it."""
         await self._default_for("QUIT")
 
     async def smtp_STARTTLS(self, arg: str) -> None:
+        """STARTTLS: the engine's answer and handshake; override to change it."""
         await self._default_for("STARTTLS")
 
     async def smtp_AUTH(self, arg: str) -> None:
+        """AUTH: the engine's exchange (handle_AUTH, auth_<MECH>); override to change it."""
         await self._default_for("AUTH")
 
     async def _default_for(self, verb: str) -> None:
