@@ -233,6 +233,7 @@ class ServerConnection:
         "smtputf8",
         "tls",
         "tls_pending",
+        "unknown",
         "verb",
     )
 
