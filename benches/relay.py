@@ -3,7 +3,7 @@
 the sink, for ``ferrosmtp relay`` and a Postfix relay side by side in one run.
 
 Both relays keep their queue on disk with fsync before every 250 (ferrosmtp: SQLite WAL
-with group commit, bodies over 128 KiB in fsynced files; Postfix: its queue files, as
+with group commit, bodies over 64 KiB in fsynced files; Postfix: its queue files, as
 shipped) and forward everything to the same smtp-sink (``--relayhost`` /
 ``relayhost``).
 
