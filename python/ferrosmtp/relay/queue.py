@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "BodyWriter",
@@ -164,6 +164,23 @@ class QueueEntry:
     lease_until: float | None = None
     corrupt: str | None = None  # why the body cannot be read, when it cannot
     body: bytes | None = None  # the body when the backend already has it in memory
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> QueueEntry:
+        """An entry from a backend's row: id, sender, envelope JSON, size, arrival,
+        attempts, next attempt, lease end (0: none), last error, corrupt (both backends
+        select these columns in this order)."""
+        return cls(
+            id=row[0],
+            envelope=Envelope.loads(row[1], row[2]),
+            size=row[3],
+            arrival=row[4],
+            attempts=row[5],
+            next_attempt=row[6],
+            lease_until=row[7] or None,
+            last_error=row[8],
+            corrupt=row[9],
+        )
 
     @property
     def pending(self) -> list[Recipient]:

@@ -92,19 +92,6 @@ def _storage_error(error: BaseException) -> QueueError:
     return QueueError(f"spool write failed: {error}")
 
 
-def _entry(row: Sequence[Any]) -> QueueEntry:
-    return QueueEntry(
-        id=row[0],
-        envelope=Envelope.loads(row[1], row[2]),
-        size=row[3],
-        arrival=row[4],
-        attempts=row[5],
-        next_attempt=row[6],
-        lease_until=row[7] or None,
-        last_error=row[8],
-        corrupt=row[9],
-    )
-
 
 def connect(path: Path, *, timeout: float = 10.0) -> sqlite3.Connection:
     """A connection with the spool's settings: WAL, fsync on every commit."""
@@ -434,7 +421,7 @@ class SqliteQueue:
             )
             entries = []
             for row in rows:
-                entry = _entry(row)
+                entry = QueueEntry.from_row(row)
                 entry.lease_until = until
                 entry.body = row[11]
                 entries.append(entry)
@@ -584,7 +571,7 @@ class SqliteQueue:
             ).fetchall()
             entries = []
             for row in rows:
-                entry = _entry(row)
+                entry = QueueEntry.from_row(row)
                 self._check_file(entry, row[10])
                 entries.append(entry)
             return entries

@@ -87,19 +87,6 @@ _DEFERRED = (
 )
 
 
-def _entry(row: Sequence[Any]) -> QueueEntry:
-    return QueueEntry(
-        id=row[0],
-        envelope=Envelope.loads(row[1], row[2]),
-        size=row[3],
-        arrival=row[4],
-        attempts=row[5],
-        next_attempt=row[6],
-        lease_until=row[7] or None,
-        last_error=row[8],
-        corrupt=row[9],
-    )
-
 
 class _Body:
     """A body being received: the last partial chunk in memory, full chunks in the
@@ -386,7 +373,7 @@ class PostgresQueue:
         )
         entries = []
         for row in rows:
-            entry = _entry(row)
+            entry = QueueEntry.from_row(row)
             if row[10] == 0:
                 entry.body = b""
             elif row[11] is not None:
@@ -674,14 +661,14 @@ class PostgresQueue:
     async def list(self) -> list[QueueEntry]:
         """Every queued message, oldest first, without bodies."""
         rows = await self.link.read_all(f"SELECT {_COLUMNS} FROM relay_messages ORDER BY arrival")
-        return [_entry(r) for r in rows]
+        return [QueueEntry.from_row(r) for r in rows]
 
     async def get(self, queue_id: str) -> QueueEntry | None:
         """One message without its body, or None."""
         row = await self.link.read_one(
             f"SELECT {_COLUMNS} FROM relay_messages WHERE id = %s", (queue_id,)
         )
-        return None if row is None else _entry(row)
+        return None if row is None else QueueEntry.from_row(row)
 
     async def counts(self) -> dict[str, int]:
         """Queue depth by state: ``active``, ``deferred``, ``incoming``, ``corrupt``."""
