@@ -66,6 +66,9 @@ pub fn parse_command(line: &[u8], smtputf8: bool) -> Result<Command, CodecError>
             let mut words = arg.split(' ').filter(|w| !w.is_empty());
             let mech = words.next().unwrap_or("");
             let extra = words.count();
+            if extra > 1 {
+                return Err(error::AUTH_TOO_MANY.into());
+            }
             if mech.is_empty() || mech.len() > 20 || extra > 1 || !mech.chars().all(is_mech_char) {
                 return Err(CodecError::usage(&verb));
             }

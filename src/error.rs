@@ -28,6 +28,13 @@ pub const BAD_VERB: Canned = canned(500, "5.5.2", "Syntax error: command unrecog
 pub const EIGHT_BIT: Canned = canned(500, "5.5.2", "Syntax error: 8-bit characters not allowed");
 pub const BAD_UTF8: Canned = canned(501, "5.5.2", "Syntax error: invalid UTF-8");
 pub const LINE_TOO_LONG: Canned = canned(500, "5.5.2", "Line too long");
+/// AUTH with more than a mechanism and an initial response: the usage, and why (aiosmtpd
+/// answers it differently from a missing mechanism).
+pub const AUTH_TOO_MANY: Canned = canned(
+    501,
+    "5.5.4",
+    "Syntax: AUTH mechanism [initial-response] (too many arguments)",
+);
 pub const AUTH_LINE_TOO_LONG: Canned =
     canned(500, "5.5.6", "Authentication exchange line is too long");
 pub const NEED_UTF8: Canned = canned(

@@ -94,6 +94,9 @@ pub struct ReaderConfig {
     pub max_message_size: Option<u64>,
     /// `false`: the `reject` policy; `true`: `normalize`.
     pub normalize: bool,
+    /// A message over both DATA limits is refused for the one it crossed first (the line
+    /// length, or the size); `false`: for its size whatever came first.
+    pub first_limit_wins: bool,
     pub smtputf8: bool,
     pub max_buffer: usize,
 }
@@ -106,6 +109,7 @@ impl Default for ReaderConfig {
             max_text_line: None,
             max_message_size: None,
             normalize: false,
+            first_limit_wins: false,
             smtputf8: false,
             max_buffer: 1 << 20,
         }
@@ -140,7 +144,8 @@ struct DataState {
     after_bare_lf: bool, // normalize: the previous line ended in a bare LF
     size: u64,
     line_len: u64,
-    stopped: bool, // a violation was seen: no more content is produced
+    stopped: bool,      // a violation was seen: no more content is produced
+    line_stopped: bool, // what stopped it was the line limit, before the size limit
     too_big: bool,
     long_line: bool,
     bare_lf: bool,
@@ -155,6 +160,7 @@ impl DataState {
             size: 0,
             line_len: 0,
             stopped: false,
+            line_stopped: false,
             too_big: false,
             long_line: false,
             bare_lf: false,
@@ -577,14 +583,14 @@ impl ServerReader {
         let d = &mut self.data;
         let n = piece.len() as u64;
         d.size += n;
-        let mut cut = n;
+        let (mut line_cut, mut size_cut) = (n, n);
         if content {
             d.line_len += n;
             if let Some(limit) = self.cfg.max_text_line {
                 let room = limit as u64 - 2;
                 if d.line_len > room {
                     d.long_line = true;
-                    cut = cut.min(n.saturating_sub(d.line_len - room));
+                    line_cut = n.saturating_sub(d.line_len - room);
                 }
             }
         } else {
@@ -593,13 +599,15 @@ impl ServerReader {
         if let Some(max) = self.cfg.max_message_size {
             if d.size > max {
                 d.too_big = true;
-                cut = cut.min(n.saturating_sub(d.size - max));
+                size_cut = n.saturating_sub(d.size - max);
             }
         }
+        let cut = line_cut.min(size_cut);
         if !d.stopped {
             out.extend_from_slice(&piece[..cut as usize]);
             if cut < n {
                 d.stopped = true;
+                d.line_stopped = line_cut < size_cut; // the same byte: the size's
             }
         }
     }
@@ -775,7 +783,8 @@ impl ServerReader {
     fn data_end(&self) -> DataEnd {
         let d = &self.data;
         let reject = !self.cfg.normalize;
-        let violation = if d.too_big {
+        let too_big = d.too_big && !(self.cfg.first_limit_wins && d.line_stopped);
+        let violation = if too_big {
             Some(Violation::new(
                 "message_too_big",
                 error::MESSAGE_TOO_BIG,

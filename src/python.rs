@@ -483,7 +483,8 @@ fn items_to_list<'py>(py: Python<'py>, items: Vec<Item>) -> PyResult<Bound<'py, 
 /// as content. Limits in octets: ``max_command_line``, ``max_auth_line``,
 /// ``max_text_line`` and ``max_message_size`` (None: unlimited), ``max_buffer`` (input
 /// held at most); ``bare_newline`` is ``"reject"`` or ``"normalize"``; ``smtputf8``
-/// says whether the server offers SMTPUTF8.
+/// says whether the server offers SMTPUTF8. A message over both DATA limits is refused
+/// for its size, or with ``first_limit_wins`` for the limit it crossed first.
 #[pyclass(module = "ferrosmtp._core", name = "ServerReader")]
 pub struct PyServerReader(framing::ServerReader);
 
@@ -491,7 +492,8 @@ pub struct PyServerReader(framing::ServerReader);
 impl PyServerReader {
     #[new]
     #[pyo3(signature = (*, max_command_line = 512, max_auth_line = 12288, max_text_line = None,
-        max_message_size = None, bare_newline = "reject", smtputf8 = false, max_buffer = 1048576))]
+        max_message_size = None, bare_newline = "reject", smtputf8 = false, max_buffer = 1048576,
+        first_limit_wins = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_command_line: usize,
@@ -501,6 +503,7 @@ impl PyServerReader {
         bare_newline: &str,
         smtputf8: bool,
         max_buffer: usize,
+        first_limit_wins: bool,
     ) -> PyResult<Self> {
         let normalize = match bare_newline {
             "reject" => false,
@@ -517,6 +520,7 @@ impl PyServerReader {
             max_text_line,
             max_message_size,
             normalize,
+            first_limit_wins,
             smtputf8,
             max_buffer,
         };
@@ -610,6 +614,11 @@ impl PyServerReader {
     #[getter]
     fn max_buffer(&self) -> usize {
         self.0.config().max_buffer
+    }
+
+    #[getter]
+    fn first_limit_wins(&self) -> bool {
+        self.0.config().first_limit_wins
     }
 }
 

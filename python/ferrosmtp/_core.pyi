@@ -177,7 +177,8 @@ class ServerReader:
     as content. Limits in octets: ``max_command_line``, ``max_auth_line``,
     ``max_text_line`` and ``max_message_size`` (None: unlimited), ``max_buffer`` (input
     held at most); ``bare_newline`` is ``"reject"`` or ``"normalize"``; ``smtputf8``
-    says whether the server offers SMTPUTF8.
+    says whether the server offers SMTPUTF8. A message over both DATA limits is refused
+    for its size, or with ``first_limit_wins`` for the limit it crossed first.
     """
     def __new__(
         cls,
@@ -189,6 +190,7 @@ class ServerReader:
         bare_newline: str = "reject",
         smtputf8: bool = False,
         max_buffer: int = 1048576,
+        first_limit_wins: bool = False,
     ) -> ServerReader: ...
     def feed(self, data: bytes) -> list[Command | Violation | Data | DataEnd | Line]:
         """Read ``data`` (bytes, bytearray or memoryview); the items it completes."""
@@ -226,6 +228,8 @@ class ServerReader:
     def smtputf8(self) -> bool: ...
     @property
     def max_buffer(self) -> int: ...
+    @property
+    def first_limit_wins(self) -> bool: ...
 
 @final
 class Reply:

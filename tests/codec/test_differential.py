@@ -80,6 +80,7 @@ reader_options = st.fixed_dictionaries(
         "bare_newline": st.sampled_from(["reject", "normalize"]),
         "smtputf8": st.booleans(),
         "max_buffer": st.sampled_from([16, 100, 1 << 20]),
+        "first_limit_wins": st.booleans(),
     }
 )
 

@@ -223,7 +223,12 @@ def test_mail_rcpt(codec: ModuleType, line: bytes, address: str, params: dict[st
         (b"VRFY", 501, "5.5.4", "Syntax: VRFY address"),
         (b"EXPN", 501, "5.5.4", "Syntax: EXPN mailing-list"),
         (b"AUTH", 501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"),
-        (b"AUTH PLAIN a b", 501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"),
+        (
+            b"AUTH PLAIN a b",
+            501,
+            "5.5.4",
+            "Syntax: AUTH mechanism [initial-response] (too many arguments)",
+        ),
         (b"AUTH " + b"A" * 21, 501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"),
         (b"AUTH PL@IN", 501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"),
         (b"MAIL", 501, "5.5.4", "Syntax: MAIL FROM:<address> [parameters]"),

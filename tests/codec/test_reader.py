@@ -303,6 +303,20 @@ def test_text_line_limit(codec: ModuleType) -> None:
     assert ends(long)[0][5][1:3] == ("line_too_long", 500)
 
 
+def test_first_limit_wins_names_the_limit_crossed_first(codec: ModuleType) -> None:
+    limits = {"max_text_line": 10, "max_message_size": 15}
+    long_then_big = HEAD + b"y" * 20 + b"\r\nz\r\n.\r\n"  # the line crosses at 9, size at 16
+    big_then_long = HEAD + b"abc\r\n" * 4 + b"y" * 20 + b"\r\n.\r\n"
+    by_size = invariant(codec, long_then_big, **limits)
+    assert ends(by_size)[0][5][1] == "message_too_big"  # the default: the size's refusal
+    first = invariant(codec, long_then_big, first_limit_wins=True, **limits)
+    assert content_of(first) == b"y" * 8
+    assert ends(first)[0][5][1:3] == ("line_too_long", 500)
+    for options in ({}, {"first_limit_wins": True}):
+        items = invariant(codec, big_then_long, **limits, **options)
+        assert ends(items)[0][5][1] == "message_too_big"
+
+
 def test_size_limit_wins_over_bare_newline(codec: ModuleType) -> None:
     items = drive(codec, [HEAD + b"a\nbcdefgh\r\n.\r\n"], max_message_size=4)
     assert ends(items)[0][5][1] == "message_too_big"

@@ -526,3 +526,100 @@ def test_vrfy_of_a_non_address(controller: compat.Controller) -> None:
         assert raw.reply() == (
             b"252 Cannot VRFY user, but will accept message and attempt delivery\r\n"
         )
+
+
+class OddCodes:
+    """Replies whose codes RFC 5321's grammar has no room for (second digit 6 to 9)."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, _o: Any):
+        if address.startswith("crlf"):
+            return "599 Not today\r\n250 OK"  # a second reply smuggled in a hook's text
+        if address.startswith("lines"):
+            return "599-Not today\r\n599 Nor tomorrow"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "499 Could not accept the message"
+
+
+def _odd_codes_dialog(port: int) -> list[bytes]:
+    with Raw(port) as raw:
+        raw.greet()
+        raw.send(b"MAIL FROM:<a@example.com>\r\n")
+        raw.reply()
+        said = []
+        for rcpt in (b"crlf@example.com", b"lines@example.com", b"b@example.com"):
+            raw.send(b"RCPT TO:<" + rcpt + b">\r\n")
+            said.append(raw.reply())
+        raw.send(b"DATA\r\n")
+        assert raw.reply().startswith(b"354 ")
+        raw.send(b"Subject: x\r\n\r\nhi\r\n.\r\n")
+        said.append(raw.reply())
+        return said
+
+
+def test_a_hook_s_code_outside_the_grammar_goes_out_as_aiosmtpd_sends_it() -> None:
+    """aiosmtpd passes a hook's 499 or 599 on; the line is still checked as any other (a
+    CRLF in the hook's text cannot start a second reply)."""
+    controller = compat.Controller(OddCodes(), hostname=HOST, port=0)
+    controller.start()
+    try:
+        assert _odd_codes_dialog(controller.port) == [
+            b"451 Error: internal server error\r\n",
+            b"599-Not today\r\n599 Nor tomorrow\r\n",
+            b"250 OK\r\n",
+            b"499 Could not accept the message\r\n",
+        ]
+    finally:
+        controller.stop()
+    # ferrosmtp.Server keeps RFC 5321's grammar: such a code is the handler's bug.
+    with running(OddCodes()) as server:
+        assert _odd_codes_dialog(server.port) == [
+            b"451 4.3.0 Error: internal server error\r\n",
+            b"451 4.3.0 Error: internal server error\r\n",
+            b"250 2.1.5 OK\r\n",
+            b"451 4.3.0 Error: internal server error\r\n",
+        ]
+
+
+def test_auth_with_too_many_values() -> None:
+    controller = compat.Controller(Sink(), hostname=HOST, port=0, auth_require_tls=False)
+    controller.start()
+    try:
+        with Raw(controller.port) as raw:
+            raw.greet()
+            raw.send(b"AUTH PLAIN NONE NONE\r\n")
+            assert raw.reply() == b"501 Too many values\r\n"
+            raw.send(b"AUTH\r\n")
+            assert raw.reply() == b"501 Not enough value\r\n"
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "reply"),
+    [
+        # a too-long line first, then too much data: the line's refusal (aiosmtpd's order)
+        (
+            b"z" * 1999 + b"\r\n" + b"z" * 1999 + b"\r\n",
+            b"500 Line too long (see RFC5321 4.5.3.1.6)",
+        ),
+        # too much data first, then a too-long line: the size's
+        (b"abc\r\n" * 500 + b"z" * 1999 + b"\r\n", b"552 Error: Too much mail data"),
+    ],
+)
+def test_data_refusal_names_the_limit_crossed_first(body: bytes, reply: bytes) -> None:
+    controller = compat.Controller(Sink(), hostname=HOST, port=0, data_size_limit=2000)
+    controller.start()
+    try:
+        with Raw(controller.port) as raw:
+            raw.greet()
+            raw.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+            assert raw.replies(3)[2].startswith(b"354 ")
+            raw.send(body + b".\r\n")
+            assert raw.reply() == reply + b"\r\n"
+            raw.send(b"NOOP\r\n")  # the session goes on
+            assert raw.reply() == b"250 OK\r\n"
+    finally:
+        controller.stop()

@@ -72,6 +72,8 @@ def parse_command(line: bytes, *, smtputf8: bool = False) -> Command:
             raise error.error(error.usage(verb))
     elif verb == "AUTH":
         words = [w for w in arg.split(" ") if w]
+        if len(words) > 2:
+            raise error.error(error.AUTH_TOO_MANY)
         if not 1 <= len(words) <= 2 or not 1 <= len(words[0]) <= 20:
             raise error.error(error.usage(verb))
         if not all(c in _MECH_CHARS for c in words[0]):

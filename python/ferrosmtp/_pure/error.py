@@ -18,6 +18,13 @@ BAD_VERB: Canned = (500, "5.5.2", "Syntax error: command unrecognized")
 EIGHT_BIT: Canned = (500, "5.5.2", "Syntax error: 8-bit characters not allowed")
 BAD_UTF8: Canned = (501, "5.5.2", "Syntax error: invalid UTF-8")
 LINE_TOO_LONG: Canned = (500, "5.5.2", "Line too long")
+# AUTH with more than a mechanism and an initial response: the usage, and why (aiosmtpd
+# answers it differently from a missing mechanism).
+AUTH_TOO_MANY: Canned = (
+    501,
+    "5.5.4",
+    "Syntax: AUTH mechanism [initial-response] (too many arguments)",
+)
 AUTH_LINE_TOO_LONG: Canned = (500, "5.5.6", "Authentication exchange line is too long")
 NEED_UTF8: Canned = (553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
 BAD_PARAMS: Canned = (501, "5.5.4", "Syntax error in parameters")

@@ -112,7 +112,8 @@ class ServerReader:
     as content. Limits in octets: ``max_command_line``, ``max_auth_line``,
     ``max_text_line`` and ``max_message_size`` (None: unlimited), ``max_buffer`` (input
     held at most); ``bare_newline`` is ``"reject"`` or ``"normalize"``; ``smtputf8``
-    says whether the server offers SMTPUTF8.
+    says whether the server offers SMTPUTF8. A message over both DATA limits is refused
+    for its size, or with ``first_limit_wins`` for the limit it crossed first.
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class ServerReader:
         bare_newline: str = "reject",
         smtputf8: bool = False,
         max_buffer: int = 1 << 20,
+        first_limit_wins: bool = False,
     ) -> None:
         if bare_newline not in ("reject", "normalize"):
             raise ValueError("bare_newline must be 'reject' or 'normalize'")
@@ -141,6 +143,7 @@ class ServerReader:
         self.bare_newline = bare_newline
         self.smtputf8 = smtputf8
         self.max_buffer = max_buffer
+        self.first_limit_wins = first_limit_wins
         self._normalize = bare_newline == "normalize"
         self._mode = COMMAND
         self._buf = b""
@@ -405,6 +408,7 @@ class ServerReader:
         self._size = 0
         self._line_len = 0
         self._stopped = False  # a violation was seen: no more content is produced
+        self._line_stopped = False  # what stopped it was the line limit, before the size
         self._too_big = False
         self._long_line = False
         self._bare_lf = False
@@ -418,23 +422,25 @@ class ServerReader:
         """
         n = len(piece)
         self._size += n
-        cut = n
+        line_cut = size_cut = n
         if content:
             self._line_len += n
             limit = self.max_text_line
             if limit is not None and self._line_len > limit - 2:
                 self._long_line = True
-                cut = min(cut, n - (self._line_len - (limit - 2)))
+                line_cut = max(0, n - (self._line_len - (limit - 2)))
         else:
             self._line_len = 0
         if self.max_message_size is not None and self._size > self.max_message_size:
             self._too_big = True
-            cut = min(cut, n - (self._size - self.max_message_size))
+            size_cut = max(0, n - (self._size - self.max_message_size))
+        cut = min(line_cut, size_cut)
         if not self._stopped:
             if cut > 0:
                 pieces.append(piece if cut == n else piece[:cut])
             if cut < n:
                 self._stopped = True
+                self._line_stopped = line_cut < size_cut  # the same byte: the size's
 
     def _bare(self, lf: bool) -> None:
         if lf:
@@ -559,7 +565,7 @@ class ServerReader:
 
     def _data_end(self) -> DataEnd:
         violation = None
-        if self._too_big:
+        if self._too_big and not (self.first_limit_wins and self._line_stopped):
             violation = _violation("message_too_big", error.MESSAGE_TOO_BIG)
         elif not self._normalize and self._bare_lf:
             violation = _violation("bare_newline", error.BARE_LF)

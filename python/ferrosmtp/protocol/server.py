@@ -107,6 +107,13 @@ class ServerConfig:
     # Whether STARTTLS needs EHLO first (RFC 3207 offers it in EHLO's reply; aiosmtpd
     # takes it at any time).
     starttls_needs_ehlo: bool = True
+    # Whether a handler's reply may carry a code outside RFC 5321 §4.2's grammar (second
+    # digit 6 to 9: aiosmtpd passes a hook's 499 or 599 on). Its line is checked as any
+    # other (no CR/LF or control characters); off, such a code is the handler's bug.
+    any_reply_code: bool = False
+    # Whether a message over both max_text_line and max_message_size is refused for the
+    # limit it crossed first (aiosmtpd's order); off, for its size whatever came first.
+    first_limit_wins: bool = False
 
     def __post_init__(self) -> None:
         if self.max_recipients < 1 or self.max_errors < 1 or self.max_auth_failures < 1:
@@ -252,6 +259,7 @@ class ServerConnection:
             max_message_size=c.max_message_size,
             bare_newline=c.bare_newline,
             smtputf8=c.smtputf8,
+            first_limit_wins=c.first_limit_wins,
         )
         self._types = _item_handlers(self._codec)
         self._items: deque[Item] = deque()
@@ -615,9 +623,25 @@ class ServerConnection:
         """Queue a reply that answers no event (aiosmtpd's ``push``), exactly as given:
         no enhanced code is added or removed."""
         if not self._closing:
-            self._out += self._codec.format_reply(
-                response.code, list(response.lines), response.enhanced
-            )
+            self._out += self._format(response, response.enhanced)
+
+    def _format(self, response: Response, enhanced: str | None) -> bytes:
+        """A reply's bytes, checked by the codec (code, enhanced code, no CR/LF or other
+        control characters in the text). A code whose second digit is 6 to 9
+        (``any_reply_code``) is formatted as its class's x5y, which passes the same
+        checks, and its digits put back at the head of each line: the text is the codec's,
+        so only the three digits differ."""
+        code = response.code
+        lines = list(response.lines)
+        if not (self.config.any_reply_code and 200 <= code <= 599 and code // 10 % 10 > 5):
+            wire: bytes = self._codec.format_reply(code, lines, enhanced)
+            return wire
+        stand_in = str(code // 100 * 100 + 50 + code % 10).encode()
+        wire = self._codec.format_reply(int(stand_in), lines, enhanced)
+        # Every line starts with the code: the first, and each after a CRLF (the text
+        # holds no CR or LF, the codec made sure).
+        real = str(code).encode()
+        return real + wire[3:].replace(b"\r\n" + stand_in, b"\r\n" + real)
 
     def _end(self, response: Response | None) -> None:
         if not self._closing:
@@ -656,7 +680,7 @@ class ServerConnection:
             enhanced = None
         elif enhanced is None:
             enhanced = _default_enhanced(event, response.code)
-        wire = self._codec.format_reply(response.code, list(response.lines), enhanced)
+        wire = self._format(response, enhanced)
         if len(_wire_cache) >= _WIRE_CACHE_SIZE:
             _wire_cache.clear()
         _wire_cache[key] = (response, wire)

@@ -167,7 +167,10 @@ class ConnectionBase(asyncio.Protocol):
             return status
         assert self.conn is not None
         try:
-            return parse_status(status, self.conn.config.enhanced_status_codes)
+            config = self.conn.config
+            return parse_status(
+                status, config.enhanced_status_codes, any_code=config.any_reply_code
+            )
         except ValueError:
             log.error("%s handler returned %r, not a reply; answering 451", self._peer(), status)
             return self.conn.replies.hook_error

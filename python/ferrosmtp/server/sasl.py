@@ -144,7 +144,10 @@ class SASL(ConnectionBase):
         conn = self.conn
         if conn is None or self._closing:
             return
-        response = parse_status(status, conn.config.enhanced_status_codes)
+        config = conn.config
+        response = parse_status(
+            status, config.enhanced_status_codes, any_code=config.any_reply_code
+        )
         if conn.auth_in_progress:
             self._auth_answer(response)
             return

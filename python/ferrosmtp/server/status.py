@@ -12,17 +12,22 @@ __all__ = ["INTERNAL_ERROR", "parse_status", "status_lines"]
 INTERNAL_ERROR = Replies().hook_error
 
 
-_STATUS_CODE = re.compile(r"[2-5][0-5][0-9]\Z", re.ASCII)
+_STATUS_CODE = re.compile(r"[2-5][0-5][0-9]\Z", re.ASCII)  # RFC 5321 §4.2's Reply-code
+_ANY_CODE = re.compile(r"[2-5][0-9][0-9]\Z", re.ASCII)  # ServerConfig.any_reply_code
 _ENHANCED_CODE = re.compile(r"([245])\.[0-9]{1,3}\.[0-9]{1,3}\Z", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def parse_status(status: str | bytes, split_enhanced: bool = True) -> Response:
+def parse_status(
+    status: str | bytes, split_enhanced: bool = True, *, any_code: bool = False
+) -> Response:
     """Turn a hook's reply string (``"250 OK"``, ``"550 5.1.1 No"``, multi-line with CRLF)
     into a Response. Raises ValueError for anything that is not a reply.
 
     ``split_enhanced=False`` (a server without enhanced status codes) leaves a leading
     enhanced code in the text, so the hook's words go out as it wrote them.
+    ``any_code`` (``ServerConfig.any_reply_code``) also takes a second digit of 6 to 9
+    (aiosmtpd passes a hook's 499 or 599 on); the text is checked the same either way.
 
     Checklist B15: a CRLF inside makes a multi-line reply (all lines must carry the same
     code), never a second reply; other control characters are replaced by "?".
@@ -34,7 +39,7 @@ def parse_status(status: str | bytes, split_enhanced: bool = True) -> Response:
     status = status.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
     raw = status.replace("\r\n", "\n").rstrip("\n").split("\n")
     code_text = raw[0][:3]
-    if _STATUS_CODE.match(code_text) is None:
+    if (_ANY_CODE if any_code else _STATUS_CODE).match(code_text) is None:
         raise ValueError(f"not an SMTP reply: {status!r}")
     lines = []
     for line in raw:

@@ -123,7 +123,7 @@ def aiosmtpd_dialect(
     if said is not None:
         return said
     if text.startswith("Syntax: AUTH"):
-        return _auth_usage(conn)
+        return _auth_usage(conn, text.endswith("(too many arguments)"))
     if text.startswith("Error: MAIL parameter "):
         if text == "Error: MAIL parameter SMTPUTF8 not supported":
             return R(501, "Error: SMTPUTF8 disabled")
@@ -178,9 +178,9 @@ def _usage(conn: Any, verb: str, syntax: Syntax) -> str:
     return "Syntax: " + text + (extended if conn.esmtp else "")
 
 
-def _auth_usage(conn: Any) -> Response:
-    """AUTH without a mechanism (the codec refuses it): aiosmtpd checks the session
-    first, in this order."""
+def _auth_usage(conn: Any, too_many: bool) -> Response:
+    """AUTH without a mechanism, or with more than a mechanism and an initial response
+    (the codec refuses both): aiosmtpd checks the session first, in this order."""
     if conn.hello is None:
         return R(503, "Error: send EHLO first")
     if not conn.esmtp:
@@ -189,6 +189,8 @@ def _auth_usage(conn: Any) -> Response:
         return R(538, "5.7.11 Encryption required for requested authentication mechanism")
     if conn.authenticated:
         return R(503, "Already authenticated")
+    if too_many:
+        return R(501, "Too many values")
     return R(501, "Not enough value")
 
 

@@ -202,6 +202,8 @@ def _make_engine(cls: type[SMTP], handler: Any, options: dict[str, Any]) -> _Ser
     config.max_unknown_commands = BOGUS_LIMIT
     config.starttls_needs_ehlo = False
     config.vrfy_needs_name = True
+    config.any_reply_code = True
+    config.first_limit_wins = True
     config.extra_commands = frozenset(cls._overrides) - _KNOWN_VERBS
     if command_call_limit is not None:
         if isinstance(command_call_limit, int):
@@ -414,9 +416,9 @@ class SMTP(_Connection):
         if isinstance(status, bytes):
             status = status.decode("utf-8", "surrogateescape")
         if status[3:4] == "-":  # one line of several: held until the last
-            self._pushed.append(parse_status(status.replace("-", " ", 1), False))
+            self._pushed.append(parse_status(status.replace("-", " ", 1), False, any_code=True))
             return
-        response = parse_status(status, False)
+        response = parse_status(status, False, any_code=True)
         if self._pushed:
             lines = [line for r in self._pushed for line in r.lines]
             response = Response(response.code, (*lines, *response.lines), None)
