@@ -41,6 +41,7 @@ fn options(h: &[u8]) -> Options {
         max_text_line: (flags & 0x02 != 0).then_some(3 + h[3] as usize),
         max_message_size: (flags & 0x04 != 0).then_some(u16::from_le_bytes([h[4], h[5]]) as u64),
         normalize: flags & 0x01 != 0,
+        first_limit_wins: flags & 0x20 != 0,
         smtputf8: flags & 0x08 != 0,
         max_buffer: if flags & 0x10 != 0 {
             16 + h[6] as usize * 16
