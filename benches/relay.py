@@ -20,8 +20,9 @@ For each message size (1 KiB, 100 KiB) and each relay:
 
 Postfix logs ``delay=`` with two decimals, so its p50/p99 have a 10 ms resolution.
 
-The load average is printed before and after; a table taken with load > 0.5 is marked:
-the machine was busy and the figures are not the quiet-machine figures of README.
+The load average is printed before and after (``benches/quiet.py``): a table started with
+the 1-minute load over 0.5 is marked, the machine was busy and the figures are not the
+quiet-machine figures of README (the reading after includes the run's own processes).
 
 Then the scale-out rows (``benches/scaleout.py``): one node on SQLite, one on PostgreSQL,
 two on PostgreSQL behind HAProxy, and Postfix: msgs/s, messages per relay CPU-second,
@@ -55,12 +56,10 @@ sys.path.insert(0, str(ROOT))
 
 from tests.peers import PostfixRelay, SmtpSink, free_port, wait_listening  # noqa: E402
 
+from quiet import QuietCheck  # noqa: E402
+
 SOURCE = "/usr/sbin/smtp-source"
 SESSIONS = 20
-
-
-def load() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def rss_kib(pid: int) -> int:
@@ -272,8 +271,8 @@ def main() -> int:
         print("relay bench: needs root and Postfix's smtp-source (.ci/install-peers.sh)")
         return 2
     counts = {1024: 1000 if args.quick else 10000, 100 * 1024: 300 if args.quick else 2000}
-    load_before = load()
-    print(f"load average before: {Path('/proc/loadavg').read_text().strip()}")
+    quiet = QuietCheck()
+    print(quiet.before())
     results: dict[tuple[str, int], dict[str, float]] = {}
     for size, count in counts.items():
         for relay_cls in (Ferrosmtp, Postfix):
@@ -283,9 +282,8 @@ def main() -> int:
         import scaleout  # beside this script
 
         scale_out = scaleout.table(args.quick)
-    load_after = load()
-    print(f"load average after:  {Path('/proc/loadavg').read_text().strip()}")
-    busy = max(load_before, load_after) > 0.5
+    print(quiet.after())
+    busy = quiet.busy
     mark = " (*)" if busy else ""
     print()
     print(f"| relay{mark} | size | msgs/s peak | vs Postfix | msgs/s paced | p50 ms | p99 ms "
@@ -301,9 +299,7 @@ def main() -> int:
     if scale_out:
         print()
         print("\n".join(scale_out))
-    if busy:
-        print("\n(*) load average above 0.5 during the run: the machine was busy; "
-              "these are not quiet-machine figures.")
+    print(f"\n{'(*) ' if busy else ''}Machine: {quiet.verdict()}")
     return 0
 
 
