@@ -7,7 +7,8 @@ with group commit, bodies over 64 KiB in fsynced files; Postfix: its queue files
 shipped) and forward everything to the same smtp-sink (``--relayhost`` /
 ``relayhost``).
 
-For each message size (1 KiB, 100 KiB) and each relay:
+For each message size (1 KiB, 100 KiB) and each relay (ferrosmtp as one process and with
+``--workers 2``, as Postfix spreads its relay over both cores; Postfix):
 
 * **peak**: smtp-source sends N messages over 20 sessions as fast as it can; msgs/s is N
   over the time from the first connection until the sink has counted all N;
@@ -130,6 +131,7 @@ class Relay:
 
 class Ferrosmtp(Relay):
     name = "ferrosmtp relay"
+    workers = 1
 
     def start(self, sink_port: int) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-relay-"))
@@ -139,7 +141,7 @@ class Ferrosmtp(Relay):
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ferrosmtp", "relay", "--listen",
                  f"127.0.0.1:{self._port}", "--spool", str(self.dir / "spool"),
-                 "--relayhost", f"127.0.0.1:{sink_port}"],
+                 "--relayhost", f"127.0.0.1:{sink_port}", "--workers", str(self.workers)],
                 stdout=log, stderr=log,
             )
         wait_listening("127.0.0.1", self._port, 20)
@@ -158,7 +160,15 @@ class Ferrosmtp(Relay):
         return [float(x) for x in re.findall(pattern, text)]
 
     def rss_pids(self) -> list[int]:
-        return [self.proc.pid]
+        return [self.proc.pid, *descendants(self.proc.pid)]
+
+
+class Ferrosmtp2W(Ferrosmtp):
+    """Two worker processes on one port and one spool (``--workers 2``): Postfix's relay
+    spreads over both cores too (smtpd, cleanup, qmgr and smtp processes)."""
+
+    name = "ferrosmtp relay, 2 workers"
+    workers = 2
 
 
 class Postfix(Relay):
@@ -183,6 +193,9 @@ class Postfix(Relay):
     def rss_pids(self) -> list[int]:
         master = self.pf._read_master_pid()
         return descendants(master) if master else []
+
+
+RELAYS: tuple[type[Relay], ...] = (Ferrosmtp, Ferrosmtp2W, Postfix)
 
 
 @contextlib.contextmanager
@@ -275,7 +288,7 @@ def main() -> int:
     print(quiet.before())
     results: dict[tuple[str, int], dict[str, float]] = {}
     for size, count in counts.items():
-        for relay_cls in (Ferrosmtp, Postfix):
+        for relay_cls in RELAYS:
             results[(relay_cls.name, size)] = measure(relay_cls, size, count)
     scale_out: list[str] = []
     if args.scale_out:
@@ -291,7 +304,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for size in counts:
         base = results[(Postfix.name, size)]["peak"]
-        for relay_cls in (Ferrosmtp, Postfix):
+        for relay_cls in RELAYS:
             r = results[(relay_cls.name, size)]
             print(f"| {relay_cls.name} | {size // 1024} KiB | {r['peak']:.0f} | "
                   f"{r['peak'] / base:.2f}x | {r['half']:.0f} | {r['p50']:.1f} | "
