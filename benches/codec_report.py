@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from-json", type=Path, help="print the table of an earlier --json run, run nothing"
     )
+    parser.add_argument(
+        "--allow-busy", action="store_true", help="exit 0 even when the machine was busy"
+    )
     args = parser.parse_args(argv)
     if args.from_json:
         print(table(json.loads(args.from_json.read_text())["benchmarks"]))
@@ -100,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))  # bench_codec imports codec_workloads
 
     import pytest  # after the environment is set: bench_codec reads it at import
+
+    from quiet import QuietCheck
+
+    quiet = QuietCheck()
+    print(quiet.before(), file=sys.stderr)
 
     with tempfile.TemporaryDirectory() as tmp:
         out = args.json or Path(tmp) / "codec.json"
@@ -120,13 +128,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pytest exited with {code}", file=sys.stderr)
             return int(code)
         data = json.loads(out.read_text())
+    print(quiet.after(), file=sys.stderr)
 
     print()
     machine = data["machine_info"]
     print(f"Python {machine['python_version']}, {machine['cpu'].get('brand_raw', '?')}")
     print()
     print(table(data["benchmarks"]))
-    return 0
+    print(f"\nMachine: {quiet.verdict()}")
+    return 1 if quiet.busy and not args.allow_busy else 0
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ class Ferrosmtp(Relay):
         return [float(x) for x in re.findall(pattern, text)]
 
     def rss_pids(self) -> list[int]:
-        return [self.proc.pid, *descendants(self.proc.pid)]
+        return descendants(self.proc.pid)  # the process and its workers
 
 
 class Ferrosmtp2W(Ferrosmtp):
