@@ -27,6 +27,8 @@ Workloads (1 KiB messages, one recipient):
   server-reuse          ferrosmtp's Server (Sink handler) fed like smtp-source -d: HELO once,
                         then MAIL, RCPT, DATA and the content, each after the previous reply
   server-per-conn       the same, one connection (greeting, HELO, one message, QUIT) each
+  compat-reuse          ferrosmtp.compat.aiosmtpd's SMTP (aiosmtpd's Sink), same feed
+  compat-per-conn       the same, one connection per message
   floor-reuse           benches/floor_server.py's parse-nothing responder, same feed
   floor-per-conn        the same, one connection per message
 
@@ -410,6 +412,13 @@ def server_protocol_factory(kind: str) -> Callable[[], Any]:
         from floor_server import Floor
 
         return Floor
+    if kind == "compat":
+        from aiosmtpd.handlers import Sink
+
+        from ferrosmtp.compat.aiosmtpd import SMTP
+
+        handler = Sink()
+        return lambda: SMTP(handler, hostname="bench.test")
     from ferrosmtp import handlers
     from ferrosmtp.server import Server
 
@@ -467,6 +476,8 @@ WORKLOADS: dict[str, Callable[[int, bytes], Coroutine[Any, Any, None]]] = {
     "client-aiosmtplib20": client_aio20,
     "server-reuse": lambda n, m: server_run("ferrosmtp", n, m, False),
     "server-per-conn": lambda n, m: server_run("ferrosmtp", n, m, True),
+    "compat-reuse": lambda n, m: server_run("compat", n, m, False),
+    "compat-per-conn": lambda n, m: server_run("compat", n, m, True),
     "floor-reuse": lambda n, m: server_run("floor", n, m, False),
     "floor-per-conn": lambda n, m: server_run("floor", n, m, True),
 }
@@ -486,7 +497,12 @@ def run_workload(name: str, n: int, loop_name: str) -> float:
     import aiosmtplib  # noqa: F401
 
     import ferrosmtp.client
-    import ferrosmtp.server  # noqa: F401
+    import ferrosmtp.server
+
+    if name.startswith("compat-"):
+        import aiosmtpd.handlers  # noqa: F401
+
+        import ferrosmtp.compat.aiosmtpd  # noqa: F401
 
     try:
         start = time.process_time()
