@@ -220,6 +220,55 @@ def test_smtp_is_an_asyncio_protocol_factory() -> None:
     assert helo.startswith(b"250 ") and bye == b"221 Bye\r\n"
 
 
+def test_a_finished_connection_is_freed_without_the_cycle_collector() -> None:
+    """A connection's SMTP (its buffers, state machine and reader) goes when the session
+    ends, by reference counting: a reference cycle would keep every finished connection
+    until the cyclic collector runs (command_size_limits' default once made one)."""
+    import gc
+    import weakref
+
+    made: list[weakref.ref[compat.SMTP]] = []
+    handler = Sink()
+
+    def factory() -> compat.SMTP:
+        smtpd = compat.SMTP(handler)
+        made.append(weakref.ref(smtpd))
+        return smtpd
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(factory, HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(HOST, port)
+            await reader.readline()
+            writer.write(b"HELO c.example\r\nQUIT\r\n")
+            while await reader.readline():
+                pass
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.05)  # the server's side sees the close
+        server.close()
+        await server.wait_closed()
+
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(serve())
+        assert len(made) == 3
+        assert [ref() for ref in made] == [None, None, None]
+    finally:
+        gc.enable()
+
+    async def make() -> compat.SMTP:
+        return compat.SMTP(handler)
+
+    smtpd = asyncio.run(make())
+    assert smtpd.command_size_limits["MAIL"] == 512  # aiosmtpd's attribute still there
+    smtpd.command_size_limit = 600
+    assert smtpd.command_size_limits["RCPT"] == 600 and smtpd.max_command_size_limit == 600
+
+
 def test_connections_of_one_handler_share_one_engine() -> None:
     """The limits that span connections (AUTH failures per address, connections counted)
     hold across the SMTP objects a controller makes: they share one ferrosmtp Server."""

@@ -235,7 +235,6 @@ class SMTP(_Connection):
     override points, one per connection."""
 
     command_size_limit = 512
-    command_size_limits: dict[str, int]
     line_length_limit = 1001
     local_part_limit = 0
 
@@ -318,7 +317,6 @@ class SMTP(_Connection):
         super().__init__(engine, loop or _event_loop())
         self.__ident__: str = engine.ident
         self.command_call_limit = command_call_limit
-        self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
         self._proxy_timeout = proxy_protocol_timeout  # aiosmtpd's names, read by its tests
         limits = engine._base_config.command_call_limits
         if limits is not None:
@@ -333,6 +331,22 @@ class SMTP(_Connection):
                 DeprecationWarning,
                 stacklevel=2,
             )
+
+    @property
+    def command_size_limits(self) -> dict[str, int]:
+        """aiosmtpd's per-command size limits (a default of ``command_size_limit``). Made
+        when first read: its default refers back to this connection, a reference cycle
+        that would keep every connection, its buffers included, alive until the cyclic
+        garbage collector runs."""
+        limits: dict[str, int] | None = self.__dict__.get("_command_size_limits")
+        if limits is None:
+            limits = collections.defaultdict(lambda: self.command_size_limit)
+            self.__dict__["_command_size_limits"] = limits
+        return limits
+
+    @command_size_limits.setter
+    def command_size_limits(self, limits: dict[str, int]) -> None:
+        self.__dict__["_command_size_limits"] = limits
 
     @property
     def max_command_size_limit(self) -> int:
