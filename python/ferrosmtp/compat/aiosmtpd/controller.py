@@ -117,7 +117,8 @@ class _BaseController:
             self._thread_exception = error
             return _Refused()
         finally:
-            self._factory_invoked.set()
+            if not self._factory_invoked.is_set():  # set() takes a lock and notifies
+                self._factory_invoked.set()
 
     async def _create_server(self) -> asyncio.base_events.Server:
         raise NotImplementedError
