@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -139,6 +139,13 @@ def require_peer(name: str) -> str:
         f"peer binary {name!r} not found in {':'.join(SEARCH_DIRS)} or PATH; "
         "install the peers with .ci/install-peers.sh"
     )
+    missing(message)
+
+
+def missing(message: str) -> NoReturn:
+    """A prerequisite this machine lacks (a peer, a service, root): the test is skipped
+    where the peers are optional, and fails where they are required (``STRICT_ENV``, as
+    CI sets it), so no missing prerequisite can hide a test in CI."""
     if _strict():
         pytest.fail(f"{message} ({STRICT_ENV} is set)", pytrace=False)
     pytest.skip(message)
@@ -148,10 +155,7 @@ def require_root(what: str) -> None:
     """Full Postfix instances (``postfix start``) and ``smtp-sink -u`` need root."""
     if os.geteuid() == 0:
         return
-    message = f"{what} needs root (postfix start runs master as root, then drops privileges)"
-    if _strict():
-        pytest.fail(f"{message} ({STRICT_ENV} is set)", pytrace=False)
-    pytest.skip(message)
+    missing(f"{what} needs root (postfix start runs master as root, then drops privileges)")
 
 
 def wait_for(
@@ -245,7 +249,7 @@ def wait_listening(
         time.sleep(0.02)
 
 
-def _stop_process(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+def stop_process(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
     """SIGTERM, bounded wait, then SIGKILL: never leave a child behind."""
     if proc.poll() is not None:
         return
@@ -537,7 +541,7 @@ class SmtpSink:
 
     def _kill(self) -> None:
         if self.proc is not None:
-            _stop_process(self.proc)
+            stop_process(self.proc)
             self.proc = None
 
     def stop(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from ferrosmtp.relay.queue import Queue
 from ferrosmtp.relay.sqlite import SqliteQueue
 from ferrosmtp.server import Controller
-from tests.peers import free_port, require_peer, wait_for, wait_listening
+from tests.peers import free_port, require_peer, stop_process, wait_for, wait_listening
 
 
 def _postgres(tmp: Path) -> Queue:
@@ -288,12 +288,7 @@ class Dnsmasq:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            stop_process(self.proc, grace=10)
             self.proc = None
 
     def __enter__(self) -> Dnsmasq:

@@ -23,6 +23,7 @@ from ferrosmtp.relay.queue import (
     RecipientResult,
 )
 from ferrosmtp.relay.sqlite import SqliteQueue
+from tests.peers import missing
 from tests.relay.support import run
 
 
@@ -290,7 +291,7 @@ def small_disk(tmp_path: Path) -> Any:
     mount = tmp_path / "disk"
     mount.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        missing("mounting a small tmpfs needs root")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
     try:
         yield mount

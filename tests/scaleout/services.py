@@ -29,9 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-
-from tests.peers import STRICT_ENV, free_port, which
+from tests.peers import free_port, missing, stop_process, which
 
 __all__ = ["HAProxy", "PostgresCluster", "require_service", "shared_postgres", "stop_shared"]
 
@@ -42,10 +40,7 @@ def require_service(what: str, found: str | None, hint: str) -> str:
     """``found`` or a skip (a failure with FERROSMTP_REQUIRE_PEERS set)."""
     if found is not None:
         return found
-    message = f"{what} not found; {hint}"
-    if os.environ.get(STRICT_ENV, "") not in ("", "0", "no", "false"):
-        pytest.fail(f"{message} ({STRICT_ENV} is set)", pytrace=False)
-    pytest.skip(message)
+    missing(f"{what} not found; {hint}")
 
 
 def _pg_bindir() -> str | None:
@@ -281,12 +276,7 @@ class HAProxy:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            stop_process(self.proc, grace=10)
             self.proc = None
 
     def __enter__(self) -> HAProxy:
