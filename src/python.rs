@@ -737,14 +737,16 @@ impl PyReplyReader {
 /// ``text`` is one line, or a sequence of lines for a multi-line reply. CR, LF and other
 /// control characters (except tab) are refused with ValueError, as are codes outside
 /// 200-559 and an enhanced code whose class differs from the reply's. Lines longer than
-/// 512 octets are wrapped onto continuation lines.
+/// 512 octets are wrapped onto continuation lines. ``any_code`` also takes a second digit
+/// of 6 to 9 (2x6 to 5x9), outside RFC 5321's grammar, with the same checks otherwise.
 #[pyfunction]
-#[pyo3(signature = (code, text, enhanced = None))]
+#[pyo3(signature = (code, text, enhanced = None, *, any_code = false))]
 fn format_reply<'py>(
     py: Python<'py>,
     code: &Bound<'py, PyAny>,
     text: &Bound<'py, PyAny>,
     enhanced: Option<&Bound<'py, PyAny>>,
+    any_code: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
     // The same checks, in the same order, as the pure twin.
     let code_value = if code.is_instance_of::<PyInt>() && !code.is_instance_of::<PyBool>() {
@@ -752,7 +754,7 @@ fn format_reply<'py>(
     } else {
         0
     };
-    reply::check_code(code_value).map_err(PyValueError::new_err)?;
+    reply::check_code(code_value, any_code).map_err(PyValueError::new_err)?;
     let enhanced = match enhanced {
         None => None,
         Some(e) if e.is_none() => None,

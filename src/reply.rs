@@ -174,8 +174,11 @@ pub const BAD_ENHANCED: &str =
     "enhanced status code must be class.subject.detail matching the reply code";
 pub const BAD_TEXT: &str = "reply text must not contain CR, LF or control characters";
 
-pub fn check_code(code: i64) -> Result<(), &'static str> {
-    if valid_code(code) {
+/// `any_second_digit`: also take a second digit of 6 to 9 (2x6 to 5x9), outside RFC 5321's
+/// grammar but what some applications answer (aiosmtpd passes a hook's 599 on); the line
+/// is formatted and checked like any other.
+pub fn check_code(code: i64, any_second_digit: bool) -> Result<(), &'static str> {
+    if valid_code(code) || (any_second_digit && (200..=599).contains(&code)) {
         Ok(())
     } else {
         Err(BAD_CODE)
@@ -237,7 +240,7 @@ pub fn format_reply(
     lines: &[&str],
     enhanced: Option<&str>,
 ) -> Result<Vec<u8>, &'static str> {
-    check_code(code)?;
+    check_code(code, false)?;
     if let Some(e) = enhanced {
         check_enhanced(code, e)?;
     }

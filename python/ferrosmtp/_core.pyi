@@ -348,13 +348,16 @@ def xtext_encode(text: str) -> str:
     become ``+XX``.
     """
 
-def format_reply(code: int, text: str | Sequence[str], enhanced: str | None = None) -> bytes:
+def format_reply(
+    code: int, text: str | Sequence[str], enhanced: str | None = None, *, any_code: bool = False
+) -> bytes:
     """Format a reply for the wire.
 
     ``text`` is one line, or a sequence of lines for a multi-line reply. CR, LF and other
     control characters (except tab) are refused with ValueError, as are codes outside
     200-559 and an enhanced code whose class differs from the reply's. Lines longer than
-    512 octets are wrapped onto continuation lines.
+    512 octets are wrapped onto continuation lines. ``any_code`` also takes a second digit
+    of 6 to 9 (2x6 to 5x9), outside RFC 5321's grammar, with the same checks otherwise.
     """
 
 def parse_ehlo(lines: Iterable[str]) -> EhloReply:

@@ -321,12 +321,13 @@ def test_reply_reader_rust_equals_pure(
     st.one_of(st.integers(150, 650), st.booleans(), st.none()),
     st.one_of(st.text(max_size=30), st.lists(st.text(max_size=600), max_size=4)),
     st.one_of(st.none(), st.sampled_from(["2.0.0", "5.1.1", "4.7.0", "2.0", "x", "2.999.999"])),
+    st.booleans(),
 )
 def test_format_reply_rust_equals_pure(
-    rust: ModuleType, pure: ModuleType, code: Any, text: Any, enhanced: Any
+    rust: ModuleType, pure: ModuleType, code: Any, text: Any, enhanced: Any, any_code: bool
 ) -> None:
-    assert outcome(rust.format_reply, code, text, enhanced) == outcome(
-        pure.format_reply, code, text, enhanced
+    assert outcome(rust.format_reply, code, text, enhanced, any_code=any_code) == outcome(
+        pure.format_reply, code, text, enhanced, any_code=any_code
     )
 
 

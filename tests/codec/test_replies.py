@@ -83,6 +83,21 @@ def test_reply_bounds(codec: ModuleType) -> None:
     assert r.buffered <= 2048 + 65536
 
 
+def test_format_reply_any_code(codec: ModuleType) -> None:
+    """A second digit of 6 to 9 only when asked (ServerConfig.any_reply_code, the aiosmtpd
+    drop-in); everything else is checked as always."""
+    with pytest.raises(ValueError):
+        codec.format_reply(599, "Not today")
+    assert codec.format_reply(599, "Not today", any_code=True) == b"599 Not today\r\n"
+    assert codec.format_reply(499, ["a", "b"], any_code=True) == b"499-a\r\n499 b\r\n"
+    assert codec.format_reply(250, "OK", any_code=True) == b"250 OK\r\n"
+    for code in (199, 600, 1000):
+        with pytest.raises(ValueError):
+            codec.format_reply(code, "x", any_code=True)
+    with pytest.raises(ValueError):
+        codec.format_reply(599, "a\r\n250 injected", any_code=True)
+
+
 def test_format_reply(codec: ModuleType) -> None:
     assert codec.format_reply(250, "OK") == b"250 OK\r\n"
     assert codec.format_reply(250, "OK", "2.0.0") == b"250 2.0.0 OK\r\n"

@@ -125,15 +125,18 @@ class ReplyReader:
         return Reply(code, enhanced, lines)
 
 
-def format_reply(code: int, text: str | Sequence[str], enhanced: str | None = None) -> bytes:
+def format_reply(
+    code: int, text: str | Sequence[str], enhanced: str | None = None, *, any_code: bool = False
+) -> bytes:
     """Format a reply for the wire.
 
     ``text`` is one line, or a sequence of lines for a multi-line reply. CR, LF and other
     control characters (except tab) are refused with ValueError, as are codes outside
     200-559 and an enhanced code whose class differs from the reply's. Lines longer than
-    512 octets are wrapped onto continuation lines.
+    512 octets are wrapped onto continuation lines. ``any_code`` also takes a second digit
+    of 6 to 9 (2x6 to 5x9), outside RFC 5321's grammar, with the same checks otherwise.
     """
-    if not isinstance(code, int) or isinstance(code, bool) or not _valid_code(code):
+    if not isinstance(code, int) or isinstance(code, bool) or not _valid_code(code, any_code):
         raise ValueError("reply code must be three digits, 2xx to 5xx, second digit 0-5")
     if enhanced is not None:
         if not isinstance(enhanced, str):
@@ -164,7 +167,9 @@ def format_reply(code: int, text: str | Sequence[str], enhanced: str | None = No
     return "".join(out).encode("utf-8")
 
 
-def _valid_code(code: int) -> bool:
+def _valid_code(code: int, any_second_digit: bool = False) -> bool:
+    if any_second_digit:  # 2x6 to 5x9 too: outside RFC 5321's grammar (aiosmtpd passes them)
+        return 200 <= code <= 599
     return 200 <= code <= 559 and (code // 10) % 10 <= 5
 
 

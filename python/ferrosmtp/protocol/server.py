@@ -627,21 +627,12 @@ class ServerConnection:
 
     def _format(self, response: Response, enhanced: str | None) -> bytes:
         """A reply's bytes, checked by the codec (code, enhanced code, no CR/LF or other
-        control characters in the text). A code whose second digit is 6 to 9
-        (``any_reply_code``) is formatted as its class's x5y, which passes the same
-        checks, and its digits put back at the head of each line: the text is the codec's,
-        so only the three digits differ."""
-        code = response.code
-        lines = list(response.lines)
-        if not (self.config.any_reply_code and 200 <= code <= 599 and code // 10 % 10 > 5):
-            wire: bytes = self._codec.format_reply(code, lines, enhanced)
-            return wire
-        stand_in = str(code // 100 * 100 + 50 + code % 10).encode()
-        wire = self._codec.format_reply(int(stand_in), lines, enhanced)
-        # Every line starts with the code: the first, and each after a CRLF (the text
-        # holds no CR or LF, the codec made sure).
-        real = str(code).encode()
-        return real + wire[3:].replace(b"\r\n" + stand_in, b"\r\n" + real)
+        control characters in the text); ``any_reply_code`` lets a second digit of 6 to 9
+        through."""
+        wire: bytes = self._codec.format_reply(
+            response.code, list(response.lines), enhanced, any_code=self.config.any_reply_code
+        )
+        return wire
 
     def _end(self, response: Response | None) -> None:
         if not self._closing:
