@@ -17,7 +17,10 @@ For each message size (1 KiB, 100 KiB) and each relay (ferrosmtp as one process 
   hop's 250, read from the relay's own per-delivery log lines (``delay=``, the same field
   in both relays' logs);
 * **peak memory** of the relay (PSS, sampled every 50 ms while it runs): ferrosmtp's one
-  process; Postfix's master and all its children summed.
+  process; Postfix's master and all its children summed;
+* **CPU** during the peak run: the relay's CPU time per message (all its processes), and
+  each process's share of one core, busiest first (with ``--workers 2``: whether both
+  workers are busy), then smtp-source's and smtp-sink's (they share the cores).
 
 Postfix logs ``delay=`` with two decimals, so its p50/p99 have a 10 ms resolution.
 
@@ -34,6 +37,7 @@ Usage (as root, Postfix, smtp-sink, PostgreSQL and HAProxy from .ci/install-peer
     python benches/relay.py              # a few minutes
     python benches/relay.py --quick      # a smoke run
     python benches/relay.py --no-scale-out
+    python benches/relay.py --no-scale-out --no-paced --sizes 100 --relays ferrosmtp-2w,postfix
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ import argparse
 import contextlib
 import os
 import re
+import resource
+import shutil
 import smtplib
 import statistics
 import subprocess
@@ -51,6 +57,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -93,6 +100,16 @@ class Sampler(threading.Thread):
         self.stopping.set()
         self.join(5)
         return self.peak
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (every thread, and its children
+    that have exited: Postfix's short-lived ones), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(root: int) -> list[int]:
@@ -153,6 +170,7 @@ class Ferrosmtp(Relay):
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def delays(self) -> list[float]:
         text = self.log.read_text("utf-8", "replace")
@@ -196,6 +214,8 @@ class Postfix(Relay):
 
 
 RELAYS: tuple[type[Relay], ...] = (Ferrosmtp, Ferrosmtp2W, Postfix)
+RELAY_NAMES: dict[str, type[Relay]] = {"ferrosmtp": Ferrosmtp, "ferrosmtp-2w": Ferrosmtp2W,
+                                       "postfix": Postfix}
 
 
 @contextlib.contextmanager
@@ -243,15 +263,38 @@ def paced(port: int, count: int, size: int, rate: float, threads: int = 10) -> f
     return started
 
 
-def measure(relay_cls: type[Relay], size: int, count: int) -> dict[str, float]:
+def measure(
+    relay_cls: type[Relay], size: int, count: int, paced_run: bool = True
+) -> dict[str, Any]:
     with SmtpSink(max_connections=256) as sink:
         relay = relay_cls()
         with running(relay, sink):
             sampler = Sampler(relay.rss_pids)
             sampler.start()
+            pids = relay.rss_pids()
+            cpu_before = {pid: cpu_seconds(pid) for pid in pids}
+            assert sink.proc is not None
+            sink_before = cpu_seconds(sink.proc.pid)
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = source(relay.port, count, size)
+            done = resource.getrusage(resource.RUSAGE_CHILDREN)  # smtp-source, reaped
+            source_cpu = done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime
             sink.wait_counters(messages=count, timeout=900)
-            peak = count / (time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            peak = count / elapsed
+            # Each process's share of one core during the peak run, busiest first (for
+            # --workers: whether the work is spread over the workers).
+            pids = relay.rss_pids()  # with those started during the run
+            used = sorted((cpu_seconds(p) - cpu_before.get(p, 0.0) for p in pids), reverse=True)
+            shares = "/".join(f"{u / elapsed:.0%}" for u in used if u > 0.01 * elapsed)
+            cpu_ms = sum(used) / count * 1000
+            sink_cpu = cpu_seconds(sink.proc.pid) - sink_before
+            shares += f" (source {source_cpu / elapsed:.0%}, sink {sink_cpu / elapsed:.0%})"
+            if not paced_run:
+                rss = sampler.stop()
+                return {"peak": peak, "half": float("nan"), "p50": float("nan"),
+                        "p99": float("nan"), "rss": rss / 1024, "cpu_ms": cpu_ms,
+                        "shares": shares}
             before = sink.counters().messages
             half_count = max(int(peak / 2 * 5), 200)  # about 5 s at half the peak rate
             paced_start = paced(relay.port, half_count, size, peak / 2)
@@ -266,6 +309,8 @@ def measure(relay_cls: type[Relay], size: int, count: int) -> dict[str, float]:
         "p50": statistics.median(delays) * 1000 if delays else float("nan"),
         "p99": delays[int(len(delays) * 0.99) - 1] * 1000 if delays else float("nan"),
         "rss": rss / 1024,
+        "cpu_ms": cpu_ms,
+        "shares": shares,
     }
 
 
@@ -279,17 +324,43 @@ def main() -> int:
         help="also the scale-out rows: SQLite, PostgreSQL, 2 nodes behind HAProxy, Postfix "
         "(benches/scaleout.py; needs postgresql and haproxy)",
     )
+    parser.add_argument(
+        "--sizes",
+        default="1,100",
+        metavar="KIB,...",
+        help="message sizes in KiB (default 1,100)",
+    )
+    parser.add_argument(
+        "--relays",
+        default=",".join(RELAY_NAMES),
+        metavar="NAME,...",
+        help=f"which relays to run, of {','.join(RELAY_NAMES)} (default all; the 'vs "
+        "Postfix' column needs postfix)",
+    )
+    parser.add_argument("--count", type=int, help="messages per peak run (default by size)")
+    parser.add_argument(
+        "--paced",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the latency run at half the peak rate (--no-paced: peak msgs/s and CPU only)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0 or not os.path.exists(SOURCE):
         print("relay bench: needs root and Postfix's smtp-source (.ci/install-peers.sh)")
         return 2
-    counts = {1024: 1000 if args.quick else 10000, 100 * 1024: 300 if args.quick else 2000}
+    try:
+        sizes = [int(float(k) * 1024) for k in args.sizes.split(",")]
+        relays = [RELAY_NAMES[name] for name in args.relays.split(",")]
+    except (ValueError, KeyError) as error:
+        parser.error(f"--sizes/--relays: {error}")
+    default = {1024: 1000 if args.quick else 10000, 100 * 1024: 300 if args.quick else 2000}
+    counts = {size: args.count or default.get(size, 2000) for size in sizes}
     quiet = QuietCheck()
     print(quiet.before())
-    results: dict[tuple[str, int], dict[str, float]] = {}
+    results: dict[tuple[str, int], dict[str, Any]] = {}
     for size, count in counts.items():
-        for relay_cls in RELAYS:
-            results[(relay_cls.name, size)] = measure(relay_cls, size, count)
+        for relay_cls in relays:
+            results[(relay_cls.name, size)] = measure(relay_cls, size, count, args.paced)
     scale_out: list[str] = []
     if args.scale_out:
         import scaleout  # beside this script
@@ -300,15 +371,15 @@ def main() -> int:
     mark = " (*)" if busy else ""
     print()
     print(f"| relay{mark} | size | msgs/s peak | vs Postfix | msgs/s paced | p50 ms | p99 ms "
-          "| peak PSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| peak PSS MiB | CPU ms/msg | CPU by process |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for size in counts:
-        base = results[(Postfix.name, size)]["peak"]
-        for relay_cls in RELAYS:
+        base = results.get((Postfix.name, size), {}).get("peak", float("nan"))
+        for relay_cls in relays:
             r = results[(relay_cls.name, size)]
-            print(f"| {relay_cls.name} | {size // 1024} KiB | {r['peak']:.0f} | "
+            print(f"| {relay_cls.name} | {size / 1024:g} KiB | {r['peak']:.0f} | "
                   f"{r['peak'] / base:.2f}x | {r['half']:.0f} | {r['p50']:.1f} | "
-                  f"{r['p99']:.1f} | {r['rss']:.0f} |")
+                  f"{r['p99']:.1f} | {r['rss']:.0f} | {r['cpu_ms']:.2f} | {r['shares']} |")
     if scale_out:
         print()
         print("\n".join(scale_out))

@@ -228,6 +228,30 @@ def test_sqlite_concurrent_puts_share_commits(tmp_path: Path) -> None:
     assert batches < 25, f"50 concurrent puts took {batches} commits"
 
 
+def test_sqlite_writers_of_one_spool_take_turns_on_a_lock_file(tmp_path: Path) -> None:
+    """The workers of one spool commit in turn, woken by flock when the other is done
+    (SQLite alone makes a waiting writer sleep and poll)."""
+    import fcntl
+
+    async def main() -> None:
+        queue = SqliteQueue(tmp_path / "spool")
+        await queue.open()
+        other = os.open(tmp_path / "spool" / "queue.db-turn", os.O_RDWR)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX)  # another worker is committing
+            pending = asyncio.ensure_future(put(queue, b"m\r\n"))
+            done, _ = await asyncio.wait([pending], timeout=0.3)
+            assert not done, "a put committed while another writer held the turn"
+            fcntl.flock(other, fcntl.LOCK_UN)
+            entry = await asyncio.wait_for(pending, 5)
+            assert [e.id for e in await queue.list()] == [entry.id]
+        finally:
+            os.close(other)
+            await queue.close()
+
+    run(main())
+
+
 def test_sqlite_small_bodies_stay_in_the_database_big_ones_in_files(tmp_path: Path) -> None:
     async def main() -> None:
         queue = SqliteQueue(tmp_path / "spool", inline_limit=1000)
