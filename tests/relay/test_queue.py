@@ -268,6 +268,42 @@ def test_sqlite_small_bodies_stay_in_the_database_big_ones_in_files(tmp_path: Pa
     run(main())
 
 
+def test_sqlite_body_files_are_written_at_the_end_up_to_the_spill_limit(tmp_path: Path) -> None:
+    """A body over the inline limit but within the spill limit is written to its file
+    only at put (in one go), is handed back for a delivery at once instead of being read
+    back, and its file still goes once the message is delivered; a bigger body goes to
+    its file as it arrives."""
+
+    async def main() -> None:
+        queue = SqliteQueue(tmp_path / "spool", inline_limit=10, spill_limit=100)
+        bodies = tmp_path / "spool" / "bodies"
+        await queue.open()
+        try:
+            body = queue.new_body()
+            await body.write(b"m" * 60)
+            await body.write(b"m" * 40)
+            assert list(bodies.iterdir()) == []  # 100 octets: still in memory
+            entry = await queue.put(envelope(), body, lease=60)
+            assert (bodies / entry.id).read_bytes() == b"m" * 100
+            assert entry.body == b"m" * 100  # no reading back for the delivery
+            sent = [RecipientResult("b@y.test", Outcome.SENT, "2.0.0", "250 ok")]
+            assert await queue.record(entry, sent, None)
+            assert list(bodies.iterdir()) == []
+
+            big = queue.new_body()
+            await big.write(b"b" * 101)
+            assert [p.name for p in bodies.iterdir()] == [big.id]  # spilled as it came
+            await big.write(b"c" * 9)
+            unleased = await queue.put(envelope(), big)
+            assert unleased.body is None  # not delivered at once: not kept in memory
+            (leased,) = await queue.lease(1, 60)
+            assert await queue.read_body(leased) == b"b" * 101 + b"c" * 9
+        finally:
+            await queue.close()
+
+    run(main())
+
+
 def test_sqlite_missing_or_short_body_file_is_reported_not_fatal(tmp_path: Path) -> None:
     async def main() -> None:
         queue = SqliteQueue(tmp_path / "spool", inline_limit=10)
