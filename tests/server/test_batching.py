@@ -9,16 +9,29 @@ from ferrosmtp.server import SMTP
 from tests.server.support import Raw, running
 
 
+class _Recording:
+    """The connection's transport, its writes recorded."""
+
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def test_one_write_per_pipelined_group(monkeypatch: Any) -> None:
     writes: list[bytes] = []
-    original = SMTP._write
+    original = SMTP.connection_made
 
-    def recording(self: SMTP, data: bytes) -> None:
-        if data:  # an empty flush writes nothing
-            writes.append(data)
-        original(self, data)
+    def recording(self: SMTP, transport: Any) -> None:
+        original(self, _Recording(transport, writes))
 
-    monkeypatch.setattr(SMTP, "_write", recording)
+    monkeypatch.setattr(SMTP, "connection_made", recording)
     with running(Sink()) as c, Raw(c.port) as raw:
         raw.reply()
         raw.send(b"EHLO client.test\r\n")

@@ -90,6 +90,9 @@ class ServerConfig:
     # with the connection (its state, read only), each reply and the event it answers
     # (None for a refusal), it returns the reply to send. The rules and limits stay here.
     dialect: Callable[[Any, Response, Event | None], Response] | None = None
+    # The kinds of events whose answers the dialect may reword (None: any reply; it is
+    # then asked about every one). The default answers of the others are formatted once.
+    dialect_rewords: frozenset[type] | None = None
     # aiosmtpd's command_call_limit: how many times a session may send each verb (the
     # None key: any other verb); over it, 421 and close. None: no limit.
     command_call_limits: dict[str | None, int] | None = None
@@ -134,14 +137,15 @@ _POSITIVE_ENHANCED: dict[type, str] = {
 }
 
 
-def _default_enhanced(event: Event | None, code: int) -> str | None:
+def _default_enhanced(kind: type | None, code: int) -> str | None:
     """The RFC 3463 code to prefix a reply that came without one (RFC 2034 wants one on
-    every reply but the greeting, HELO/EHLO and intermediate 334/354 replies)."""
-    if code in (334, 354) or type(event) is ev.Hello:
+    every reply but the greeting, HELO/EHLO and intermediate 334/354 replies); ``kind``
+    is the kind of event the reply answers."""
+    if code in (334, 354) or kind is ev.Hello:
         return None
     cls = code // 100
     if cls == 2:
-        return _POSITIVE_ENHANCED.get(type(event), "2.0.0")
+        return _POSITIVE_ENHANCED.get(kind, "2.0.0")  # type: ignore[arg-type]
     if cls in (4, 5):
         return f"{cls}.0.0"
     return None
@@ -174,6 +178,37 @@ def _fixed_defaults(replies: Replies) -> dict[type, Response]:
 
 _DEFAULTS_CACHE: dict[int, tuple[Replies, dict[type, Response]]] = {}
 
+# What a connection answers at once (answer_at_once) needs no formatting: the default
+# answers that depend on the event's kind only, with their bytes, by kind.
+FixedAnswers = dict[type, tuple[Response, bytes]]
+
+
+def _fixed_answers(config: ServerConfig, replies: Replies, codec: ModuleType) -> FixedAnswers:
+    """The fixed default answers as bytes, made once per configuration (and again if
+    anything they depend on changes). A dialect's answers are not among them unless it
+    says it keeps that kind's (``dialect_rewords``)."""
+    key = (
+        replies,
+        codec,
+        config.enhanced_status_codes,
+        config.any_reply_code,
+        config.dialect,
+        config.dialect_rewords,
+    )
+    cached: tuple[tuple[Any, ...], FixedAnswers] | None = config.__dict__.get("_fixed_answers")
+    if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+        return cached[1]
+    table: FixedAnswers = {}
+    if config.dialect is None or config.dialect_rewords is not None:
+        rewords = config.dialect_rewords or frozenset()
+        codes = config.enhanced_status_codes
+        for kind, response in _fixed_defaults(replies).items():
+            if kind not in rewords and kind not in (ev.Auth, ev.AuthLine):
+                wire = _wire(response, kind, codes, config.any_reply_code, codec, False)
+                table[kind] = (response, wire)
+    config.__dict__["_fixed_answers"] = (key, table)
+    return table
+
 
 def host_replies(config: ServerConfig) -> Replies:
     """The configuration's reply table with its host name filled in, made once per
@@ -199,6 +234,36 @@ _wire_cache: dict[tuple[Any, type | None, bool, ModuleType], tuple[Response, byt
 _WIRE_CACHE_SIZE = 512
 
 
+def _wire(
+    response: Response,
+    kind: type | None,
+    codes: bool,
+    any_code: bool,
+    codec: ModuleType,
+    by_value: bool,
+) -> bytes:
+    """A reply's bytes, checked by the codec (code, enhanced code, no CR/LF or other
+    control characters in the text), answering an event of ``kind`` (None: none);
+    ``codes``: ENHANCEDSTATUSCODES is on; ``any_code`` lets a second digit of 6 to 9
+    through; ``by_value``: cached by the response's value, not its identity."""
+    key = (response if by_value else id(response), kind, codes, codec)
+    cached = _wire_cache.get(key)
+    if cached is not None and (by_value or cached[0] is response):
+        return cached[1]
+    enhanced = response.enhanced
+    if not codes:
+        enhanced = None
+    elif enhanced is None:
+        enhanced = _default_enhanced(kind, response.code)
+    wire: bytes = codec.format_reply(
+        response.code, list(response.lines), enhanced, any_code=any_code
+    )
+    if len(_wire_cache) >= _WIRE_CACHE_SIZE:
+        _wire_cache.clear()
+    _wire_cache[key] = (response, wire)
+    return wire
+
+
 class ServerConnection:
     """One SMTP (or LMTP) session, server side, without I/O."""
 
@@ -206,6 +271,8 @@ class ServerConnection:
     # __dict__ loses CPython's fast attribute access (measured: 15% of a transaction).
     # A new piece of state needs its name here.
     __slots__ = (
+        "_answers",
+        "_at_once",
         "_auth_in_progress",
         "_awaiting",
         "_bdat_failed",
@@ -263,8 +330,10 @@ class ServerConnection:
         )
         self._types = _item_handlers(self._codec)
         self._items: deque[Item] = deque()
-        self._out = bytearray()
+        self._out: list[bytes] = []
+        self._answers = _fixed_answers(c, self.replies, self._codec)
         self._awaiting: Event | None = None
+        self._at_once: frozenset[type] = frozenset()  # answer_at_once()
         self._closing = False
         self._eof = False
         # session state
@@ -395,35 +464,81 @@ class ServerConnection:
         """The client closed its side of the connection."""
         self._eof = True
 
+    def answer_at_once(self, kinds: frozenset[type[Event]]) -> None:
+        """Events of these kinds need nothing from the application but to be seen: those
+        that wait for an answer get ``default_response()`` as they are handed out, and
+        ``next_events()`` goes on past all of them. An application decides this once, for
+        the events its handler has no hook for (a sink: nearly all of them), and a read
+        of a pipelined group then costs one call instead of one round per command. AUTH's
+        and STARTTLS's cannot be in it (the checker, the handshake are the application's)."""
+        if kinds & {ev.Auth, ev.AuthLine, ev.StartTLS}:
+            raise ValueError("AUTH and STARTTLS need the application")
+        self._at_once = kinds
+
     def next_event(self) -> Event | Sentinel:
         """The next event, NEED_DATA, or CLOSED."""
+        return self.next_events(1)[0]
+
+    def next_events(self, limit: int) -> list[Event | Sentinel]:
+        """The events the input so far completes, in order, at most ``limit`` of them:
+        those of ``answer_at_once()``'s kinds (already answered), then the first of any
+        other kind, or NEED_DATA or CLOSED when no more can come now (the list ends with an
+        event of those kinds only when it reached the limit)."""
         if self._awaiting is not None:
             raise RuntimeError(f"respond to {self._awaiting!r} before asking for the next event")
+        events: list[Event | Sentinel] = []
+        at_once = self._at_once
+        items = self._items
+        types = self._types
         while True:
             if self._closing:
-                return CLOSED
+                events.append(CLOSED)
+                return events
+            if limit <= 0:
+                return events
             if self._delay:
                 delay, self._delay = self._delay, 0.0
-                return ev.Delay(delay)
+                events.append(ev.Delay(delay))
+                return events
             if self.tls_pending:
-                return NEED_DATA
-            if not self._items:
+                events.append(NEED_DATA)
+                return events
+            if not items:
                 if self._eof:
                     self._close()
-                    return CLOSED
-                return NEED_DATA
-            item = self._items.popleft()
-            event = self._types[type(item)](self, item)
-            if event is not None:
+                    events.append(CLOSED)
+                else:
+                    events.append(NEED_DATA)
+                return events
+            item = items.popleft()
+            event = types[type(item)](self, item)
+            if event is None:
+                continue
+            events.append(event)
+            limit -= 1
+            kind = type(event)
+            if kind not in at_once:
                 if event.needs_answer:
                     self._awaiting = event
-                return event
+                return events
+            if event.needs_answer:
+                fixed = self._answers.get(kind)
+                if fixed is not None:
+                    response = fixed[0]
+                    self._out.append(fixed[1])
+                else:
+                    response = self.default_response(event)
+                    self._send(response, event)
+                self._apply(event, response)
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the client now (replies, batched); empties the buffer."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
 
     # -- answering -----------------------------------------------------------------------
 
@@ -450,12 +565,18 @@ class ServerConnection:
         event = self._awaiting
         if event is None:
             raise RuntimeError("no event is waiting for an answer")
-        response = self.default_response(event)
-        if type(event) in (ev.Auth, ev.AuthLine):
-            self.auth_respond(response)
+        kind = type(event)
+        if kind in (ev.Auth, ev.AuthLine):
+            self.auth_respond(self.default_response(event))
             return
         self._awaiting = None  # what respond_with does, one call less on every command
-        self._send(response, event)
+        fixed = self._answers.get(kind)
+        if fixed is not None:
+            response = fixed[0]
+            self._out.append(fixed[1])
+        else:
+            response = self.default_response(event)
+            self._send(response, event)
         self._apply(event, response)
 
     def default_response(self, event: Event) -> Response:
@@ -496,7 +617,8 @@ class ServerConnection:
     def _apply(self, event: Event, response: Response) -> None:
         """What an answer changes: the state transition of the event it answers."""
         kind = type(event)
-        ok = response.positive
+        code = response.code
+        ok = 200 <= code < 400  # response.positive
         if kind is ev.MailFrom:
             if ok:
                 self.mail = event  # type: ignore[assignment]
@@ -519,7 +641,7 @@ class ServerConnection:
                 self.tls_pending = True  # the reader stays paused until the handshake
             else:
                 self._resume(self._reader.expect_command())
-        if response.code >= 400:
+        if code >= 400:
             # Every refused command is an error, whoever refused it (Postfix counts the
             # same): a hook's 550s to a directory harvest cost the harvester too.
             self._count_error()
@@ -534,7 +656,7 @@ class ServerConnection:
             raise ValueError("an AUTH challenge must be base64 text")
         self._awaiting = None
         # RFC 4954 §4: "334" SP [base64] CRLF; the space is there even when it is empty.
-        self._out += b"334 " + challenge.encode("ascii") + b"\r\n"
+        self._out.append(b"334 " + challenge.encode("ascii") + b"\r\n")
         self._resume(self._reader.expect_line())
 
     def auth_respond(self, response: Response) -> None:
@@ -623,16 +745,13 @@ class ServerConnection:
         """Queue a reply that answers no event (aiosmtpd's ``push``), exactly as given:
         no enhanced code is added or removed."""
         if not self._closing:
-            self._out += self._format(response, response.enhanced)
-
-    def _format(self, response: Response, enhanced: str | None) -> bytes:
-        """A reply's bytes, checked by the codec (code, enhanced code, no CR/LF or other
-        control characters in the text); ``any_reply_code`` lets a second digit of 6 to 9
-        through."""
-        wire: bytes = self._codec.format_reply(
-            response.code, list(response.lines), enhanced, any_code=self.config.any_reply_code
-        )
-        return wire
+            wire: bytes = self._codec.format_reply(
+                response.code,
+                list(response.lines),
+                response.enhanced,
+                any_code=self.config.any_reply_code,
+            )
+            self._out.append(wire)
 
     def _end(self, response: Response | None) -> None:
         if not self._closing:
@@ -655,27 +774,21 @@ class ServerConnection:
     def _send(self, response: Response, event: Event | None, *, plain: bool = False) -> None:
         """Queue a reply; ``plain`` (the greeting) never gets an enhanced code."""
         config = self.config
-        codes = config.enhanced_status_codes and not plain
         by_value = False
         if config.dialect is not None:
             said = config.dialect(self, response, event)
             by_value = said is not response  # reworded: a new object every time
             response = said
-        key = (response if by_value else id(response), type(event), codes, self._codec)
-        cached = _wire_cache.get(key)
-        if cached is not None and (by_value or cached[0] is response):
-            self._out += cached[1]
-            return
-        enhanced = response.enhanced
-        if not codes:
-            enhanced = None
-        elif enhanced is None:
-            enhanced = _default_enhanced(event, response.code)
-        wire = self._format(response, enhanced)
-        if len(_wire_cache) >= _WIRE_CACHE_SIZE:
-            _wire_cache.clear()
-        _wire_cache[key] = (response, wire)
-        self._out += wire
+        self._out.append(
+            _wire(
+                response,
+                None if event is None else type(event),
+                config.enhanced_status_codes and not plain,
+                config.any_reply_code,
+                self._codec,
+                by_value,
+            )
+        )
 
     def _refuse(self, response: Response, *, error: bool = True) -> None:
         """Answer a command the connection refuses by itself: an error of the session
@@ -733,11 +846,12 @@ class ServerConnection:
 
     def _command(self, cmd: Command) -> Event | None:
         verb = self.verb = cmd.verb
+        c = self.config
         if verb == "STARTTLS" and self._pipelined():
             self._fatal(self.replies.starttls_pipelined)  # checklist B5, CVE-2011-0411
             return None
         if (
-            self.config.strict_pipelining
+            c.strict_pipelining
             and (
                 verb in SYNC_VERBS
                 or (verb == "AUTH" and " " not in cmd.arg)
@@ -745,14 +859,14 @@ class ServerConnection:
                 # (Postfix checks every command of a non-ESMTP session).
                 or self.hello == "HELO"
             )
-            and self._pipelined()
+            and (self._items or self._reader.buffered)  # _pipelined(), inline
         ):
             # RFC 2920 §3.1 / checklist B3: nothing may follow these in one group.
             self._fatal(self.replies.sync_error)
             return None
         if verb in JUNK_VERBS:
             self.junk += 1
-            if self.junk > self.config.max_junk_commands:
+            if self.junk > c.max_junk_commands:
                 self._count_error()  # from here on each one costs an error (Postfix)
                 if self._closing:
                     return None
@@ -761,13 +875,13 @@ class ServerConnection:
             if verb in ("DATA", "AUTH", "STARTTLS"):
                 self._resume(self._reader.expect_command())  # the reader paused
             return None
-        limits = self.config.command_call_limits
+        limits = c.command_call_limits
         if limits is not None:
             calls = self._calls[verb] = self._calls.get(verb, 0) + 1
             if calls > limits.get(verb, limits.get(None, CALL_LIMIT_DEFAULT)):
                 self._fatal(self.replies.too_many_calls.fill(verb=verb))
                 return None
-        if self.config.require_starttls and not self.tls and verb not in BEFORE_STARTTLS:
+        if c.require_starttls and not self.tls and verb not in BEFORE_STARTTLS:
             if verb != "BDAT":  # BDAT's chunk must be read: _bdat refuses it
                 self._refuse(self.replies.need_starttls)
                 if verb in ("DATA", "AUTH"):
@@ -909,7 +1023,9 @@ class ServerConnection:
             return None
         self._in_data = True
         self._send(self.replies.data_ready, None)
-        self._resume(self._reader.expect_data())
+        held = self._reader.expect_data()
+        if held:  # _resume(), inline: a client that did not wait for the 354
+            self._items.extendleft(reversed(held))
         return None
 
     def _transaction_ready(self) -> Response | None:

@@ -64,6 +64,7 @@ class ConnectionBase(asyncio.Protocol):
         self.envelope = None
         self.conn = None
         self._hooks = server._hooks
+        self._at_once: frozenset[type] = frozenset()  # events answered as they come
         self._chunks: list[bytes] = []
         self._message_open = False  # Content was delivered for a message not yet ended
         self._data_started: float | None = None  # when this message's content began
@@ -98,14 +99,12 @@ class ConnectionBase(asyncio.Protocol):
 
     # -- output ------------------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
-        transport = self.transport
-        if data and transport is not None and not transport.is_closing():
-            transport.write(data)  # type: ignore[attr-defined]
-
     def _flush(self) -> None:
-        if self.conn is not None:
-            self._write(self.conn.data_to_send())
+        conn, transport = self.conn, self.transport
+        if conn is not None:
+            data = conn.data_to_send()
+            if data and transport is not None and not transport.is_closing():
+                transport.write(data)  # type: ignore[attr-defined]
 
     def _finish(self) -> None:
         self._flush()

@@ -53,6 +53,45 @@ class Hooks:
         """The handler's hook for ``name`` (``"DATA"`` for ``handle_DATA``), or None."""
         return self.by_name.get(name)
 
+    def at_once(self, *, lmtp: bool, strict_ascii: bool) -> frozenset[type[ev.Event]]:
+        """The events this handler has no say in (no hook is awaited for them, and no
+        reply but the connection's default is possible): answered by the connection as
+        it hands them out (ServerConnection.answer_at_once), recorded here after.
+        ``strict_ascii``: decode_data without SMTPUTF8, where a message that is not
+        ASCII gets a refusal of this layer's."""
+        has = self.by_name.__contains__
+        # A streaming handler is told when a message is dropped (HELO, RSET, an aborted
+        # message), which it may await.
+        told = has("DATA_CHUNK") and has("DATA_ABORT")
+        kinds: set[type[ev.Event]] = {ev.Unknown}
+        for kind, name in _SIMPLE.items():
+            if not has(name):
+                kinds.add(kind)
+        if not (has("HELO") or has("EHLO") or told):
+            kinds.add(ev.Hello)
+        if not (has("RSET") or told):
+            kinds.add(ev.Reset)
+        if not told:
+            kinds.add(ev.MessageAborted)
+        if not has("DATA_CHUNK"):
+            kinds.add(ev.Content)
+            ends_quietly = not (has("DATA") or hasattr(self.handler, "process_message"))
+            if ends_quietly and not lmtp and not strict_ascii:
+                kinds.add(ev.MessageEnd)
+        return frozenset(kinds)
+
+
+# The events whose only hook is the one of their name.
+_SIMPLE: dict[type[ev.Event], str] = {
+    ev.MailFrom: "MAIL",
+    ev.RcptTo: "RCPT",
+    ev.Noop: "NOOP",
+    ev.Verify: "VRFY",
+    ev.Expand: "EXPN",
+    ev.Help: "HELP",
+    ev.Quit: "QUIT",
+}
+
 
 class HookCalls(ConnectionBase):
     """The transaction's events, answered through the handler's hooks."""
@@ -73,17 +112,22 @@ class HookCalls(ConnectionBase):
         aborted = self._abort_message()
         if aborted is not None:
             return self._sequence(aborted, self._on_hello(event))
+        hook = self._hooks.by_name.get("HELO" if event.verb == "HELO" else "EHLO")
+        if hook is None:
+            self._hello_seen(event)
+            self.conn.respond_default()  # type: ignore[union-attr]
+            return None
+        self.envelope = self._create_envelope()
+        return self._hello_hook(hook, event)
+
+    def _hello_seen(self, event: ev.Hello) -> None:
+        """HELO/EHLO without a hook: a new transaction, and the client's name."""
+        self._abort_message()  # nothing to await: the handler is not told (at_once)
         self.envelope = self._create_envelope()
         session = self.session
         assert session is not None
-        extended = event.verb != "HELO"
-        hook = self._hooks.by_name.get("EHLO" if extended else "HELO")
-        if hook is None:
-            session.host_name = event.hostname
-            session.extended_smtp = extended
-            self.conn.respond_default()  # type: ignore[union-attr]
-            return None
-        return self._hello_hook(hook, event)
+        session.host_name = event.hostname
+        session.extended_smtp = event.verb != "HELO"
 
     async def _hello_hook(self, hook: Callable[..., Any], event: ev.Hello) -> None:
         session = self.session
@@ -111,53 +155,85 @@ class HookCalls(ConnectionBase):
             session.host_name = event.hostname
 
     def _on_mail(self, event: ev.MailFrom) -> Awaitable[None] | None:
-        envelope = self.envelope
-        assert envelope is not None
-        params = event.params
-        address = "<>" if event.path.is_null else str(event.path.address)
-        options = [(k if v is None else f"{k}={v}").upper() for k, v in params.items()]
-        envelope.smtp_utf8 = "SMTPUTF8" in params
-        envelope.mail_params = dict(params)
         hook = self._hooks.by_name.get("MAIL")
         if hook is None:
-            envelope.mail_from = address
-            envelope.mail_options.extend(options)
+            self._mail_seen(event)
             self.conn.respond_default()  # type: ignore[union-attr]
             return None
-        return self._hooked(hook, address, options)
-
-    def _on_rcpt(self, event: ev.RcptTo) -> Awaitable[None] | None:
         envelope = self.envelope
         assert envelope is not None
         params = event.params
-        address = str(event.path.address)
-        options = [(k if v is None else f"{k}={v}").upper() for k, v in params.items()]
-        envelope.rcpt_params[address] = dict(params)
+        envelope.smtp_utf8 = "SMTPUTF8" in params
+        envelope.mail_params = dict(params)
+        address = "<>" if event.path.is_null else event.path.address
+        return self._hooked(hook, address, _options(params))
+
+    def _mail_seen(self, event: ev.MailFrom) -> None:
+        """MAIL without a hook: the envelope takes the sender as accepted."""
+        envelope = self.envelope
+        assert envelope is not None
+        params = event.params
+        path = event.path
+        envelope.mail_from = "<>" if path.is_null else path.address
+        if params:
+            envelope.smtp_utf8 = "SMTPUTF8" in params
+            envelope.mail_params = dict(params)
+            envelope.mail_options.extend(_options(params))
+        else:  # the usual MAIL: nothing to copy
+            envelope.smtp_utf8 = False
+            envelope.mail_params = {}
+
+    def _on_rcpt(self, event: ev.RcptTo) -> Awaitable[None] | None:
         hook = self._hooks.by_name.get("RCPT")
         if hook is None:
-            envelope.rcpt_tos.append(address)
-            envelope.rcpt_options.extend(options)
+            self._rcpt_seen(event)
             self.conn.respond_default()  # type: ignore[union-attr]
             return None
-        return self._hooked(hook, address, options)
+        envelope = self.envelope
+        assert envelope is not None
+        address = event.path.address
+        envelope.rcpt_params[address] = dict(event.params)
+        return self._hooked(hook, address, _options(event.params))
+
+    def _rcpt_seen(self, event: ev.RcptTo) -> None:
+        """RCPT without a hook: the envelope takes the recipient as accepted."""
+        envelope = self.envelope
+        assert envelope is not None
+        params = event.params
+        address = event.path.address
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_params[address] = dict(params)
+        if params:
+            envelope.rcpt_options.extend(_options(params))
 
     def _on_content(self, event: ev.Content) -> Awaitable[None] | None:
-        self._message_open = True
-        rate = self._server.data_min_rate
-        if rate:
-            # Checklist B9: message content counts as progress only at the minimum rate,
-            # so a DATA trickled slower than that is cut off by the idle timeout.
-            now = monotonic()
-            if self._data_started is None:
-                self._data_started, self._data_bytes = now, 0
-            self._data_bytes += len(event.data)
-            self._last_progress = min(now, self._data_started + self._data_bytes / rate)
         hook = self._hooks.by_name.get("DATA_CHUNK")
         if hook is None:
-            if self._server._reads_content:
-                self._chunks.append(event.data)
+            self._content_seen(event)
             return None
+        self._message_open = True
+        if self._server.data_min_rate:
+            self._content_progress(len(event.data))
         return self._chunk_hook(hook, event.data)
+
+    def _content_seen(self, event: ev.Content) -> None:
+        """Message content nobody streams: kept if a DATA hook will read it."""
+        self._message_open = True
+        if self._server.data_min_rate:
+            self._content_progress(len(event.data))
+        if self._server._reads_content:
+            self._chunks.append(event.data)
+
+    def _content_progress(self, size: int) -> None:
+        # Checklist B9: message content counts as progress only at the minimum rate, so
+        # a DATA trickled slower than that is cut off by the idle timeout.
+        rate = self._server.data_min_rate
+        assert rate
+        now = monotonic()
+        if self._data_started is None:
+            self._data_started, self._data_bytes = now, 0
+        self._data_bytes += size
+        self._last_progress = min(now, self._data_started + self._data_bytes / rate)
 
     def _abort_message(self) -> Awaitable[None] | None:
         """Drop a message that will not complete; a streaming handler cleans up."""
@@ -196,8 +272,22 @@ class HookCalls(ConnectionBase):
                 await self._abort_hook(abort, self.envelope)
 
     def _on_message_end(self, event: ev.MessageEnd) -> Awaitable[None] | None:
+        assert self.conn is not None
+        if not self._message_content():
+            self._end_message(self.conn.replies.strict_ascii, event)
+            return None
+        hook = self._hooks.by_name.get("DATA")
+        legacy = getattr(self.event_handler, "process_message", None) if hook is None else None
+        if hook is None and legacy is None and not hasattr(self, "_chunk_error"):
+            self._end_message(None, event)
+            return None
+        return self._message_hook(hook, legacy, event)
+
+    def _message_content(self) -> bool:
+        """The message's content into the envelope (none when it was streamed); False
+        when decode_data without SMTPUTF8 finds it is not ASCII."""
         envelope = self.envelope
-        assert envelope is not None and self.conn is not None
+        assert envelope is not None
         self._message_open = False
         self._data_started = None
         streamed = self._hooks.by_name.get("DATA_CHUNK") is not None
@@ -212,14 +302,28 @@ class HookCalls(ConnectionBase):
                 try:
                     envelope.content = content.decode("ascii")
                 except UnicodeDecodeError:
-                    self._end_message(self.conn.replies.strict_ascii, event)
-                    return None
-        hook = self._hooks.by_name.get("DATA")
-        legacy = getattr(self.event_handler, "process_message", None) if hook is None else None
-        if hook is None and legacy is None and not hasattr(self, "_chunk_error"):
-            self._end_message(None, event)
-            return None
-        return self._message_hook(hook, legacy, event)
+                    return False
+        return True
+
+    def _message_seen(self, event: ev.MessageEnd) -> None:
+        """The end of a message nobody reads, answered at once (no DATA hook): what
+        _message_content and _message_done do, for a handler that neither streams nor
+        has a DATA hook (Hooks.at_once), in one call."""
+        self._message_open = False
+        if self._data_started is not None:
+            self._data_started = None
+            self._last_progress = monotonic()  # the end is progress, at any rate
+        envelope = self.envelope
+        assert envelope is not None
+        chunks = self._chunks
+        content = b"".join(chunks) if chunks else b""
+        chunks.clear()
+        envelope.original_content = envelope.content = content
+        if self._server.decode_data:  # with SMTPUTF8 (at_once): never refused
+            envelope.content = content.decode("utf-8", errors="surrogateescape")
+        if log.isEnabledFor(logging.INFO):
+            self._message_logged(event)
+        self.envelope = self._create_envelope()
 
     async def _message_hook(
         self, hook: Callable[..., Any] | None, legacy: Any, event: ev.MessageEnd
@@ -251,8 +355,8 @@ class HookCalls(ConnectionBase):
         self._end_message(status, event)
 
     def _end_message(self, status: Any, event: ev.MessageEnd) -> None:
-        conn, envelope = self.conn, self.envelope
-        assert conn is not None and envelope is not None
+        conn = self.conn
+        assert conn is not None
         if self._server.lmtp and isinstance(status, (list, tuple)):
             conn.respond_lmtp([self._lmtp_response(s, event) for s in status])
         elif self._server.lmtp:
@@ -260,15 +364,24 @@ class HookCalls(ConnectionBase):
             conn.respond_lmtp([response] * len(conn.recipients))
         else:
             self._respond(status)
+        self._message_done(event)
+
+    def _message_done(self, event: ev.MessageEnd) -> None:
+        """A message was answered: logged, and the next transaction's envelope."""
         if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s message from=<%s> rcpts=%d size=%d",
-                self._peer(),
-                printable(envelope.mail_from or ""),
-                len(envelope.rcpt_tos),
-                event.size,
-            )
+            self._message_logged(event)
         self.envelope = self._create_envelope()
+
+    def _message_logged(self, event: ev.MessageEnd) -> None:
+        envelope = self.envelope
+        assert envelope is not None
+        log.info(
+            "%s message from=<%s> rcpts=%d size=%d",
+            self._peer(),
+            printable(envelope.mail_from or ""),
+            len(envelope.rcpt_tos),
+            event.size,
+        )
 
     def _lmtp_response(self, status: Any, event: ev.MessageEnd) -> Response:
         assert self.conn is not None
@@ -289,6 +402,11 @@ class HookCalls(ConnectionBase):
         if aborted is None:
             return step
         return self._sequence(aborted, step)
+
+    def _reset_seen(self, event: ev.Reset) -> None:
+        """RSET without a hook: a new transaction."""
+        self._abort_message()  # nothing to await: the handler is not told (at_once)
+        self.envelope = self._create_envelope()
 
     async def _sequence(self, *steps: Awaitable[None] | None) -> None:
         for step in steps:
@@ -313,3 +431,30 @@ class HookCalls(ConnectionBase):
     def _on_unknown(self, event: ev.Unknown) -> Awaitable[None] | None:
         self.conn.respond_default()  # type: ignore[union-attr]
         return None
+
+    def _seen(self, event: ev.Event) -> None:
+        """An event answered at once that changes nothing here (NOOP, QUIT...)."""
+
+
+def _options(params: dict[str, str | None]) -> list[str]:
+    """ESMTP parameters as aiosmtpd's ``mail_options``/``rcpt_options`` list them."""
+    return [(k if v is None else f"{k}={v}").upper() for k, v in params.items()]
+
+
+# What records each kind of event answered at once (Hooks.at_once), in place of its
+# handler method.
+SEEN: dict[type, Callable[[Any, Any], object]] = {
+    ev.Hello: HookCalls._hello_seen,
+    ev.MailFrom: HookCalls._mail_seen,
+    ev.RcptTo: HookCalls._rcpt_seen,
+    ev.Content: HookCalls._content_seen,
+    ev.MessageEnd: HookCalls._message_seen,
+    ev.MessageAborted: HookCalls._on_message_aborted,
+    ev.Reset: HookCalls._reset_seen,
+    ev.Noop: HookCalls._seen,
+    ev.Verify: HookCalls._seen,
+    ev.Expand: HookCalls._seen,
+    ev.Help: HookCalls._seen,
+    ev.Quit: HookCalls._seen,
+    ev.Unknown: HookCalls._seen,
+}

@@ -14,7 +14,7 @@ from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
-from ferrosmtp.protocol.events import Response
+from ferrosmtp.protocol.events import Event, Response
 from ferrosmtp.protocol.replies import Replies
 from ferrosmtp.protocol.server import ServerConfig
 from ferrosmtp.server.hooks import Hooks
@@ -129,6 +129,7 @@ class Server:
         self._loop = loop
         self.codec = codec
         self._hooks = Hooks(handler)
+        self._at_once: tuple[tuple[bool, bool], frozenset[type[Event]]] | None = None
         # Without a DATA hook (or the legacy process_message) nobody reads the content:
         # do not keep it (aiosmtpd's Sink then needs no memory per message).
         self._reads_content = self._hooks.get("DATA") is not None or hasattr(
@@ -220,6 +221,14 @@ class Server:
         if cached is None or cached[0] != base:  # made once (base may be changed after init)
             cached = (replace(base), replace(base, tls_active=True, starttls=False))
             self._tls_config = cached
+        return cached[1]
+
+    def _at_once_kinds(self, *, strict_ascii: bool) -> frozenset[type[Event]]:
+        """The events the handler has no say in (Hooks.at_once), for these options."""
+        key = (self.lmtp, strict_ascii)
+        cached = self._at_once
+        if cached is None or cached[0] != key:
+            cached = self._at_once = (key, self._hooks.at_once(lmtp=key[0], strict_ascii=key[1]))
         return cached[1]
 
     def factory(self) -> SMTP:

@@ -24,10 +24,10 @@ from typing import Any, cast
 
 from ferrosmtp import proxy
 from ferrosmtp.protocol import events as ev
-from ferrosmtp.protocol.events import NEED_DATA, Response, Sentinel
+from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Response
 from ferrosmtp.protocol.server import ServerConnection
 from ferrosmtp.server.base import EVENTS_PER_TURN
-from ferrosmtp.server.hooks import HookCalls
+from ferrosmtp.server.hooks import SEEN, HookCalls
 from ferrosmtp.server.peers import client_peer, peer_text
 from ferrosmtp.server.sasl import SASL
 from ferrosmtp.server.values import Envelope, Session
@@ -55,6 +55,8 @@ class SMTP(HookCalls, SASL):
         self.conn = conn = ServerConnection(
             server._config(implicit_tls=self._tls_on_connect is not None), codec=server.codec
         )
+        self._at_once = at_once = self._at_once_kinds()
+        conn.answer_at_once(at_once)
         proxy_timeout = server.proxy_protocol_timeout
         proxied = proxy_timeout is not None
         # Behind a load balancer the client's address comes with the PROXY header: the
@@ -233,8 +235,11 @@ class SMTP(HookCalls, SASL):
         waiter = self._input_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._task is None:
-            self._process()
+        if self._task is None:  # _process(), one call less per read
+            self._budget = EVENTS_PER_TURN
+            step = self._advance()
+            if step is not None:
+                self._await(step)
 
     def eof_received(self) -> bool | None:
         """asyncio: the client closed its side."""
@@ -292,19 +297,18 @@ class SMTP(HookCalls, SASL):
         """Answer the events that have arrived; hand over to a task when a hook must be
         awaited (until then, no task and no coroutine: the fast path)."""
         self._budget = EVENTS_PER_TURN  # called from the event loop: a new turn
-        try:
-            step = self._advance()
-        except Exception:
-            log.exception("%s internal error", self._peer())
-            self._abort()
-            return
+        step = self._advance()
         if step is not None:
-            self._pause_reading()  # no new input until the hook has answered
-            self._task = self.loop.create_task(self._process_async(step))
-            limit = self._server.hook_timeout
-            if limit is not None and limit < self._server.timeout and self._timer is not None:
-                self._timer.cancel()  # the hook's deadline comes before the idle one
-                self._timer = self.loop.call_later(limit, self._on_timer)
+            self._await(step)
+
+    def _await(self, step: Awaitable[None]) -> None:
+        """Go on in a task, from ``step`` (a hook to await)."""
+        self._pause_reading()  # no new input until the hook has answered
+        self._task = self.loop.create_task(self._process_async(step))
+        limit = self._server.hook_timeout
+        if limit is not None and limit < self._server.timeout and self._timer is not None:
+            self._timer.cancel()  # the hook's deadline comes before the idle one
+            self._timer = self.loop.call_later(limit, self._on_timer)
 
     async def _process_async(self, first: Awaitable[None]) -> None:
         step: Awaitable[None] | None = first
@@ -333,30 +337,54 @@ class SMTP(HookCalls, SASL):
         must be awaited: a hook, or ``asyncio.sleep(0)`` once this turn's budget of events
         is spent (checklist B10: a read of thousands of pipelined commands must not keep
         the loop from other connections, and a hook that does not suspend never gives it
-        back by itself). The replies written so far go out before any wait."""
+        back by itself). The replies written so far go out before any wait. Events the
+        handler has no hook for come answered already, several at a time (at_once)."""
         conn = self.conn
         assert conn is not None
-        while True:
-            if self._budget <= 0:
-                self._budget = EVENTS_PER_TURN
-                self._flush()
-                return asyncio.sleep(0)
-            event = conn.next_event()
-            if isinstance(event, Sentinel):
-                if event is NEED_DATA:
+        at_once = self._at_once
+        try:
+            while True:
+                if self._budget <= 0:
+                    self._budget = EVENTS_PER_TURN
                     self._flush()
-                else:  # CLOSED
-                    self._finish()
-                return None
-            self._budget -= 1
-            step = self._dispatch(event)
-            if step is not None:
-                self._flush()
-                return step
+                    return asyncio.sleep(0)
+                events = conn.next_events(self._budget)
+                if events[0] is not NEED_DATA:
+                    self._last_progress = monotonic()
+                for event in events:
+                    kind = type(event)
+                    if kind in at_once:
+                        self._budget -= 1
+                        SEEN[kind](self, event)
+                        continue
+                    if event is NEED_DATA:  # _flush(), one call less per read
+                        data = conn.data_to_send()
+                        transport = self.transport
+                        if data and transport is not None and not transport.is_closing():
+                            transport.write(data)  # type: ignore[attr-defined]
+                        return None
+                    if event is CLOSED:
+                        self._finish()
+                        return None
+                    self._budget -= 1
+                    step = self._dispatch(event)  # type: ignore[arg-type]
+                    if step is not None:
+                        self._flush()
+                        return step
+        except Exception:
+            log.exception("%s internal error", self._peer())
+            self._abort()
+            return None
 
     def _dispatch(self, event: ev.Event) -> Awaitable[None] | None:
         self._last_progress = monotonic()
         return _HANDLERS[type(event)](self, event)
+
+    def _at_once_kinds(self) -> frozenset[type[ev.Event]]:
+        """The events answered as they come (``ServerConnection.answer_at_once``): those
+        the handler has no hook for; decided once per connection."""
+        server = self._server
+        return server._at_once_kinds(strict_ascii=server.decode_data and not self.enable_SMTPUTF8)
 
     def _on_timer(self) -> None:
         if self._closing or self.conn is None:

@@ -199,6 +199,7 @@ def _make_engine(cls: type[SMTP], handler: Any, options: dict[str, Any]) -> _Ser
     config.pipelining = False  # aiosmtpd reads pipelined commands but offers none
     config.replies = AIOSMTPD_REPLIES
     config.dialect = dialect_for(cls._syntax)
+    config.dialect_rewords = frozenset({ev.Help})  # the only answer it rewords
     config.max_unknown_commands = BOGUS_LIMIT
     config.starttls_needs_ehlo = False
     config.vrfy_needs_name = True
@@ -243,6 +244,7 @@ class SMTP(_Connection):
     # subclass defines (found once per class, by __init_subclass__).
     _syntax: Syntax = SYNTAX
     _overrides: dict[str, str] = {}
+    _overridden: frozenset[type[ev.Event]] = frozenset()  # the events of _overrides
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -263,6 +265,15 @@ class SMTP(_Connection):
         if overrides:
             # Only a class with its own commands pays for looking them up per event.
             cls._dispatch = cls._dispatch_overridable  # type: ignore[method-assign,assignment]
+        # The events of the commands its methods answer are not answered at once.
+        kinds: set[type[ev.Event]] = set()
+        for verb in overrides:
+            if verb in ("HELO", "EHLO", "LHLO"):
+                kinds.add(ev.Hello)
+            elif verb not in _KNOWN_VERBS:
+                kinds.add(ev.Unknown)
+        kinds.update(kind for kind, verb in _VERB_OF.items() if verb in overrides)
+        cls._overridden = frozenset(kinds)
 
     def __init__(
         self,
@@ -364,6 +375,11 @@ class SMTP(_Connection):
         return failure
 
     # -- smtp_<VERB> methods: a subclass's own commands, and its overrides -------------------
+
+    def _at_once_kinds(self) -> frozenset[type[ev.Event]]:
+        """The engine's, but those of the commands this class's own methods answer."""
+        kinds = super()._at_once_kinds()
+        return kinds - self._overridden if self._overridden else kinds
 
     def _dispatch_overridable(self, event: ev.Event) -> Awaitable[None] | None:
         """An event, to the subclass's smtp_<VERB> method when it has one for its command
