@@ -377,9 +377,14 @@ def main() -> int:
         base = results.get((Postfix.name, size), {}).get("peak", float("nan"))
         for relay_cls in relays:
             r = results[(relay_cls.name, size)]
-            print(f"| {relay_cls.name} | {size / 1024:g} KiB | {r['peak']:.0f} | "
-                  f"{r['peak'] / base:.2f}x | {r['half']:.0f} | {r['p50']:.1f} | "
-                  f"{r['p99']:.1f} | {r['rss']:.0f} | {r['cpu_ms']:.2f} | {r['shares']} |")
+            ratio = f"{r['peak'] / base:.2f}x" if base == base else "-"  # nan: no Postfix row
+            paced = (
+                f"{r['half']:.0f} | {r['p50']:.1f} | {r['p99']:.1f}" if args.paced else "- | - | -"
+            )
+            print(
+                f"| {relay_cls.name} | {size / 1024:g} KiB | {r['peak']:.0f} | {ratio} | "
+                f"{paced} | {r['rss']:.0f} | {r['cpu_ms']:.2f} | {r['shares']} |"
+            )
     if scale_out:
         print()
         print("\n".join(scale_out))
