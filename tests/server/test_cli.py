@@ -211,6 +211,67 @@ def test_log_lines_look_like_basic_config_lines() -> None:
         assert fast.format(record) == usual.format(record)
 
 
+_LINE_LOGGER_CHECK = r"""
+import io, json, logging, sys
+from ferrosmtp import _log
+
+FMT = "%(asctime)s %(levelname)s %(name)s[7]: %(message)s"
+ARGS = ("ID", "a@b.test", 0.0033, "250 2.0.0 Ok")
+MSG = "%s: to=<%s>, delay=%.2g (%s)"
+
+def lines(json_lines, level=logging.INFO, extra=None):
+    logging.root.handlers.clear()
+    stream = io.StringIO()
+    _log.install(level, FMT, stream, json_lines=json_lines)
+    if extra is not None:
+        logging.root.addHandler(extra)
+    log = logging.getLogger("ferrosmtp.check")
+    assert type(log) is _log.LineLogger, type(log)
+    log.info(MSG, *ARGS)
+    log.info("plain %%s text")
+    log.warning("a %s", "warning")
+    if extra is not None:
+        logging.root.removeHandler(extra)
+    # What logging itself makes of the same calls, through the same handler.
+    handler = logging.root.handlers[0]
+    usual = io.StringIO()
+    handler.setStream(usual)
+    for msg, args, lvl in ((MSG, ARGS, logging.INFO), ("plain %%s text", (), logging.INFO),
+                           ("a %s", ("warning",), logging.WARNING)):
+        if lvl >= level:
+            logging.Logger.handle(log, log.makeRecord(log.name, lvl, "", 0, msg, args, None))
+    return stream.getvalue().splitlines(), usual.getvalue().splitlines()
+
+def untimed(line, json_lines):
+    if json_lines:
+        entry = json.loads(line)
+        del entry["time"]
+        return entry
+    return line.split(" ", 2)[2]
+
+for json_lines in (False, True):
+    fast, usual = lines(json_lines)
+    assert len(fast) == 3 and [untimed(x, json_lines) for x in fast] == [
+        untimed(x, json_lines) for x in usual], (fast, usual)
+    fast, usual = lines(json_lines, level=logging.WARNING)  # -q
+    assert len(fast) == 1 and "warning" in fast[0], fast
+# Another handler: every line reaches both, through logging's own path.
+other = io.StringIO()
+fast, _ = lines(False, extra=logging.StreamHandler(other))
+assert len(fast) == 3 and len(other.getvalue().splitlines()) == 3, (fast, other.getvalue())
+print("ok")
+"""
+
+
+def test_info_lines_written_directly_are_the_lines_logging_writes() -> None:
+    """LineLogger's direct INFO lines (text and JSON) are what the handler's formatter
+    makes of the same record; -q silences them; with another handler it is logging."""
+    out = subprocess.run(
+        [sys.executable, "-c", _LINE_LOGGER_CHECK], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def _banners(port: int, count: int) -> list[bytes]:
     """The first bytes each of ``count`` simultaneous connections gets."""
     socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
