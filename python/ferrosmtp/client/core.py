@@ -143,6 +143,7 @@ class SessionCore:
         self.last_helo_response: SMTPResponse | None = None
         self.last_ehlo_response: SMTPResponse | None = None
         self._conn: ClientConnection | None = None
+        self._esmtp_extensions: tuple[object, dict[str, str]] | None = None
         self._protocol: SMTPProtocol | None = None
         self._lock = FifoLock()  # one transaction (or command exchange) at a time
         self._turns: deque[Turn] = deque()  # envelopes waiting to follow a message's content
@@ -195,7 +196,12 @@ class SessionCore:
         """The extensions of the last EHLO, keyword lower-cased -> parameters."""
         if self._conn is None or self._conn.extensions is None:
             return {}
-        return {k.lower(): str(v) for k, v in self._conn.extensions.extensions.items()}
+        extensions = self._conn.extensions
+        made = self._esmtp_extensions
+        if made is None or made[0] is not extensions:  # made once per EHLO reply
+            lowered = {k.lower(): str(v) for k, v in extensions.extensions.items()}
+            made = self._esmtp_extensions = (extensions, lowered)
+        return dict(made[1])  # the caller's own copy
 
     @property
     def supports_esmtp(self) -> bool:

@@ -159,20 +159,19 @@ class Deliverer:
     ) -> list[Attempt]:
         """Deliver ``body`` to ``recipients`` (one destination) through ``hops`` in order."""
         remaining = list(recipients)
-        attempts: list[Attempt] = []
-        failure = _HopFailure("4.4.1", "no next hop could be reached")
+        failure: _HopFailure | None = None
         relay = "none"
         for hop in hops:
-            relay = str(hop)
+            relay = hop.label
             try:
-                done = await self._through(hop, entry, body, remaining)
+                return await self._through(hop, entry, body, remaining)
             except _HopFailure as error:
                 failure = error
                 if error.status.startswith("5"):
                     break
-                continue
-            attempts.extend(done)
-            return attempts
+        if failure is None:
+            failure = _HopFailure("4.4.1", "no next hop could be reached")
+        attempts: list[Attempt] = []
         code = failure.code or (550 if failure.status.startswith("5") else 450)
         reply = f"{code} {failure.status} {failure.text}" if failure.code else failure.text
         for rcpt in remaining:
@@ -222,7 +221,7 @@ class Deliverer:
         body: bytes,
         recipients: list[Recipient],
     ) -> list[Attempt]:
-        async with self.limits.slot(f"{hop.address}:{hop.port}"):
+        async with self.limits.slot(hop.key):
             started = time.monotonic()
             client = await self._client(hop, conns)
             connected = time.monotonic()
@@ -425,7 +424,7 @@ class Deliverer:
                         f"host {hop} said: {reply}" if code >= 400 else reply,
                         hop.host,
                     ),
-                    str(hop),
+                    hop.label,
                     reply,
                     (0.0, 0.0),
                     dsn_passed=dsn,

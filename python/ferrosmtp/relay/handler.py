@@ -10,7 +10,13 @@ from typing import Any
 
 from ferrosmtp import codec
 from ferrosmtp.handlers import received_header
-from ferrosmtp.relay.policy import RELAY_DENIED, TOO_MANY_HOPS, HopCounter, RelayPolicy
+from ferrosmtp.relay.policy import (
+    RELAY_DENIED,
+    TOO_MANY_HOPS,
+    HopCounter,
+    RelayPolicy,
+    client_address,
+)
 from ferrosmtp.relay.queue import (
     BodyWriter,
     Envelope,
@@ -164,8 +170,6 @@ class QueueHandler:
 
 
 def _peer(session: Any) -> str:
-    from ferrosmtp.relay.policy import client_address
-
     return f"{session.host_name or 'unknown'}[{client_address(session) or 'unknown'}]"
 
 

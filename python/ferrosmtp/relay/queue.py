@@ -43,6 +43,8 @@ __all__ = [
 
 
 _random_bits = random.getrandbits
+# One encoder for every envelope (json.dumps with options makes a new one a call).
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class QueueError(Exception):
@@ -133,7 +135,7 @@ class Envelope:
             value = getattr(self, name)
             if value is not None:
                 data[name] = value
-        return json.dumps(data, separators=(",", ":"))
+        return _compact(data)
 
     @classmethod
     def loads(cls, sender: str, text: str) -> Envelope:

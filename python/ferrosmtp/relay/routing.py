@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import random
 import time
@@ -29,7 +30,17 @@ class Hop:
     port: int
 
     def __str__(self) -> str:
+        return self.label
+
+    @functools.cached_property
+    def label(self) -> str:
+        """``host[address]:port``, as log lines and replies name it (made once)."""
         return f"{self.host}[{self.address}]:{self.port}"
+
+    @functools.cached_property
+    def key(self) -> str:
+        """``address:port``: the destination whose slots a transaction takes."""
+        return f"{self.address}:{self.port}"
 
 
 class RoutingError(Exception):
@@ -79,11 +90,14 @@ class Router:
         self.max_ttl = max_ttl
         self._resolver: Any = None
         self._cache: dict[str, tuple[float, list[tuple[int, str, list[str]]]]] = {}
+        # With a relayhost, every message has the same destination and hop: made once.
+        self._relay_destination = "[{}]:{}".format(*relayhost) if relayhost else ""
+        self._relay_hops = [Hop(relayhost[0], relayhost[0], relayhost[1])] if relayhost else []
 
     def destination(self, recipient: str) -> str:
         """The key recipients are grouped by: one transaction per destination."""
         if self.relayhost is not None:
-            return "[{}]:{}".format(*self.relayhost)
+            return self._relay_destination
         return recipient.rpartition("@")[2].lower().rstrip(".")
 
     def _get_resolver(self) -> Any:
@@ -105,8 +119,7 @@ class Router:
     async def route(self, destination: str) -> list[Hop]:
         """Hops to try in order. Raises RoutingError."""
         if self.relayhost is not None:
-            host, port = self.relayhost
-            return [Hop(host, host, port)]
+            return self._relay_hops  # callers only read it
         literal = _literal(destination)
         if literal is not None:
             return [Hop(destination, literal, self.mx_port)]

@@ -34,6 +34,9 @@ from ferrosmtp.relay.routing import Router, RoutingError
 
 __all__ = ["RetryPolicy", "Scheduler"]
 
+# A recipient's outcome as the log line's status= says it (Postfix's words).
+_STATUS_WORD = {Outcome.SENT: "sent", Outcome.BOUNCED: "bounced", Outcome.PENDING: "deferred"}
+
 log: logging.Logger = logging.getLogger("ferrosmtp.relay")
 
 
@@ -247,7 +250,9 @@ class Scheduler:
     async def _attempt_with_body(self, entry: QueueEntry) -> None:
         started = time.time()
         try:
-            body = await self.queue.read_body(entry)
+            body = entry.body  # stored leased, or leased, with its body: nothing to read
+            if body is None:
+                body = await self.queue.read_body(entry)
         except QueueError as error:
             if await self._deleted(entry):
                 log.info("%s: deleted (queue delete) before its delivery", entry.id)
@@ -314,7 +319,7 @@ class Scheduler:
 
     def _log(self, entry: QueueEntry, attempt: Attempt, started: float, now: float) -> None:
         result = attempt.result
-        status = {Outcome.SENT: "sent", Outcome.BOUNCED: "bounced"}.get(result.outcome, "deferred")
+        status = _STATUS_WORD[result.outcome]
         if result.outcome is Outcome.SENT:
             self.metrics.sent(now - entry.arrival)
         elif result.outcome is Outcome.BOUNCED:
