@@ -101,3 +101,50 @@ def test_a_hop_that_comes_back_is_used_at_once() -> None:
         await deliverer.close()
 
     run(main())
+
+
+def test_a_fast_hop_carries_several_transactions_at_once_on_one_connection() -> None:
+    """To a hop that answers fast, transactions share a connection (pipelined: each
+    message's content goes with the next one's envelope); each message arrives whole."""
+    with next_hop() as (hop, port):
+        config = DeliveryConfig(helo="relay.test", concurrency=4, pipeline_under=60)
+        deliverer = Deliverer(config)
+        hops = [Hop("h", "127.0.0.1", port)]
+
+        async def main() -> None:
+            (first,) = await deliverer.deliver(entry(), message("m0"), [Recipient("x@y")], hops)
+            assert first.result.outcome is Outcome.SENT
+            results = await asyncio.gather(*(
+                deliverer.deliver(entry(i), message(f"m{i}"), [Recipient("b@y.test")], hops)
+                for i in range(1, 5)
+            ))
+            assert all(r[0].result.outcome is Outcome.SENT for r in results)
+            await deliverer.close()
+
+        run(main())
+        assert sorted(m.message["Subject"] for m in hop.messages) == [f"m{i}" for i in range(5)]
+        assert len(hop.sessions) == 1  # all five over the first connection
+
+
+def test_transactions_behind_a_closed_connection_go_again_on_a_new_one() -> None:
+    """The hop answers the first message 421 and closes: that message is deferred, the
+    ones pipelined behind it on the same connection go through on a new one."""
+    with next_hop() as (hop, port):
+        config = DeliveryConfig(helo="relay.test", concurrency=4, pipeline_under=60)
+        deliverer = Deliverer(config)
+        hops = [Hop("h", "127.0.0.1", port)]
+
+        async def main() -> list[Outcome]:
+            (first,) = await deliverer.deliver(entry(), message("m"), [Recipient("x@y")], hops)
+            assert first.result.outcome is Outcome.SENT  # the connection the others join
+            hop.data_replies = ["421 4.3.2 Service shutting down"]
+            results = await asyncio.gather(*(
+                deliverer.deliver(entry(i), message(f"m{i}"), [Recipient("b@y.test")], hops)
+                for i in range(4)
+            ))
+            await deliverer.close()
+            return [r[0].result.outcome for r in results]
+
+        outcomes = run(main())
+        assert outcomes == [Outcome.PENDING, Outcome.SENT, Outcome.SENT, Outcome.SENT]
+        assert sorted(m.message["Subject"] for m in hop.messages) == ["m", "m1", "m2", "m3"]
