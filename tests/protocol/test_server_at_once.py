@@ -1,8 +1,9 @@
-"""ServerConnection.answer_at_once() and next_events(): a connection that answers some
-kinds of events by itself, handing out several events a call, behaves on the wire and in
-its state exactly as one whose application answers those events with respond_default(),
-one next_event() at a time. Hypothesis draws the input, its chunking, the kinds answered
-at once, the batch limit and the configuration; both codec backends."""
+"""ServerConnection.answer_at_once(), next_events() and receive(): a connection that
+answers some kinds of events by itself, handing out several events a call, behaves on the
+wire and in its state exactly as one whose application answers those events with
+respond_default(), one receive_data() and next_event() at a time. Hypothesis draws the
+input, its chunking, the kinds answered at once, the batch limit and the configuration;
+both codec backends."""
 
 from __future__ import annotations
 
@@ -97,10 +98,14 @@ def _one_at_a_time(conn: ServerConnection, kinds: frozenset[type]) -> list[Any]:
     raise AssertionError("next_event() never ran out of events")
 
 
-def _batched(conn: ServerConnection, kinds: frozenset[type], limit: int) -> list[Any]:
+def _batched(
+    conn: ServerConnection, kinds: frozenset[type], limit: int, data: bytes | None
+) -> list[Any]:
+    """receive(data, limit) (an I/O layer's call per read), then next_events(limit)."""
     seen: list[Any] = []
     for _ in range(1000):
-        events = conn.next_events(limit)
+        events = conn.receive(data, limit)
+        data = None
         assert 1 <= len(events) <= limit + 1
         for i, event in enumerate(events):
             seen.append(event)
@@ -144,15 +149,13 @@ def test_at_once_is_respond_default(
     for conn in (reference, batched):
         conn.start()
     for data in [*chunks, None]:
-        for conn, seen in ((reference, theirs), (batched, ours)):
-            if data is None:
-                conn.receive_eof()
-            else:
-                conn.receive_data(data)
-            if conn is reference:
-                seen += _one_at_a_time(conn, kinds)
-            else:
-                seen += _batched(conn, kinds, limit)
+        if data is None:
+            reference.receive_eof()
+            batched.receive_eof()
+        else:
+            reference.receive_data(data)
+        theirs += _one_at_a_time(reference, kinds)
+        ours += _batched(batched, kinds, limit, data)
         assert batched.data_to_send() == reference.data_to_send()
         assert _state(batched) == _state(reference)
     assert ours == theirs

@@ -183,44 +183,63 @@ _DEFAULTS_CACHE: dict[int, tuple[Replies, dict[type, Response]]] = {}
 FixedAnswers = dict[type, tuple[Response, bytes]]
 
 
-def _fixed_answers(config: ServerConfig, replies: Replies, codec: ModuleType) -> FixedAnswers:
-    """The fixed default answers as bytes, made once per configuration (and again if
-    anything they depend on changes). A dialect's answers are not among them unless it
-    says it keeps that kind's (``dialect_rewords``)."""
-    key = (
-        replies,
+class _Tables:
+    """What every connection of one configuration and codec shares, made once (and
+    again if anything it depends on changes): the reply table with the host name filled
+    in, the default answers by kind (formatted too, where a dialect does not reword
+    them), and which method takes which kind of codec item."""
+
+    __slots__ = ("answers", "defaults", "key", "replies", "types")
+
+    def __init__(self, config: ServerConfig, codec: ModuleType) -> None:
+        self.key = _tables_key(config, codec)
+        self.replies = replies = config.replies.for_host(config.hostname, config.greeting)
+        self.defaults = _fixed_defaults(replies)
+        self.types = _item_handlers(codec)
+        self.answers: FixedAnswers = {}
+        if config.dialect is None or config.dialect_rewords is not None:
+            rewords = config.dialect_rewords or frozenset()
+            codes = config.enhanced_status_codes
+            for kind, response in self.defaults.items():
+                if kind not in rewords and kind not in (ev.Auth, ev.AuthLine):
+                    wire = _wire(response, kind, codes, config.any_reply_code, codec, False)
+                    self.answers[kind] = (response, wire)
+
+
+def _tables_key(config: ServerConfig, codec: ModuleType) -> tuple[Any, ...]:
+    return (
+        config.replies,
+        config.hostname,
+        config.greeting,
         codec,
         config.enhanced_status_codes,
         config.any_reply_code,
         config.dialect,
         config.dialect_rewords,
     )
-    cached: tuple[tuple[Any, ...], FixedAnswers] | None = config.__dict__.get("_fixed_answers")
-    if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
-        return cached[1]
-    table: FixedAnswers = {}
-    if config.dialect is None or config.dialect_rewords is not None:
-        rewords = config.dialect_rewords or frozenset()
-        codes = config.enhanced_status_codes
-        for kind, response in _fixed_defaults(replies).items():
-            if kind not in rewords and kind not in (ev.Auth, ev.AuthLine):
-                wire = _wire(response, kind, codes, config.any_reply_code, codec, False)
-                table[kind] = (response, wire)
-    config.__dict__["_fixed_answers"] = (key, table)
-    return table
 
 
-def host_replies(config: ServerConfig) -> Replies:
-    """The configuration's reply table with its host name filled in, made once per
-    configuration (and again if its replies, host name or greeting change)."""
-    key = (config.replies, config.hostname, config.greeting)
-    cached: tuple[tuple[Replies, str, str], Replies] | None = config.__dict__.get("_host_replies")
-    if cached is not None and cached[0][0] is key[0] and cached[0][1:] == key[1:]:
-        return cached[1]
-    table = config.replies.for_host(config.hostname, config.greeting)
-    config.__dict__["_host_replies"] = (key, table)
-    return table
+def _tables(config: ServerConfig, codec: ModuleType) -> _Tables:
+    tables: _Tables | None = config.__dict__.get("_tables")
+    if tables is not None:
+        k = tables.key
+        if (  # by identity, but the strings (a Replies compares field by field)
+            k[0] is config.replies
+            and k[1] == config.hostname
+            and k[2] == config.greeting
+            and k[3] is codec
+            and k[4] is config.enhanced_status_codes
+            and k[5] is config.any_reply_code
+            and k[6] is config.dialect
+            and k[7] is config.dialect_rewords
+        ):
+            return tables
+    tables = config.__dict__["_tables"] = _Tables(config, codec)
+    return tables
 
+
+# The events whose exchange needs the application (never answered at once).
+_APPLICATIONS = frozenset({ev.Auth, ev.AuthLine, ev.StartTLS})
 
 _AUTH = ev.Auth("", None)  # what an AUTH reply answers, for its default enhanced code
 
@@ -317,8 +336,11 @@ class ServerConnection:
         self.config: ServerConfig = config or ServerConfig()
         self._codec = codec or default_codec.backend
         c = self.config
-        self.replies: Replies = host_replies(c)
-        self._defaults = _fixed_defaults(self.replies)
+        tables = _tables(c, self._codec)
+        self.replies: Replies = tables.replies
+        self._defaults = tables.defaults
+        self._answers = tables.answers
+        self._types = tables.types
         self._reader = self._codec.ServerReader(
             max_command_line=c.max_command_line,
             max_auth_line=c.max_auth_line,
@@ -328,10 +350,8 @@ class ServerConnection:
             smtputf8=c.smtputf8,
             first_limit_wins=c.first_limit_wins,
         )
-        self._types = _item_handlers(self._codec)
         self._items: deque[Item] = deque()
         self._out: list[bytes] = []
-        self._answers = _fixed_answers(c, self.replies, self._codec)
         self._awaiting: Event | None = None
         self._at_once: frozenset[type] = frozenset()  # answer_at_once()
         self._closing = False
@@ -471,7 +491,7 @@ class ServerConnection:
         the events its handler has no hook for (a sink: nearly all of them), and a read
         of a pipelined group then costs one call instead of one round per command. AUTH's
         and STARTTLS's cannot be in it (the checker, the handshake are the application's)."""
-        if kinds & {ev.Auth, ev.AuthLine, ev.StartTLS}:
+        if not kinds.isdisjoint(_APPLICATIONS):
             raise ValueError("AUTH and STARTTLS need the application")
         self._at_once = kinds
 
@@ -484,6 +504,16 @@ class ServerConnection:
         those of ``answer_at_once()``'s kinds (already answered), then the first of any
         other kind, or NEED_DATA or CLOSED when no more can come now (the list ends with an
         event of those kinds only when it reached the limit)."""
+        return self.receive(None, limit)
+
+    def receive(self, data: bytes | None, limit: int) -> list[Event | Sentinel]:
+        """``receive_data(data)`` (unless None), then ``next_events(limit)``: what an I/O
+        layer does with every read, in one call."""
+        if data is not None:
+            if self._started and self._received_any and not (self._closing or self.tls_pending):
+                self._items.extend(self._reader.feed(data))
+            else:  # the first bytes, or bytes that must not be read: its checks
+                self.receive_data(data)
         if self._awaiting is not None:
             raise RuntimeError(f"respond to {self._awaiting!r} before asking for the next event")
         events: list[Event | Sentinel] = []

@@ -44,9 +44,10 @@ def client_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     return getattr(ip, "ipv4_mapped", None) or ip
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(host: str) -> str:
     """The key under which a client address is counted: the address, or its /64 for
-    IPv6 (one client per /64)."""
+    IPv6 (one client per /64). Cached as client_ip is (one lookup per connection)."""
     ip = client_ip(host)
     if ip is None:
         return host

@@ -231,15 +231,16 @@ class SMTP(HookCalls, SASL):
         if self._tls_buffer is not None:
             self._tls_buffer.append(data)  # encrypted-channel data, read before start_tls returned
             return
-        conn.receive_data(data)
+        if self._task is None:  # _process(), with the data: one call per read
+            self._budget = EVENTS_PER_TURN
+            step = self._advance(data)
+            if step is not None:
+                self._await(step)
+            return
+        conn.receive_data(data)  # for the task: a hook runs, or AUTH waits for a line
         waiter = self._input_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._task is None:  # _process(), one call less per read
-            self._budget = EVENTS_PER_TURN
-            step = self._advance()
-            if step is not None:
-                self._await(step)
 
     def eof_received(self) -> bool | None:
         """asyncio: the client closed its side."""
@@ -332,13 +333,14 @@ class SMTP(HookCalls, SASL):
             self._task = None
             self._resume_reading()
 
-    def _advance(self) -> Awaitable[None] | None:
+    def _advance(self, data: bytes | None = None) -> Awaitable[None] | None:
         """Answer events until the connection needs data or closes (None), or until one
         must be awaited: a hook, or ``asyncio.sleep(0)`` once this turn's budget of events
         is spent (checklist B10: a read of thousands of pipelined commands must not keep
         the loop from other connections, and a hook that does not suspend never gives it
         back by itself). The replies written so far go out before any wait. Events the
-        handler has no hook for come answered already, several at a time (at_once)."""
+        handler has no hook for come answered already, several at a time (at_once).
+        ``data``: a read to feed the connection first."""
         conn = self.conn
         assert conn is not None
         at_once = self._at_once
@@ -348,7 +350,8 @@ class SMTP(HookCalls, SASL):
                     self._budget = EVENTS_PER_TURN
                     self._flush()
                     return asyncio.sleep(0)
-                events = conn.next_events(self._budget)
+                events = conn.receive(data, self._budget)
+                data = None
                 if events[0] is not NEED_DATA:
                     self._last_progress = monotonic()
                 for event in events:
