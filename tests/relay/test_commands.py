@@ -302,6 +302,36 @@ def test_workers_share_the_port_and_the_spool(tmp_path: Path) -> None:
             assert len({m.message["Subject"] for m in hop.messages}) == 30
 
 
+def test_workers_relay_bodies_of_every_size_intact(tmp_path: Path) -> None:
+    """Two workers, 12 clients at once, bodies kept in their row (1 KiB), in a file
+    written once they have arrived (100 KiB) and in a file written as they arrive
+    (300 KiB): every one reaches the next hop intact, and the spool is left empty (no
+    row, no body file)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spool = tmp_path / "spool"
+    sizes = [1 << 10, 100 << 10, 300 << 10] * 4
+    sent = {
+        f"s{i}": message(f"s{i}", (f"{i:04d}" + "x" * 74 + "\r\n") * (size // 80 + 1))
+        for i, size in enumerate(sizes)
+    }
+    with next_hop() as (hop, port):
+        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}", "--workers", "2") as relay:
+            with ThreadPoolExecutor(len(sent)) as pool:
+                replies = list(
+                    pool.map(lambda m: send(relay.port, "a@x.test", ["b@y.test"], m)[0],
+                             sent.values())
+                )
+            assert replies == [250] * len(sent)
+            got = hop.wait(len(sent), 60)
+            wait_until(lambda: listed(spool) == [], 10, "an empty queue")
+            assert list((spool / "bodies").iterdir()) == []
+    delivered = {m.message["Subject"]: m.content for m in got}
+    assert sorted(delivered) == sorted(sent)
+    for subject, content in sent.items():
+        assert delivered[subject].endswith(content), subject  # after the Received header
+
+
 def test_proxy_protocol_clients_are_judged_by_their_real_address(tmp_path: Path) -> None:
     from tests.peers import swaks
 
