@@ -7,7 +7,9 @@ benchmark does (``--relayhost`` to smtp-sink, the spool on disk, one log line pe
 delivery), sends a warm-up batch, then ``--count`` messages over 20 sessions, waits until
 the sink has them all and the relay has gone idle, and prints the relay's CPU time (user +
 system, every thread, from ``/proc/PID/stat``) per message, with the wall time and the
-load average for context. ``--rounds`` repeats the measured batch; the median is printed.
+load average for context. ``--rounds`` repeats the measured batch; the median is printed,
+then how much of it each thread spent (the event loop's, the spool writer's: a writer
+thread busy with wake-ups rather than SQLite shows in its share).
 
     python benches/relay_cpu.py                      # 1 KiB, 5000 messages, 3 rounds
     python benches/relay_cpu.py --size 102400 --count 1000
@@ -43,6 +45,18 @@ def cpu_times(pid: int) -> tuple[float, float]:
 
 def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
+
+
+def thread_times(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of a process, by thread id."""
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        times[int(task.name)] = (int(fields[11]) + int(fields[12])) / TICK
+    return times
 
 
 def settle(pid: int, quiet: float = 0.3, limit: float = 60.0) -> float:
@@ -138,6 +152,8 @@ def main() -> int:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
                 time.sleep(1)
+            settle(proc.pid)
+            threads0 = thread_times(proc.pid)
             for _ in range(args.rounds):
                 settle(proc.pid)
                 user0, system0 = cpu_times(proc.pid)
@@ -153,6 +169,7 @@ def main() -> int:
                 print(f"  {args.count} x {args.size} B: relay CPU {used:.2f} s = "
                       f"{per_message[-1]:.0f} us/msg (user {user1 - user0:.2f} s, system "
                       f"{system1 - system0:.2f} s); {args.count / wall:.0f} msgs/s wall")
+            threads1 = thread_times(proc.pid)
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(60)
@@ -165,6 +182,14 @@ def main() -> int:
     print(f"load average after:  {Path('/proc/loadavg').read_text().strip()}")
     print(f"relay CPU per message (median of {args.rounds}): "
           f"{statistics.median(per_message):.0f} us")
+    # Which thread spends it: the event loop (the thread whose id is the process's) and
+    # the others (the spool's writer, asyncio.to_thread's workers), over every round.
+    spent = sorted(((threads1[t] - threads0.get(t, 0.0), t) for t in threads1), reverse=True)
+    messages = args.count * args.rounds
+    print("  by thread: " + ", ".join(
+        f"{'event loop' if tid == proc.pid else f'thread {tid}'} {used / messages * 1e6:.0f} us"
+        for used, tid in spent if used > 0
+    ))
     if args.callgrind:
         total = 0
         for dump in Path(args.callgrind).parent.glob(Path(args.callgrind).name + ".*"):
