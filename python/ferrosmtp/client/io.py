@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import cast
 
+from ferrosmtp._loops import prime_read_buffers
 from ferrosmtp.client.options import WRITE_BUFFER_HIGH
 from ferrosmtp.errors import (
     SMTPException,
@@ -32,6 +33,9 @@ from ferrosmtp.protocol.client import (
 )
 
 __all__ = ["SMTPProtocol", "clone_error"]
+
+# asyncio's own loop reads into a new 256 KiB buffer every time: see prime_read_buffers.
+prime_read_buffers()
 
 
 def clone_error(exc: SMTPException) -> SMTPException:

@@ -23,6 +23,7 @@ from time import monotonic
 from typing import Any, cast
 
 from ferrosmtp import proxy
+from ferrosmtp._loops import prime_read_buffers
 from ferrosmtp.protocol import events as ev
 from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Response
 from ferrosmtp.protocol.server import ServerConnection
@@ -31,6 +32,9 @@ from ferrosmtp.server.hooks import SEEN, HookCalls
 from ferrosmtp.server.peers import client_peer, peer_text
 from ferrosmtp.server.sasl import SASL
 from ferrosmtp.server.values import Envelope, Session
+
+# asyncio's own loop reads into a new 256 KiB buffer every time: see prime_read_buffers.
+prime_read_buffers()
 
 __all__ = ["EVENTS_PER_TURN", "SMTP"]
 
