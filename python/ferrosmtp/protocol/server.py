@@ -552,14 +552,7 @@ class ServerConnection:
                     self._awaiting = event
                 return events
             if event.needs_answer:
-                fixed = self._answers.get(kind)
-                if fixed is not None:
-                    response = fixed[0]
-                    self._out.append(fixed[1])
-                else:
-                    response = self.default_response(event)
-                    self._send(response, event)
-                self._apply(event, response)
+                self._answer_by_default(event, kind)
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the client now (replies, batched); empties the buffer."""
@@ -600,6 +593,12 @@ class ServerConnection:
             self.auth_respond(self.default_response(event))
             return
         self._awaiting = None  # what respond_with does, one call less on every command
+        self._answer_by_default(event, kind)
+
+    def _answer_by_default(self, event: Event, kind: type) -> None:
+        """Send ``event``'s default answer and apply it (``kind`` is its type): the bytes
+        formatted once per configuration when the answer is fixed. One rule for
+        respond_default() and the events answered at once."""
         fixed = self._answers.get(kind)
         if fixed is not None:
             response = fixed[0]
