@@ -8,6 +8,9 @@
 //! - [`dotstuff`]: the DATA and BDAT wire forms of a body;
 //! - [`envelope`]: the client's MAIL FROM and RCPT TO lines, checked and formatted.
 //!
+//! One module is not codec: [`syncer`], the relay spool's fsync thread, in Rust because it
+//! must run without Python's GIL.
+//!
 //! `python/ferrosmtp/_pure/` is the same codec in plain Python, the specification these
 //! modules are differentially tested against. [`python`] holds the PyO3 bindings only.
 
@@ -21,6 +24,7 @@ pub mod error;
 pub mod framing;
 pub mod params;
 pub mod reply;
+pub mod syncer;
 
 #[cfg(feature = "python")]
 mod python;

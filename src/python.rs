@@ -22,6 +22,7 @@ use crate::error::{self, CodecError as RustCodecError};
 use crate::framing::{self, Item, ReaderConfig};
 use crate::params;
 use crate::reply;
+use crate::syncer;
 
 static CODEC_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static REPLY_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -1146,6 +1147,48 @@ fn xtext_encode(py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<String> 
     Ok(params::xtext_encode(&utf8(py, text)?))
 }
 
+/// ``fdatasync`` of one file (the spool's WAL), and ``fsync`` of one folder when asked,
+/// batched, in a thread of its own (``ferrosmtp.relay.sqlite``).
+#[pyclass(module = "ferrosmtp._core", name = "Syncer", frozen)]
+struct PySyncer {
+    inner: syncer::Syncer,
+}
+
+#[pymethods]
+impl PySyncer {
+    #[new]
+    fn new(file: std::path::PathBuf, folder: std::path::PathBuf) -> PyResult<Self> {
+        Ok(PySyncer {
+            inner: syncer::Syncer::open(file, folder)?,
+        })
+    }
+
+    /// Readable when a sync has finished since the last ``completed()``.
+    fn fileno(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.inner.readable().as_raw_fd()
+    }
+
+    /// Ask for a sync of everything written so far; returns its ticket.
+    fn request(&self, folder: bool) -> PyResult<u64> {
+        self.inner
+            .request(folder)
+            .ok_or_else(|| pyo3::exceptions::PyOSError::new_err("the syncer is closed"))
+    }
+
+    /// ``(done, failed_upto, error)``: tickets up to ``done`` are finished, those up to
+    /// ``failed_upto`` failed with ``error``.
+    fn completed(&self) -> (u64, u64, Option<String>) {
+        let c = self.inner.completed();
+        (c.done, c.failed_upto, c.error)
+    }
+
+    /// Finish the syncs asked for, then stop the thread. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.inner.close());
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -1162,6 +1205,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyReplyReader>()?;
     m.add_class::<PyEhloReply>()?;
     m.add_class::<PyDotStuffer>()?;
+    m.add_class::<PySyncer>()?;
     m.add_function(wrap_pyfunction!(parse_command, m)?)?;
     m.add_function(wrap_pyfunction!(parse_path, m)?)?;
     m.add_function(wrap_pyfunction!(parse_params, m)?)?;

@@ -2,6 +2,7 @@
 # ferrosmtp._pure has the same names and behaviour; `python -m mypy.stubtest
 # ferrosmtp._core` checks this file against the built module.
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import final
 
@@ -21,6 +22,7 @@ __all__ = [
     "ReplyError",
     "ReplyReader",
     "ServerReader",
+    "Syncer",
     "Violation",
     "dot_stuff",
     "format_envelope",
@@ -319,6 +321,23 @@ class DotStuffer:
         """End the body: the last bytes to send (a final CRLF if needed, and ``.\\r\\n``
         with ``dots=True``). Nothing may be fed after it.
         """
+
+@final
+class Syncer:
+    """``fdatasync`` of one file (the spool's WAL), and ``fsync`` of one folder when asked,
+    batched, in a thread of its own (``ferrosmtp.relay.sqlite``).
+    """
+    def __new__(cls, file: str | os.PathLike[str], folder: str | os.PathLike[str]) -> Syncer: ...
+    def fileno(self) -> int:
+        """Readable when a sync has finished since the last ``completed()``."""
+    def request(self, folder: bool) -> int:
+        """Ask for a sync of everything written so far; returns its ticket."""
+    def completed(self) -> tuple[int, int, str | None]:
+        """``(done, failed_upto, error)``: tickets up to ``done`` are finished, those up to
+        ``failed_upto`` failed with ``error``.
+        """
+    def close(self) -> None:
+        """Finish the syncs asked for, then stop the thread. Idempotent."""
 
 def parse_command(line: bytes, *, smtputf8: bool = False) -> Command:
     """Parse one command line (a trailing CRLF is allowed and ignored).

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
         ReplyError,
         ReplyReader,
         ServerReader,
+        Syncer,
         Violation,
         dot_stuff,
         format_envelope,
@@ -82,6 +83,7 @@ else:
     Reply = backend.Reply
     ReplyReader = backend.ReplyReader
     ServerReader = backend.ServerReader
+    Syncer = backend.Syncer
     Violation = backend.Violation
     dot_stuff = backend.dot_stuff
     format_envelope = backend.format_envelope
@@ -107,6 +109,7 @@ __all__ = [
     "ReplyError",
     "ReplyReader",
     "ServerReader",
+    "Syncer",
     "Violation",
     "backend",
     "dot_stuff",

@@ -12,6 +12,7 @@ from ferrosmtp._pure.envelope import format_envelope
 from ferrosmtp._pure.framing import Data, DataEnd, Line, ServerReader, Violation
 from ferrosmtp._pure.params import parse_params, xtext_decode, xtext_encode
 from ferrosmtp._pure.reply import EhloReply, Reply, ReplyReader, format_reply, parse_ehlo
+from ferrosmtp._pure.syncer import Syncer
 
 __all__ = [
     "CodecError",
@@ -26,6 +27,7 @@ __all__ = [
     "ReplyError",
     "ReplyReader",
     "ServerReader",
+    "Syncer",
     "Violation",
     "dot_stuff",
     "format_envelope",
