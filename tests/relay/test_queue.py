@@ -18,6 +18,7 @@ from ferrosmtp.relay.queue import (
     Outcome,
     Queue,
     QueueEntry,
+    QueueError,
     QueueFull,
     Recipient,
     RecipientResult,
@@ -103,8 +104,10 @@ def test_a_message_deleted_during_its_delivery_stays_deleted(queue: Queue) -> No
             deferred, sent = await queue.lease(10, 60)
             assert await queue.delete(deferred.id) == 1
             assert await queue.delete(sent.id) == 1
-            pending = [RecipientResult("b@y.test", Outcome.SENT),
-                       RecipientResult("c@y.test", Outcome.PENDING, "4.2.0", "451 later")]
+            pending = [
+                RecipientResult("b@y.test", Outcome.SENT),
+                RecipientResult("c@y.test", Outcome.PENDING, "4.2.0", "451 later"),
+            ]
             assert await queue.record(deferred, pending, time.time(), "451 later") is False
             await queue.record(sent, [RecipientResult("d@y.test", Outcome.SENT)], None)
             assert await queue.list() == [] and await queue.lease(10, 60) == []
@@ -161,8 +164,16 @@ def test_delete_and_list_and_counts(queue: Queue) -> None:
             listed = await queue.list()
             assert [e.id for e in listed] == ids
             data = listed[0].to_json()
-            for key in ("id", "sender", "recipients", "size", "arrival", "attempts",
-                        "next_attempt", "last_error"):
+            for key in (
+                "id",
+                "sender",
+                "recipients",
+                "size",
+                "arrival",
+                "attempts",
+                "next_attempt",
+                "last_error",
+            ):
                 assert key in data
             await queue.lease(2, 60)
             counts = await queue.counts()
@@ -215,7 +226,7 @@ def test_sqlite_concurrent_puts_share_commits(tmp_path: Path) -> None:
         queue = SqliteQueue(tmp_path / "spool")
         await queue.open()
         try:
-            writer = queue._writer
+            writer = queue._spool_writer
             assert writer is not None
             before = writer.batches
             await asyncio.gather(*(put(queue, b"m\r\n") for _ in range(50)))
@@ -226,6 +237,93 @@ def test_sqlite_concurrent_puts_share_commits(tmp_path: Path) -> None:
 
     batches = run(main())
     assert batches < 25, f"50 concurrent puts took {batches} commits"
+
+
+class _HeldSyncer:
+    """A syncer that syncs only when told to (``release``), or fails (``fail``)."""
+
+    def __init__(self, file: str, folder: str) -> None:
+        import socket
+
+        self.requested = 0
+        self.done = 0
+        self.failed_upto = 0
+        self.error: str | None = None
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._r.fileno()
+
+    def request(self, folder: bool) -> int:
+        self.requested += 1
+        return self.requested
+
+    def completed(self) -> tuple[int, int, str | None]:
+        try:
+            self._r.recv(4096)
+        except BlockingIOError:
+            pass
+        return self.done, self.failed_upto, self.error
+
+    def release(self, error: str | None = None) -> None:
+        self.done = self.requested
+        if error is not None:
+            self.failed_upto, self.error = self.requested, error
+        self._w.send(b"\0")
+
+    def close(self) -> None:
+        self.release()
+        self._r.close()
+        self._w.close()
+
+
+def test_sqlite_a_put_is_answered_only_once_its_commit_is_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop commits; the put waits for the syncer's fdatasync of the WAL. A
+    sync that fails answers the put with an error and takes its row back (the client
+    hears 451 and sends the message again: it must not be delivered twice)."""
+    from ferrosmtp.relay import sqlite as sqlite_module
+
+    syncers: list[_HeldSyncer] = []
+
+    def held(file: str, folder: str) -> _HeldSyncer:
+        syncers.append(_HeldSyncer(file, folder))
+        return syncers[-1]
+
+    monkeypatch.setattr(sqlite_module.codec, "Syncer", held)
+
+    async def main() -> None:
+        queue = SqliteQueue(tmp_path / "spool")
+        await queue.open()
+        (syncer,) = syncers
+        try:
+            pending = asyncio.ensure_future(put(queue, b"kept\r\n"))
+            done, _ = await asyncio.wait([pending], timeout=0.2)
+            assert not done, "a put was answered before its sync"
+            assert syncer.requested == 1
+            assert len(await queue.list()) == 1  # committed, not yet durable
+            syncer.release()
+            kept = await asyncio.wait_for(pending, 5)
+
+            failing = asyncio.ensure_future(put(queue, b"lost\r\n"))
+            for _ in range(100):
+                if syncer.requested == 2:
+                    break
+                await asyncio.sleep(0.01)
+            syncer.release("Input/output error")
+            with pytest.raises(QueueError, match="sync failed: Input/output error"):
+                await asyncio.wait_for(failing, 5)
+            for _ in range(100):  # the row goes with the next commit (a lazy one)
+                if len(await queue.list()) == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert [e.id for e in await queue.list()] == [kept.id]
+        finally:
+            await queue.close()
+
+    run(main())
 
 
 def test_sqlite_writers_of_one_spool_take_turns_on_a_lock_file(tmp_path: Path) -> None:
@@ -392,8 +490,15 @@ def test_bodies_in_delivery_stay_within_the_memory_budget(queue: Queue) -> None:
             await asyncio.sleep(0.02)
             self.busy -= len(body)
             self.done += 1
-            return [Attempt(RecipientResult(r.address, Outcome.SENT, "2.0.0", "250 ok"),
-                            "test", "250 ok", (0.0, 0.0)) for r in rcpts]
+            return [
+                Attempt(
+                    RecipientResult(r.address, Outcome.SENT, "2.0.0", "250 ok"),
+                    "test",
+                    "250 ok",
+                    (0.0, 0.0),
+                )
+                for r in rcpts
+            ]
 
         def sweep(self) -> None: ...
 
@@ -402,8 +507,13 @@ def test_bodies_in_delivery_stay_within_the_memory_budget(queue: Queue) -> None:
     async def main() -> Recording:
         await queue.open()
         deliverer = Recording()
-        scheduler = Scheduler(queue, Router(relayhost=("127.0.0.1", 9)), deliverer,  # type: ignore[arg-type]
-                              hostname="relay.test", body_budget=100_000)
+        scheduler = Scheduler(
+            queue,
+            Router(relayhost=("127.0.0.1", 9)),
+            deliverer,  # type: ignore[arg-type]
+            hostname="relay.test",
+            body_budget=100_000,
+        )
         try:
             for _ in range(10):
                 await put(queue, b"x" * 40_000)
