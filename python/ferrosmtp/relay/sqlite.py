@@ -247,6 +247,8 @@ class _Spool:
 
     def _turn_taken(self, future: asyncio.Future[Any]) -> None:
         self.turn_wait = None
+        if future.cancelled():
+            return  # the loop is closing: close() commits what is pending
         held = future.exception() is None
         if not held:
             self.turn = None
