@@ -100,7 +100,8 @@ class Syncer:
                     finally:
                         os.close(fd)
             except OSError as failure:
-                error = str(failure)
+                # Worded as the Rust syncer words it (std::io::Error's Display).
+                error = f"{failure.strerror} (os error {failure.errno})"
             with self._lock:
                 self._done = upto
                 if error is not None:
