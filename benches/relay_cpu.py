@@ -8,8 +8,8 @@ delivery), sends a warm-up batch, then ``--count`` messages over 20 sessions, wa
 the sink has them all and the relay has gone idle, and prints the relay's CPU time (user +
 system, every thread, from ``/proc/PID/stat``) per message, with the wall time and the
 load average for context. ``--rounds`` repeats the measured batch; the median is printed,
-then how much of it each thread spent (the event loop's, the spool writer's: a writer
-thread busy with wake-ups rather than SQLite shows in its share).
+then how much of it each thread spent (the event loop's, the spool's syncer, the worker
+threads of body files and checkpoints).
 
     python benches/relay_cpu.py                      # 1 KiB, 5000 messages, 3 rounds
     python benches/relay_cpu.py --size 102400 --count 1000
@@ -183,7 +183,7 @@ def main() -> int:
     print(f"relay CPU per message (median of {args.rounds}): "
           f"{statistics.median(per_message):.0f} us")
     # Which thread spends it: the event loop (the thread whose id is the process's) and
-    # the others (the spool's writer, asyncio.to_thread's workers), over every round.
+    # the others (the spool's syncer, asyncio.to_thread's workers), over every round.
     spent = sorted(((threads1[t] - threads0.get(t, 0.0), t) for t in threads1), reverse=True)
     messages = args.count * args.rounds
     print("  by thread: " + ", ".join(

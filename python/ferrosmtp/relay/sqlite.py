@@ -169,16 +169,10 @@ class _Op:
 
 
 class _Spool:
-    """The spool's writer: transactions on the event loop, their fsyncs in a syncer thread.
-
-    Operations asked for in one turn of the loop share one transaction, committed at the
-    end of the turn with ``synchronous=NORMAL`` (no fsync: tens of microseconds). Those
-    that must be durable (a put, before its 250) then wait for the syncer's next
-    ``fdatasync`` of the WAL, which every commit made meanwhile shares: one fsync per
-    batch as before, without a thread hand-off per operation. A commit synced this way
-    is as durable as one made with ``synchronous=FULL`` (which syncs the WAL at each
-    commit); checkpoints, which copy the WAL into the database, run in a worker thread
-    on a connection of their own that syncs both files as ``NORMAL`` does."""
+    """The spool's writer: transactions on the event loop, their fsyncs in a Syncer
+    thread (the module's docstring says when it commits and why). A commit synced this
+    way is as durable as one made with ``synchronous=FULL``, which syncs the WAL at each
+    commit."""
 
     def __init__(self, path: Path, bodies: Path, loop: asyncio.AbstractEventLoop) -> None:
         self.path = path
@@ -733,9 +727,9 @@ class SqliteQueue:
         (``next_attempt`` is then ignored). False when the message was deleted (``queue
         delete``) while it was being delivered: nothing is stored, it stays deleted."""
         if entry.apply(results, error):
-            # The body file (if any) goes once the row's deletion has committed, in the
-            # writer thread: an unlink can wait on the file system's journal, which the
-            # event loop must not.
+            # The body file (if any) goes once the row's deletion is synced, in a worker
+            # thread: an unlink can wait on the file system's journal, which the event
+            # loop must not.
             path = f"{self._bodies_text}/{entry.id}"
             in_row = entry.body is not None and entry.size <= self.inline_limit
             count = await self._run(
