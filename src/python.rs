@@ -1147,11 +1147,16 @@ fn xtext_encode(py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<String> 
     Ok(params::xtext_encode(&utf8(py, text)?))
 }
 
-/// ``fdatasync`` of one file (the spool's WAL), and ``fsync`` of one folder when asked,
-/// batched, in a thread of its own (``ferrosmtp.relay.sqlite``).
+/// The spool's file work in a thread of its own (``ferrosmtp.relay.sqlite``): the WAL's
+/// ``fdatasync`` (and the folder's ``fsync``), body files written and fsynced, body files
+/// unlinked once the WAL is synced; batched, each call a ticket.
 #[pyclass(module = "ferrosmtp._core", name = "Syncer", frozen)]
 struct PySyncer {
     inner: syncer::Syncer,
+}
+
+fn closed() -> PyErr {
+    pyo3::exceptions::PyOSError::new_err("the syncer is closed")
 }
 
 #[pymethods]
@@ -1163,27 +1168,49 @@ impl PySyncer {
         })
     }
 
-    /// Readable when a sync has finished since the last ``completed()``.
+    /// Readable when tickets have finished since the last ``completed()``.
     fn fileno(&self) -> i32 {
         use std::os::fd::AsRawFd;
         self.inner.readable().as_raw_fd()
     }
 
-    /// Ask for a sync of everything written so far; returns its ticket.
+    /// Ask for a sync of everything written to the file so far (and of the folder);
+    /// returns its ticket.
     fn request(&self, folder: bool) -> PyResult<u64> {
+        self.inner.request(folder).ok_or_else(closed)
+    }
+
+    /// Ask for ``data`` written to ``path`` (a new file; with ``append``, at the end of
+    /// an existing one) and the file fsynced; returns its ticket.
+    #[pyo3(signature = (path, data, append=false))]
+    fn store(&self, path: std::path::PathBuf, data: &[u8], append: bool) -> PyResult<u64> {
         self.inner
-            .request(folder)
-            .ok_or_else(|| pyo3::exceptions::PyOSError::new_err("the syncer is closed"))
+            .store(path, data.to_vec(), append)
+            .ok_or_else(closed)
     }
 
-    /// ``(done, failed_upto, error)``: tickets up to ``done`` are finished, those up to
-    /// ``failed_upto`` failed with ``error``.
-    fn completed(&self) -> (u64, u64, Option<String>) {
+    /// Ask for ``path`` unlinked once the file is synced after this call; returns its
+    /// ticket.
+    fn remove(&self, path: std::path::PathBuf) -> PyResult<u64> {
+        self.inner.remove(path).ok_or_else(closed)
+    }
+
+    /// ``(done, failed)``: tickets up to ``done`` are finished; ``failed`` lists those
+    /// that failed since the last call, each with its ``OSError``.
+    fn completed<'py>(&self, py: Python<'py>) -> (u64, Vec<(u64, Bound<'py, PyAny>)>) {
         let c = self.inner.completed();
-        (c.done, c.failed_upto, c.error)
+        let failed = c
+            .failed
+            .into_iter()
+            .map(|(ticket, code, text)| {
+                let error = pyo3::exceptions::PyOSError::new_err((code, text));
+                (ticket, error.into_value(py).into_bound(py).into_any())
+            })
+            .collect();
+        (c.done, failed)
     }
 
-    /// Finish the syncs asked for, then stop the thread. Idempotent.
+    /// Finish the tickets asked for, then stop the thread. Idempotent.
     fn close(&self, py: Python<'_>) {
         py.detach(|| self.inner.close());
     }

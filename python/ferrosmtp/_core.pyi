@@ -324,20 +324,31 @@ class DotStuffer:
 
 @final
 class Syncer:
-    """``fdatasync`` of one file (the spool's WAL), and ``fsync`` of one folder when asked,
-    batched, in a thread of its own (``ferrosmtp.relay.sqlite``).
+    """The spool's file work in a thread of its own (``ferrosmtp.relay.sqlite``): the WAL's
+    ``fdatasync`` (and the folder's ``fsync``), body files written and fsynced, body files
+    unlinked once the WAL is synced; batched, each call a ticket.
     """
     def __new__(cls, file: str | os.PathLike[str], folder: str | os.PathLike[str]) -> Syncer: ...
     def fileno(self) -> int:
-        """Readable when a sync has finished since the last ``completed()``."""
+        """Readable when tickets have finished since the last ``completed()``."""
     def request(self, folder: bool) -> int:
-        """Ask for a sync of everything written so far; returns its ticket."""
-    def completed(self) -> tuple[int, int, str | None]:
-        """``(done, failed_upto, error)``: tickets up to ``done`` are finished, those up to
-        ``failed_upto`` failed with ``error``.
+        """Ask for a sync of everything written to the file so far (and of the folder);
+        returns its ticket.
+        """
+    def store(self, path: str | os.PathLike[str], data: bytes, append: bool = False) -> int:
+        """Ask for ``data`` written to ``path`` (a new file; with ``append``, at the end of
+        an existing one) and the file fsynced; returns its ticket.
+        """
+    def remove(self, path: str | os.PathLike[str]) -> int:
+        """Ask for ``path`` unlinked once the file is synced after this call; returns its
+        ticket.
+        """
+    def completed(self) -> tuple[int, list[tuple[int, OSError]]]:
+        """``(done, failed)``: tickets up to ``done`` are finished; ``failed`` lists those
+        that failed since the last call, each with its ``OSError``.
         """
     def close(self) -> None:
-        """Finish the syncs asked for, then stop the thread. Idempotent."""
+        """Finish the tickets asked for, then stop the thread. Idempotent."""
 
 def parse_command(line: bytes, *, smtputf8: bool = False) -> Command:
     """Parse one command line (a trailing CRLF is allowed and ignored).

@@ -240,15 +240,15 @@ def test_sqlite_concurrent_puts_share_commits(tmp_path: Path) -> None:
 
 
 class _HeldSyncer:
-    """A syncer that syncs only when told to (``release``), or fails (``fail``)."""
+    """A syncer that syncs only when told to (``release``), or fails (``release(error)``);
+    body files are stored at once."""
 
     def __init__(self, file: str, folder: str) -> None:
         import socket
 
         self.requested = 0
         self.done = 0
-        self.failed_upto = 0
-        self.error: str | None = None
+        self.failed: list[tuple[int, OSError]] = []
         self._r, self._w = socket.socketpair()
         self._r.setblocking(False)
 
@@ -259,17 +259,30 @@ class _HeldSyncer:
         self.requested += 1
         return self.requested
 
-    def completed(self) -> tuple[int, int, str | None]:
+    def store(self, path: str, data: bytes, append: bool = False) -> int:
+        with open(path, "ab" if append else "xb") as f:
+            f.write(data)
+        self.requested += 1
+        self.done = self.requested
+        self._w.send(b"\0")
+        return self.requested
+
+    def remove(self, path: str) -> int:
+        self.requested += 1
+        return self.requested
+
+    def completed(self) -> tuple[int, list[tuple[int, OSError]]]:
         try:
             self._r.recv(4096)
         except BlockingIOError:
             pass
-        return self.done, self.failed_upto, self.error
+        failed, self.failed = self.failed, []
+        return self.done, failed
 
-    def release(self, error: str | None = None) -> None:
-        self.done = self.requested
+    def release(self, error: OSError | None = None) -> None:
         if error is not None:
-            self.failed_upto, self.error = self.requested, error
+            self.failed.extend((t, error) for t in range(self.done + 1, self.requested + 1))
+        self.done = self.requested
         self._w.send(b"\0")
 
     def close(self) -> None:
@@ -312,8 +325,8 @@ def test_sqlite_a_put_is_answered_only_once_its_commit_is_synced(
                 if syncer.requested == 2:
                     break
                 await asyncio.sleep(0.01)
-            syncer.release("Input/output error")
-            with pytest.raises(QueueError, match="sync failed: Input/output error"):
+            syncer.release(OSError(5, "Input/output error"))
+            with pytest.raises(QueueError, match=r"sync failed: \[Errno 5\] Input/output error"):
                 await asyncio.wait_for(failing, 5)
             for _ in range(100):  # the row goes with the next commit (a lazy one)
                 if len(await queue.list()) == 1:
@@ -386,6 +399,11 @@ def test_sqlite_body_files_are_written_at_the_end_up_to_the_spill_limit(tmp_path
             assert entry.body == b"m" * 100  # no reading back for the delivery
             sent = [RecipientResult("b@y.test", Outcome.SENT, "2.0.0", "250 ok")]
             assert await queue.record(entry, sent, None)
+            # The syncer unlinks the file once the deletion is synced, soon after.
+            for _ in range(500):
+                if not list(bodies.iterdir()):
+                    break
+                await asyncio.sleep(0.01)
             assert list(bodies.iterdir()) == []
 
             big = queue.new_body()
@@ -457,9 +475,15 @@ def small_disk(tmp_path: Path) -> Any:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_sqlite_full_disk_raises_queue_full_and_keeps_nothing(small_disk: Path) -> None:
+@pytest.mark.parametrize("spill_limit", [256 << 10, 16 << 20], ids=["spilled", "stored"])
+def test_sqlite_full_disk_raises_queue_full_and_keeps_nothing(
+    small_disk: Path, spill_limit: int
+) -> None:
+    """Whether the body went to its file as it came (spilled) or was written at the end
+    by the syncer (stored), a full disk is QueueFull and no part of the file stays."""
+
     async def main() -> None:
-        queue = SqliteQueue(small_disk / "spool", inline_limit=1000)
+        queue = SqliteQueue(small_disk / "spool", inline_limit=1000, spill_limit=spill_limit)
         await queue.open()
         try:
             kept = await put(queue, b"k" * 2000)

@@ -1,41 +1,80 @@
-"""The spool's fsyncs, off the event loop: ``Syncer`` makes commits durable in batches
-(the pure twin of ``ferrosmtp._core.Syncer``, ``src/syncer.rs``).
+"""The spool's file work, off the event loop: ``Syncer`` makes commits durable, writes
+and fsyncs body files and unlinks them, in batches (the pure twin of
+``ferrosmtp._core.Syncer``, ``src/syncer.rs``).
 
 The event loop commits to SQLite itself (a commit without an fsync costs tens of
-microseconds); what makes a commit durable, an ``fdatasync`` of the WAL file (and an
-``fsync`` of the bodies folder when a body file was named), is asked of a syncer thread:
-``request()`` returns a ticket, and the loop learns which tickets are durable by reading
-``fileno()`` (one byte per sync done) and calling ``completed()``. Every request made while
-a sync runs is covered by the next one: concurrent sessions share one fsync.
+microseconds) and asks a syncer thread for everything that waits on the disk; each call
+returns a ticket:
+
+- ``request(folder)``: an ``fdatasync`` of the WAL file (and an ``fsync`` of the bodies
+  folder), covering every commit made before it;
+- ``store(path, data, append)``: a body file written (a new one, or the end of one written
+  already) and fsynced;
+- ``remove(path)``: a body file unlinked once the WAL is synced after it (its row's
+  deletion, committed before, is then durable).
+
+The thread takes all the tickets asked for while it worked as one batch: the stores, one
+sync of the WAL (and the folder), then the removes. The loop learns which tickets are
+finished by reading ``fileno()`` (one byte per batch) and calling ``completed()``.
+Concurrent sessions share one fsync.
 
 The Rust syncer's thread never needs the interpreter. This one, a Python thread, waits for
 the GIL each time it wakes (up to the switch interval while the loop is busy), and every
-sync costs the loop thread hand-offs: measured with the relay, 0.3 ms more CPU per
+batch costs the loop thread hand-offs: measured with the relay, 0.3 ms more CPU per
 message. Same API and behaviour, for ``FERROSMTP_BACKEND=pure``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
+from typing import NamedTuple
 
 __all__ = ["Syncer"]
 
 
+class _Job(NamedTuple):
+    ticket: int
+    kind: str  # "sync", "store", "remove"
+    path: str | os.PathLike[str] | None = None
+    data: bytes = b""
+    flag: bool = False  # sync: with the folder; store: append
+
+
+def _error(failure: OSError) -> OSError:
+    """The error as the Rust syncer gives it: ``OSError(errno, strerror)``, no file name."""
+    code = failure.errno if failure.errno is not None else errno.EIO
+    return OSError(code, failure.strerror or os.strerror(code))
+
+
+def _store(path: str | os.PathLike[str], data: bytes, append: bool) -> None:
+    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_APPEND if append else os.O_CREAT | os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Syncer:
-    """``fdatasync`` of one file (the spool's WAL), and ``fsync`` of one folder when asked,
-    batched, in a thread of its own (``ferrosmtp.relay.sqlite``)."""
+    """The spool's file work in a thread of its own (``ferrosmtp.relay.sqlite``): the WAL's
+    ``fdatasync`` (and the folder's ``fsync``), body files written and fsynced, body files
+    unlinked once the WAL is synced; batched, each call a ticket.
+    """
 
     def __init__(self, file: str | os.PathLike[str], folder: str | os.PathLike[str]) -> None:
         self._wal = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
         self._folder = folder
         self._lock = threading.Condition()
         self._requested = 0  # the last ticket handed out
-        self._folder_upto = 0  # the last ticket that needs the folder synced
-        self._done = 0  # every ticket up to this one is synced (or failed)
-        self._failed_upto = 0  # every ticket up to this one failed (or was synced before)
-        self._error: str | None = None
+        self._jobs: list[_Job] = []
+        self._done = 0  # every ticket up to this one is finished (or failed)
+        self._failed: list[tuple[int, OSError]] = []  # since the last completed()
         self._closing = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -44,23 +83,39 @@ class Syncer:
         self._thread.start()
 
     def fileno(self) -> int:
-        """Readable when a sync has finished since the last ``completed()``."""
+        """Readable when tickets have finished since the last ``completed()``."""
         return self._wake_r.fileno()
 
-    def request(self, folder: bool) -> int:
-        """Ask for a sync of everything written so far; returns its ticket."""
+    def _ask(self, kind: str, path: str | os.PathLike[str] | None, data: bytes, flag: bool) -> int:
         with self._lock:
             if self._closing:
                 raise OSError("the syncer is closed")
             self._requested += 1
-            if folder:
-                self._folder_upto = self._requested
+            self._jobs.append(_Job(self._requested, kind, path, data, flag))
             self._lock.notify()
             return self._requested
 
-    def completed(self) -> tuple[int, int, str | None]:
-        """``(done, failed_upto, error)``: tickets up to ``done`` are finished, those up to
-        ``failed_upto`` failed with ``error``.
+    def request(self, folder: bool) -> int:
+        """Ask for a sync of everything written to the file so far (and of the folder);
+        returns its ticket.
+        """
+        return self._ask("sync", None, b"", folder)
+
+    def store(self, path: str | os.PathLike[str], data: bytes, append: bool = False) -> int:
+        """Ask for ``data`` written to ``path`` (a new file; with ``append``, at the end of
+        an existing one) and the file fsynced; returns its ticket.
+        """
+        return self._ask("store", path, data, append)
+
+    def remove(self, path: str | os.PathLike[str]) -> int:
+        """Ask for ``path`` unlinked once the file is synced after this call; returns its
+        ticket.
+        """
+        return self._ask("remove", path, b"", False)
+
+    def completed(self) -> tuple[int, list[tuple[int, OSError]]]:
+        """``(done, failed)``: tickets up to ``done`` are finished; ``failed`` lists those
+        that failed since the last call, each with its ``OSError``.
         """
         try:
             while self._wake_r.recv(4096):
@@ -68,10 +123,11 @@ class Syncer:
         except BlockingIOError:
             pass
         with self._lock:
-            return self._done, self._failed_upto, self._error
+            failed, self._failed = self._failed, []
+            return self._done, failed
 
     def close(self) -> None:
-        """Finish the syncs asked for, then stop the thread. Idempotent."""
+        """Finish the tickets asked for, then stop the thread. Idempotent."""
         with self._lock:
             self._closing = True
             self._lock.notify()
@@ -81,31 +137,53 @@ class Syncer:
             self._wal = -1
             self._wake_w.close()
 
+    def _sync(self, folder: bool) -> None:
+        os.fdatasync(self._wal)
+        if folder:
+            fd = os.open(self._folder, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def _run(self) -> None:
         while True:
             with self._lock:
-                while self._requested == self._done and not self._closing:
+                while not self._jobs and not self._closing:
                     self._lock.wait()
-                if self._requested == self._done:
+                if not self._jobs:
                     return
-                upto = self._requested
-                folder = self._folder_upto > self._done
-            error = None
-            try:
-                os.fdatasync(self._wal)
-                if folder:
-                    fd = os.open(self._folder, os.O_RDONLY | os.O_CLOEXEC)
+                upto, jobs, self._jobs = self._requested, self._jobs, []
+            failed: list[tuple[int, OSError]] = []
+            for job in jobs:
+                if job.kind == "store":
+                    assert job.path is not None
                     try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-            except OSError as failure:
-                # Worded as the Rust syncer words it (std::io::Error's Display).
-                error = f"{failure.strerror} (os error {failure.errno})"
+                        _store(job.path, job.data, job.flag)
+                    except OSError as failure:
+                        failed.append((job.ticket, _error(failure)))
+            synced: OSError | None = None
+            if any(job.kind != "store" for job in jobs):
+                try:
+                    self._sync(any(job.kind == "sync" and job.flag for job in jobs))
+                except OSError as failure:
+                    synced = _error(failure)
+            for job in jobs:
+                if job.kind == "sync" and synced is not None:
+                    failed.append((job.ticket, synced))
+                elif job.kind == "remove" and synced is None:
+                    # Not synced: the deletion may not be durable, so the file stays (a
+                    # body file without a row is removed by the spool's recovery).
+                    assert job.path is not None
+                    try:
+                        os.unlink(job.path)
+                    except FileNotFoundError:
+                        pass
+                    except OSError as failure:
+                        failed.append((job.ticket, _error(failure)))
             with self._lock:
                 self._done = upto
-                if error is not None:
-                    self._failed_upto, self._error = upto, error
+                self._failed.extend(failed)
             try:
                 self._wake_w.send(b"\0")
             except OSError:  # full: a wake-up is pending already; closed: nobody listens

@@ -21,18 +21,19 @@ the loop never sleeps on another process.
 Small bodies (``inline_limit``, 64 KiB by default) stay in memory while they arrive and
 go into their row; bigger ones go to ``bodies/ID``, fsynced before their row commits,
 and the folder is fsynced with the WAL. Up to ``spill_limit`` (256 KiB) a body is
-written in one go once it has all arrived, beyond that streamed as it arrives. A body
-file without a row (a crash mid-message) is removed by ``recover``; a row whose file is
-missing or short is marked corrupt: listed by ``queue list``, never delivered, never
-fatal.
+written in one go once it has all arrived, beyond that streamed as it arrives; either
+way the syncer thread writes what is left and fsyncs the file. A body file without a row
+(a crash mid-message) is removed by ``recover``; a row whose file is missing or short is
+marked corrupt: listed by ``queue list``, never delivered, never fatal.
 
 What an attempt changes (``record``: a delivered message's row deleted, a deferred one's
 updated) needs no fsync of its own: lost in a crash, it only means a message delivered
 again (at least once, as a crash mid-delivery) or retried early. So records do not start
 transactions: they wait (``LAZY_DELAY`` at most) to ride in the next one a put starts,
 and are answered at its commit, without waiting for a sync (still durable across a
-kill -9: the OS holds the writes). Leases are not synced either: ``recover`` ends them
-after a crash anyway.
+kill -9: the OS holds the writes). A delivered message's body file is unlinked by the
+syncer once that commit is synced: a file must not go while its row may come back.
+Leases are not synced either: ``recover`` ends them after a crash anyway.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ import collections
 import contextlib
 import errno
 import fcntl
-import functools
 import json
 import logging
 import os
@@ -112,7 +112,7 @@ LAZY_DELAY = 0.01
 # fsync of its own. Measured: rows cost less CPU and time up to 64 KiB, files from there).
 INLINE_LIMIT = 64 << 10
 # Bodies up to this size stay in memory while they arrive: a body file is then created,
-# written and fsynced in one go in a worker thread (measured at 100 KiB: creating the
+# written and fsynced in one go by the syncer thread (measured at 100 KiB: creating the
 # file and writing each piece on the event loop cost 0.5 ms of its time a message, some
 # of it waiting on the file system's journal), and a message delivered at once is not
 # read back. Bigger ones go to their file as they arrive: memory per message stays
@@ -149,30 +149,30 @@ Settled = list[tuple["asyncio.Future[Any]", Any, "BaseException | None"]]
 
 
 class _Op:
-    __slots__ = ("after", "durable", "fn", "future", "new_file", "undo")
+    __slots__ = ("durable", "fn", "future", "new_file", "undo", "unlink")
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], Any],
         future: asyncio.Future[Any],
         new_file: bool,
-        after: Callable[[], None] | None,
+        unlink: str | None,
         durable: bool,
         undo: Callable[[sqlite3.Connection], Any] | None = None,
     ) -> None:
         self.fn = fn
         self.future = future
         self.new_file = new_file
-        self.after = after  # run in a worker thread once the transaction is synced
+        self.unlink = unlink  # a file the syncer unlinks once the commit is synced
         self.durable = durable  # answered once the commit is synced
         self.undo = undo  # what takes ``fn`` back if that sync fails
 
 
 class _Spool:
-    """The spool's writer: transactions on the event loop, their fsyncs in a Syncer
-    thread (the module's docstring says when it commits and why). A commit synced this
-    way is as durable as one made with ``synchronous=FULL``, which syncs the WAL at each
-    commit."""
+    """The spool's writer: transactions on the event loop, their fsyncs and the body
+    files in a Syncer thread (the module's docstring says when it commits and why). A
+    commit synced this way is as durable as one made with ``synchronous=FULL``, which
+    syncs the WAL at each commit."""
 
     def __init__(self, path: Path, bodies: Path, loop: asyncio.AbstractEventLoop) -> None:
         self.path = path
@@ -186,6 +186,8 @@ class _Spool:
         self.lazy: list[_Op] = []  # records: they ride in the next transaction
         # Committed, waiting for their sync: (ticket, those operations and their results).
         self.waiting: collections.deque[tuple[int, list[tuple[_Op, Any]]]] = collections.deque()
+        # Body files being written and fsynced by the syncer: (ticket, who waits).
+        self.storing: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self.scheduled: asyncio.Handle | None = None  # _commit at the end of this turn
         self.flush: asyncio.TimerHandle | None = None  # _commit for records, if none comes
         self.turn_wait: asyncio.Future[Any] | None = None
@@ -196,6 +198,13 @@ class _Spool:
         self.checkpointing = False
         self.checkpointer: sqlite3.Connection | None = None
         loop.add_reader(self.syncer.fileno(), self._synced)
+
+    def store(self, path: str, data: bytes, append: bool) -> asyncio.Future[None]:
+        """Have the syncer write ``data`` to ``path`` (a new file, or the end of one) and
+        fsync it; the future fails with the OSError if it cannot."""
+        future = self.loop.create_future()
+        self.storing.append((self.syncer.store(path, data, append), future))
+        return future
 
     def submit(self, op: _Op, lazy: bool) -> None:
         if lazy:
@@ -278,6 +287,12 @@ class _Spool:
                 self.waiting.append((self.syncer.request(folder), durable))
             except OSError as error:
                 now.extend((op.future, None, error) for op, _ in durable)
+        for op, outcome in zip(batch, settled, strict=True):
+            if op.unlink is not None and outcome[2] is None:
+                try:  # after the sync that makes this commit durable
+                    self.syncer.remove(op.unlink)
+                except OSError:
+                    pass  # closed: recover() removes a body file without a row
         _settle(now)
         self.since_checkpoint += 1
         if self.since_checkpoint >= CHECKPOINT_EVERY and not self.checkpointing:
@@ -306,28 +321,32 @@ class _Spool:
         return settled
 
     def _synced(self) -> None:
-        """The syncer finished syncs: answer the operations they made durable."""
-        done, failed_upto, error = self.syncer.completed()
+        """The syncer finished tickets: answer the stores and the operations they made
+        durable."""
+        done, failed = self.syncer.completed()
+        errors = dict(failed)
+        storing = self.storing
+        while storing and storing[0][0] <= done:
+            ticket, future = storing.popleft()
+            _settle([(future, None, errors.pop(ticket, None))])
         waiting = self.waiting
         while waiting and waiting[0][0] <= done:
             ticket, ops = waiting.popleft()
-            if ticket <= failed_upto:
-                # Not durable: the client hears 451 and sends it again, so the rows
-                # must not stay to be delivered too.
-                failure = QueueError(f"spool sync failed: {error}")
-                _settle([(op.future, None, failure) for op, _ in ops])
-                for op, _ in ops:
-                    if op.undo is not None:  # best effort: nobody waits for it
-                        future = self.loop.create_future()
-                        future.add_done_callback(_retrieved)
-                        self.submit(_Op(op.undo, future, False, None, False), True)
+            error = errors.pop(ticket, None)
+            if error is None:
+                _settle([(op.future, result, None) for op, result in ops])
                 continue
-            for op, result in ops:
-                if op.after is None:
-                    _settle([(op.future, result, None)])
-                else:  # unlinking a body file: once its row's deletion is durable
-                    unlinked = self.loop.run_in_executor(None, op.after)
-                    unlinked.add_done_callback(functools.partial(_answer, op.future, result))
+            # Not durable: the client hears 451 and sends it again, so the rows must not
+            # stay to be delivered too.
+            failure = QueueError(f"spool sync failed: {error}")
+            _settle([(op.future, None, failure) for op, _ in ops])
+            for op, _ in ops:
+                if op.undo is not None:  # best effort: nobody waits for it
+                    future = self.loop.create_future()
+                    future.add_done_callback(_retrieved)
+                    self.submit(_Op(op.undo, future, False, None, False), True)
+        for error in errors.values():  # unlinks: a file left is only disk space
+            log.warning("spool: cannot remove a body file: %s", error)
         if self.pending:
             self._schedule()
 
@@ -354,7 +373,7 @@ class _Spool:
             self._commit()
             while self.turn_wait is not None:
                 await asyncio.sleep(0.001)
-        while self.waiting:
+        while self.waiting or self.storing:
             await asyncio.sleep(0.001)
         while self.checkpointing:
             await asyncio.sleep(0.001)
@@ -383,20 +402,6 @@ def _open_turn(db_path: Path) -> int | None:
         return None
 
 
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _answer(future: asyncio.Future[Any], result: Any, after: asyncio.Future[Any]) -> None:
-    """Answer an operation once what ran after it is done (best effort: its errors are
-    ignored, as a file that could not be unlinked is only disk space)."""
-    if not after.cancelled():
-        after.exception()
-    if not future.done():
-        future.set_result(result)
-
-
 def _retrieved(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("spool: %s", future.exception())
@@ -420,7 +425,8 @@ class _Body:
         self.size = 0
         self._queue = queue
         self._chunks: list[bytes] = []
-        self._file: Any = None  # once created (spilled, or by sync)
+        self._file: Any = None  # a spilled body's file, open while the body arrives
+        self._named = False  # a file by this body's name may exist
         self._path = f"{queue._bodies_text}/{self.id}"  # a str join: no Path per message
         self._failed: QueueError | None = None
 
@@ -438,6 +444,7 @@ class _Body:
                 return
             self._chunks.append(data)
             if self.size > self._queue.spill_limit:
+                self._named = True
                 self._file = open(self._path, "xb")
                 self._file.writelines(self._chunks)
                 self._chunks = []
@@ -449,26 +456,27 @@ class _Body:
     def inline(self) -> bytes:
         return b"".join(self._chunks)
 
-    def sync(self) -> bytes | None:
-        """Write the body file (what is still in memory: all of it, unless it spilled),
-        fsync and close it, in a worker thread. Returns the body if it was all in memory."""
-        data = None
+    async def store(self, spool: _Spool) -> bytes | None:
+        """Have the syncer write the body file (what is still in memory: all of it,
+        unless it spilled) and fsync it. Returns the body if it was all in memory."""
+        self._named = True
         if self._file is None:
             data = b"".join(self._chunks)
             self._chunks = []
-            self._file = open(self._path, "xb")
-            self._file.write(data)
-        f = self._file
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        return data
+            await spool.store(self._path, data, False)
+            return data
+        spilled, self._file = self._file, None
+        spilled.close()  # what Python still buffers goes to the OS; the syncer fsyncs
+        await spool.store(self._path, b"", True)
+        return None
 
     async def abort(self) -> None:
         self._chunks = []
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
+            self._file = None
+        if self._named:
             with contextlib.suppress(OSError):
                 os.unlink(self._path)
 
@@ -521,11 +529,16 @@ class SqliteQueue:
             self._reader.close()
             self._reader = None
 
+    def _writer(self) -> _Spool:
+        if self._spool_writer is None:
+            raise QueueError("the queue is not open")
+        return self._spool_writer
+
     async def _run(
         self,
         fn: Callable[[sqlite3.Connection], _T],
         new_file: bool = False,
-        after: Callable[[], None] | None = None,
+        unlink: str | None = None,
         *,
         lazy: bool = False,
         durable: bool = True,
@@ -534,12 +547,11 @@ class SqliteQueue:
         """Run ``fn`` in the next transaction (committed at the end of this turn of the
         loop) and return once it is synced to disk; ``durable=False``: once committed;
         ``lazy``: in the next transaction anybody starts (within ``LAZY_DELAY``), without
-        waiting for a sync. ``undo`` takes ``fn`` back if the sync fails."""
-        spool = self._spool_writer
-        if spool is None:
-            raise QueueError("the queue is not open")
+        waiting for a sync. ``undo`` takes ``fn`` back if the sync fails; ``unlink``
+        names a file the syncer removes once the commit is synced."""
+        spool = self._writer()
         future: asyncio.Future[_T] = spool.loop.create_future()
-        spool.submit(_Op(fn, future, new_file, after, durable and not lazy, undo), lazy)
+        spool.submit(_Op(fn, future, new_file, unlink, durable and not lazy, undo), lazy)
         return await future
 
     def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -588,9 +600,9 @@ class SqliteQueue:
         kept = None
         try:
             if inline is None:
-                # One trip to a thread: create, write, fsync, close (the event loop never
+                # The syncer creates, writes and fsyncs the file (the event loop never
                 # waits on the file system's journal for a body up to the spill limit).
-                kept = await asyncio.to_thread(body.sync)
+                kept = await body.store(self._writer())
             lease_until = now + lease if lease else 0.0
             row = (
                 body.id,
@@ -727,20 +739,17 @@ class SqliteQueue:
         (``next_attempt`` is then ignored). False when the message was deleted (``queue
         delete``) while it was being delivered: nothing is stored, it stays deleted."""
         if entry.apply(results, error):
-            # The body file (if any) goes once the row's deletion is synced, in a worker
-            # thread: an unlink can wait on the file system's journal, which the event
-            # loop must not.
-            path = f"{self._bodies_text}/{entry.id}"
+            # The body file (if any) goes once the row's deletion is synced, unlinked by
+            # the syncer: an unlink can wait on the file system's journal, which the
+            # event loop must not. (A body in memory may still have a file: one over the
+            # inline limit, handed over by put() for delivery.)
             in_row = entry.body is not None and entry.size <= self.inline_limit
             count = await self._run(
                 lambda conn: (
                     conn.execute("DELETE FROM messages WHERE id = ?", (entry.id,)).rowcount
                 ),
-                # A body in memory may still have a file: one over the inline limit,
-                # handed over by put() for delivery.
-                after=None if in_row else lambda: _unlink(path),
-                # Not for a body file: its unlink must not outlive a lost deletion.
-                lazy=in_row,
+                unlink=None if in_row else f"{self._bodies_text}/{entry.id}",
+                lazy=True,
             )
             return bool(count)
         entry.next_attempt = next_attempt if next_attempt is not None else time.time()
