@@ -13,10 +13,11 @@ returns a ticket:
 - ``remove(path)``: a body file unlinked once the WAL is synced after it (its row's
   deletion, committed before, is then durable).
 
-The thread takes all the tickets asked for while it worked as one batch: the stores, one
-sync of the WAL (and the folder), then the removes. The loop learns which tickets are
-finished by reading ``fileno()`` (one byte per batch) and calling ``completed()``.
-Concurrent sessions share one fsync.
+The thread takes all the tickets asked for while it worked as one batch: the stores
+written, their fsyncs and one sync of the WAL (and the folder), then the removes (the
+Rust syncer runs those fsyncs at once, in threads; this one, one after the other). The
+loop learns which tickets are finished by reading ``fileno()`` (one byte per batch) and
+calling ``completed()``. Concurrent sessions share one fsync.
 
 The Rust syncer's thread never needs the interpreter. This one, a Python thread, waits for
 the GIL each time it wakes (up to the switch interval while the loop is busy), and every
@@ -49,16 +50,18 @@ def _error(failure: OSError) -> OSError:
     return OSError(code, failure.strerror or os.strerror(code))
 
 
-def _store(path: str | os.PathLike[str], data: bytes, append: bool) -> None:
+def _write(path: str | os.PathLike[str], data: bytes, append: bool) -> int:
+    """Write a store's data; returns the open file (its fsync comes with the batch's)."""
     flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_APPEND if append else os.O_CREAT | os.O_EXCL)
     fd = os.open(path, flags, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 class Syncer:
@@ -155,13 +158,21 @@ class Syncer:
                     return
                 upto, jobs, self._jobs = self._requested, self._jobs, []
             failed: list[tuple[int, OSError]] = []
+            written: list[tuple[int, int]] = []
             for job in jobs:
                 if job.kind == "store":
                     assert job.path is not None
                     try:
-                        _store(job.path, job.data, job.flag)
+                        written.append((job.ticket, _write(job.path, job.data, job.flag)))
                     except OSError as failure:
                         failed.append((job.ticket, _error(failure)))
+            for ticket, fd in written:
+                try:
+                    os.fsync(fd)
+                except OSError as failure:
+                    failed.append((ticket, _error(failure)))
+                finally:
+                    os.close(fd)
             synced: OSError | None = None
             if any(job.kind != "store" for job in jobs):
                 try:
@@ -181,6 +192,7 @@ class Syncer:
                         pass
                     except OSError as failure:
                         failed.append((job.ticket, _error(failure)))
+            failed.sort(key=lambda failure: failure[0])
             with self._lock:
                 self._done = upto
                 self._failed.extend(failed)
