@@ -9,7 +9,8 @@ the sink has them all and the relay has gone idle, and prints the relay's CPU ti
 system, every thread, from ``/proc/PID/stat``) per message, with the wall time and the
 load average for context. ``--rounds`` repeats the measured batch; the median is printed,
 then how much of it each thread spent (the event loop's, the spool's syncer, the worker
-threads of body files and checkpoints).
+threads of checkpoints), and the threads that ended meanwhile (the syncer's fsync threads,
+a few per batch of body files).
 
     python benches/relay_cpu.py                      # 1 KiB, 5000 messages, 3 rounds
     python benches/relay_cpu.py --size 102400 --count 1000
@@ -47,15 +48,17 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
-def thread_times(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of each thread of a process, by thread id."""
+def thread_times(pid: int) -> dict[int, tuple[str, float]]:
+    """Name and CPU seconds (user + system) of each thread of a process, by thread id."""
     times = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name, fields = (task / "stat").read_text().rsplit(")", 1)
         except OSError:  # the thread ended meanwhile
             continue
-        times[int(task.name)] = (int(fields[11]) + int(fields[12])) / TICK
+        values = fields.split()
+        comm = name.split("(", 1)[1]
+        times[int(task.name)] = (comm, (int(values[11]) + int(values[12])) / TICK)
     return times
 
 
@@ -154,6 +157,7 @@ def main() -> int:
                 time.sleep(1)
             settle(proc.pid)
             threads0 = thread_times(proc.pid)
+            total0 = sum(cpu_times(proc.pid))
             for _ in range(args.rounds):
                 settle(proc.pid)
                 user0, system0 = cpu_times(proc.pid)
@@ -170,6 +174,7 @@ def main() -> int:
                       f"{per_message[-1]:.0f} us/msg (user {user1 - user0:.2f} s, system "
                       f"{system1 - system0:.2f} s); {args.count / wall:.0f} msgs/s wall")
             threads1 = thread_times(proc.pid)
+            total1 = sum(cpu_times(proc.pid))
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(60)
@@ -183,12 +188,18 @@ def main() -> int:
     print(f"relay CPU per message (median of {args.rounds}): "
           f"{statistics.median(per_message):.0f} us")
     # Which thread spends it: the event loop (the thread whose id is the process's) and
-    # the others (the spool's syncer, asyncio.to_thread's workers), over every round.
-    spent = sorted(((threads1[t] - threads0.get(t, 0.0), t) for t in threads1), reverse=True)
+    # the others (the spool's syncer, worker threads), over every round; what is left of
+    # the process's total was spent by threads that ended (the syncer's fsync threads).
+    spent = sorted(
+        ((used - threads0.get(t, ("", 0.0))[1], t, name) for t, (name, used) in threads1.items()),
+        reverse=True,
+    )
     messages = args.count * args.rounds
+    ended = total1 - total0 - sum(used for used, _, _ in spent)
     print("  by thread: " + ", ".join(
-        f"{'event loop' if tid == proc.pid else f'thread {tid}'} {used / messages * 1e6:.0f} us"
-        for used, tid in spent if used > 0
+        [f"{'event loop' if tid == proc.pid else f'{name} {tid}'} {used / messages * 1e6:.0f} us"
+         for used, tid, name in spent if used > 0]
+        + ([f"threads that ended {ended / messages * 1e6:.0f} us"] if ended > 0 else [])
     ))
     if args.callgrind:
         total = 0
