@@ -126,6 +126,35 @@ def test_a_fast_hop_carries_several_transactions_at_once_on_one_connection() -> 
         assert len(hop.sessions) == 1  # all five over the first connection
 
 
+def test_big_bodies_go_alone_on_their_connection() -> None:
+    """Over PIPELINE_MAX_BODY, a transaction does not share a connection even to a fast
+    hop (a peer's replies to pipelined big transactions can wait 40 ms on Nagle)."""
+    from ferrosmtp.relay.delivery import PIPELINE_MAX_BODY
+
+    with next_hop() as (hop, port):
+        config = DeliveryConfig(helo="relay.test", concurrency=4, pipeline_under=60)
+        deliverer = Deliverer(config)
+        hops = [Hop("h", "127.0.0.1", port)]
+        big = "x" * 998 + "\r\n"
+        lines = PIPELINE_MAX_BODY // len(big) + 1
+
+        async def main() -> None:
+            (first,) = await deliverer.deliver(entry(), message("m0"), [Recipient("x@y")], hops)
+            assert first.result.outcome is Outcome.SENT
+            results = await asyncio.gather(*(
+                deliverer.deliver(
+                    entry(i), message(f"m{i}", body=big * lines), [Recipient("b@y.test")], hops
+                )
+                for i in range(1, 5)
+            ))
+            assert all(r[0].result.outcome is Outcome.SENT for r in results)
+            await deliverer.close()
+
+        run(main())
+        assert sorted(m.message["Subject"] for m in hop.messages) == [f"m{i}" for i in range(5)]
+        assert len(hop.sessions) == 4  # the first connection, and three more
+
+
 def test_transactions_behind_a_closed_connection_go_again_on_a_new_one() -> None:
     """The hop answers the first message 421 and closes: that message is deferred, the
     ones pipelined behind it on the same connection go through on a new one."""
