@@ -420,6 +420,29 @@ def test_sqlite_body_files_are_written_at_the_end_up_to_the_spill_limit(tmp_path
     run(main())
 
 
+@pytest.mark.parametrize("size", [100, 300], ids=["stored", "spilled"])
+def test_sqlite_a_body_file_by_the_same_name_is_left_alone(tmp_path: Path, size: int) -> None:
+    """Were a queue id ever drawn twice, the second body must fail without removing the
+    first one's file (a message already acknowledged)."""
+
+    async def main() -> None:
+        queue = SqliteQueue(tmp_path / "spool", inline_limit=10, spill_limit=200)
+        await queue.open()
+        try:
+            body = queue.new_body()
+            taken = tmp_path / "spool" / "bodies" / body.id
+            taken.write_bytes(b"another message")
+            with pytest.raises(QueueError):
+                await body.write(b"m" * size)
+                await queue.put(envelope(), body)
+            assert taken.read_bytes() == b"another message"
+            assert await queue.list() == []
+        finally:
+            await queue.close()
+
+    run(main())
+
+
 def test_sqlite_missing_or_short_body_file_is_reported_not_fatal(tmp_path: Path) -> None:
     async def main() -> None:
         queue = SqliteQueue(tmp_path / "spool", inline_limit=10)

@@ -444,8 +444,8 @@ class _Body:
                 return
             self._chunks.append(data)
             if self.size > self._queue.spill_limit:
-                self._named = True
                 self._file = open(self._path, "xb")
+                self._named = True
                 self._file.writelines(self._chunks)
                 self._chunks = []
         except OSError as error:
@@ -459,11 +459,15 @@ class _Body:
     async def store(self, spool: _Spool) -> bytes | None:
         """Have the syncer write the body file (what is still in memory: all of it,
         unless it spilled) and fsync it. Returns the body if it was all in memory."""
-        self._named = True
         if self._file is None:
             data = b"".join(self._chunks)
             self._chunks = []
-            await spool.store(self._path, data, False)
+            self._named = True
+            try:
+                await spool.store(self._path, data, False)
+            except FileExistsError:
+                self._named = False  # another message's file: not ours to remove
+                raise
             return data
         spilled, self._file = self._file, None
         spilled.close()  # what Python still buffers goes to the OS; the syncer fsyncs
