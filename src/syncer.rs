@@ -347,11 +347,17 @@ mod tests {
         dir
     }
 
-    #[test]
-    fn tickets_finish_in_order_and_close_finishes_them() {
-        let dir = scratch("order");
+    /// A scratch folder holding a "wal" file to sync: (the folder, the file).
+    fn with_wal(name: &str) -> (PathBuf, PathBuf) {
+        let dir = scratch(name);
         let file = dir.join("wal");
         std::fs::write(&file, b"frames").unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn tickets_finish_in_order_and_close_finishes_them() {
+        let (dir, file) = with_wal("order");
         let syncer = Syncer::open(file, dir.clone()).unwrap();
         let first = syncer.request(false).unwrap();
         let second = syncer.request(true).unwrap();
@@ -367,9 +373,7 @@ mod tests {
 
     #[test]
     fn a_failed_sync_is_reported_for_its_tickets() {
-        let dir = scratch("fail");
-        let file = dir.join("wal");
-        std::fs::write(&file, b"frames").unwrap();
+        let (dir, file) = with_wal("fail");
         let syncer = Syncer::open(file, dir.join("no-such-folder")).unwrap();
         let ticket = syncer.request(true).unwrap();
         let completed = wait_done(&syncer, ticket);
@@ -380,9 +384,7 @@ mod tests {
 
     #[test]
     fn stores_write_and_sync_files_and_removes_unlink_them() {
-        let dir = scratch("store");
-        let file = dir.join("wal");
-        std::fs::write(&file, b"frames").unwrap();
+        let (dir, file) = with_wal("store");
         let syncer = Syncer::open(file, dir.clone()).unwrap();
         let body = dir.join("body");
         let first = syncer.store(body.clone(), b"one ".to_vec(), false).unwrap();
@@ -405,9 +407,7 @@ mod tests {
 
     #[test]
     fn many_stores_at_once_all_land() {
-        let dir = scratch("many");
-        let file = dir.join("wal");
-        std::fs::write(&file, b"frames").unwrap();
+        let (dir, file) = with_wal("many");
         let syncer = Syncer::open(file, dir.clone()).unwrap();
         let tickets: Vec<u64> = (0..40)
             .map(|i| {

@@ -276,6 +276,11 @@ class _Spool:
         now: Settled = []
         folder = False
         for op, outcome in zip(batch, settled, strict=True):
+            if outcome[2] is None and op.unlink is not None:
+                try:  # by the syncer, after a sync that makes this commit durable
+                    self.syncer.remove(op.unlink)
+                except OSError:
+                    pass  # closed: recover() removes a body file without a row
             if op.durable and outcome[2] is None:
                 durable.append((op, outcome[1]))
                 folder = folder or op.new_file
@@ -287,12 +292,6 @@ class _Spool:
                 self.waiting.append((self.syncer.request(folder), durable))
             except OSError as error:
                 now.extend((op.future, None, error) for op, _ in durable)
-        for op, outcome in zip(batch, settled, strict=True):
-            if op.unlink is not None and outcome[2] is None:
-                try:  # after the sync that makes this commit durable
-                    self.syncer.remove(op.unlink)
-                except OSError:
-                    pass  # closed: recover() removes a body file without a row
         _settle(now)
         self.since_checkpoint += 1
         if self.since_checkpoint >= CHECKPOINT_EVERY and not self.checkpointing:
