@@ -9,7 +9,8 @@
 //! - [`envelope`]: the client's MAIL FROM and RCPT TO lines, checked and formatted.
 //!
 //! One module is not codec: [`syncer`], the relay spool's fsync thread, in Rust because it
-//! must run without Python's GIL.
+//! must run without Python's GIL. It is built for POSIX systems only (the relay, its one
+//! user, needs POSIX file locking); elsewhere `ferrosmtp.codec.Syncer` is the pure one.
 //!
 //! `python/ferrosmtp/_pure/` is the same codec in plain Python, the specification these
 //! modules are differentially tested against. [`python`] holds the PyO3 bindings only.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod framing;
 pub mod params;
 pub mod reply;
+#[cfg(unix)]
 pub mod syncer;
 
 #[cfg(feature = "python")]

@@ -22,6 +22,7 @@ use crate::error::{self, CodecError as RustCodecError};
 use crate::framing::{self, Item, ReaderConfig};
 use crate::params;
 use crate::reply;
+#[cfg(unix)]
 use crate::syncer;
 
 static CODEC_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -1150,15 +1151,18 @@ fn xtext_encode(py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<String> 
 /// The spool's file work in a thread of its own (``ferrosmtp.relay.sqlite``): the WAL's
 /// ``fdatasync`` (and the folder's ``fsync``), body files written and fsynced, body files
 /// unlinked once the WAL is synced; batched, each call a ticket.
+#[cfg(unix)]
 #[pyclass(module = "ferrosmtp._core", name = "Syncer", frozen)]
 struct PySyncer {
     inner: syncer::Syncer,
 }
 
+#[cfg(unix)]
 fn closed() -> PyErr {
     pyo3::exceptions::PyOSError::new_err("the syncer is closed")
 }
 
+#[cfg(unix)]
 #[pymethods]
 impl PySyncer {
     #[new]
@@ -1232,6 +1236,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyReplyReader>()?;
     m.add_class::<PyEhloReply>()?;
     m.add_class::<PyDotStuffer>()?;
+    #[cfg(unix)] // the relay, the syncer's one user, needs POSIX (src/lib.rs)
     m.add_class::<PySyncer>()?;
     m.add_function(wrap_pyfunction!(parse_command, m)?)?;
     m.add_function(wrap_pyfunction!(parse_path, m)?)?;

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 _choice = os.environ.get("FERROSMTP_BACKEND", "").strip().lower() or "default"
 if _choice not in ("default", "rust", "pure"):
@@ -32,6 +32,12 @@ def _load() -> ModuleType:
 
         return _pure
     return _core
+
+
+def _load_pure_syncer() -> Any:
+    from ferrosmtp._pure.syncer import Syncer
+
+    return Syncer
 
 
 backend: ModuleType = _load()
@@ -83,7 +89,9 @@ else:
     Reply = backend.Reply
     ReplyReader = backend.ReplyReader
     ServerReader = backend.ServerReader
-    Syncer = backend.Syncer
+    # The Rust syncer is built for POSIX only (the relay, its one user, needs POSIX);
+    # elsewhere the pure one stands in, so that the codec imports on every platform.
+    Syncer = getattr(backend, "Syncer", None) or _load_pure_syncer()
     Violation = backend.Violation
     dot_stuff = backend.dot_stuff
     format_envelope = backend.format_envelope

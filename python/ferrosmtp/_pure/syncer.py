@@ -35,6 +35,11 @@ from typing import NamedTuple
 
 __all__ = ["Syncer"]
 
+# macOS has no fdatasync (fsync syncs the data too); Windows no O_CLOEXEC (the relay, this
+# module's one user, needs POSIX anyway, but the codec imports everywhere).
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
 
 class _Job(NamedTuple):
     ticket: int
@@ -52,7 +57,7 @@ def _error(failure: OSError) -> OSError:
 
 def _write(path: str | os.PathLike[str], data: bytes, append: bool) -> int:
     """Write a store's data; returns the open file (its fsync comes with the batch's)."""
-    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_APPEND if append else os.O_CREAT | os.O_EXCL)
+    flags = os.O_WRONLY | _CLOEXEC | (os.O_APPEND if append else os.O_CREAT | os.O_EXCL)
     fd = os.open(path, flags, 0o600)
     try:
         view = memoryview(data)
@@ -71,7 +76,7 @@ class Syncer:
     """
 
     def __init__(self, file: str | os.PathLike[str], folder: str | os.PathLike[str]) -> None:
-        self._wal = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+        self._wal = os.open(file, os.O_RDONLY | _CLOEXEC)
         self._folder = folder
         self._lock = threading.Condition()
         self._requested = 0  # the last ticket handed out
@@ -141,9 +146,9 @@ class Syncer:
             self._wake_w.close()
 
     def _sync(self, folder: bool) -> None:
-        os.fdatasync(self._wal)
+        _fdatasync(self._wal)
         if folder:
-            fd = os.open(self._folder, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._folder, os.O_RDONLY | _CLOEXEC)
             try:
                 os.fsync(fd)
             finally:
