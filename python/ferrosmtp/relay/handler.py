@@ -5,11 +5,12 @@ answers ``250 2.0.0 Ok: queued as ID`` only once the queue says it is durable.""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ferrosmtp import codec
 from ferrosmtp.handlers import received_header
+from ferrosmtp.protocol.events import Response
 from ferrosmtp.relay.policy import (
     RELAY_DENIED,
     TOO_MANY_HOPS,
@@ -18,6 +19,7 @@ from ferrosmtp.relay.policy import (
     client_address,
 )
 from ferrosmtp.relay.queue import (
+    WRITTEN,
     BodyWriter,
     Envelope,
     Queue,
@@ -31,6 +33,9 @@ __all__ = ["DISK_FULL", "STORAGE_FAILED", "QueueHandler"]
 
 log: logging.Logger = logging.getLogger("ferrosmtp.relay")
 
+# The replies of every message as Responses: the server sends them as they are, where a
+# reply string is parsed first, and a constant one's bytes are formatted once.
+_RCPT_OK = Response(250, ("Ok",), "2.1.5")
 DISK_FULL = "452 4.3.1 Error: insufficient system storage"
 STORAGE_FAILED = "451 4.3.0 Error: queue file write error"
 
@@ -70,10 +75,11 @@ class QueueHandler:
         self.on_queued = on_queued
         self.lease = lease
 
-    async def handle_RCPT(
+    def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
-    ) -> str:
-        """Accept the recipient if the relay policy allows it, else refuse: relay denied."""
+    ) -> str | Response:
+        """Accept the recipient if the relay policy allows it, else refuse: relay denied.
+        A plain function: the server answers it without a task."""
         if not self.policy.may_relay(session, address):
             log.info(
                 "%s reject RCPT <%s>: Relay access denied", _peer(session), _printable(address)
@@ -81,7 +87,7 @@ class QueueHandler:
             return RELAY_DENIED
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        return "250 2.1.5 Ok"
+        return _RCPT_OK
 
     def _start(self, server: Any, session: Any, envelope: Any) -> BodyWriter:
         body = self.queue.new_body()
@@ -89,22 +95,46 @@ class QueueHandler:
         setattr(envelope, _HOPS, HopCounter())
         return body
 
-    async def handle_DATA_CHUNK(
+    def handle_DATA_CHUNK(
         self, server: Any, session: Any, envelope: Any, data: bytes
-    ) -> None:
-        """Stream a piece of the message into the queue (after a Received header)."""
+    ) -> Awaitable[None] | None:
+        """Stream a piece of the message into the queue (after a Received header).
+        Returns what must be awaited, if anything: a piece the queue took at once (into
+        memory, the usual case) is answered by the server without a task."""
         if getattr(envelope, _ERROR, None) is not None:
-            return  # already failed: the rest of the message is dropped
+            return None  # already failed: the rest of the message is dropped
         body: BodyWriter | None = getattr(envelope, _BODY, None)
         try:
             if body is None:
                 body = self._start(server, session, envelope)
-                await body.write(received_header(server, session, envelope, body.id))
+                header = body.write(received_header(server, session, envelope, body.id))
+                if header is not WRITTEN:
+                    return self._write_later(server, session, envelope, header, data)
             getattr(envelope, _HOPS).feed(data)
-            await body.write(data)
+            written = body.write(data)
         except QueueError as error:
-            setattr(envelope, _ERROR, error)
-            await self.handle_DATA_ABORT(server, session, envelope)
+            return self._chunk_failed(server, session, envelope, error)
+        if written is WRITTEN:
+            return None
+        return self._write_later(server, session, envelope, written, None)
+
+    async def _write_later(
+        self, server: Any, session: Any, envelope: Any, pending: Awaitable[None], data: bytes | None
+    ) -> None:
+        """Await a write, then write ``data`` (the chunk after the Received header)."""
+        try:
+            await pending
+            if data is not None:
+                getattr(envelope, _HOPS).feed(data)
+                await getattr(envelope, _BODY).write(data)
+        except QueueError as error:
+            await self._chunk_failed(server, session, envelope, error)
+
+    async def _chunk_failed(
+        self, server: Any, session: Any, envelope: Any, error: QueueError
+    ) -> None:
+        setattr(envelope, _ERROR, error)
+        await self.handle_DATA_ABORT(server, session, envelope)
 
     async def handle_DATA_ABORT(self, server: Any, session: Any, envelope: Any) -> None:
         """The message was refused or its client vanished: forget its body."""
@@ -113,13 +143,15 @@ class QueueHandler:
         if body is not None:
             await body.abort()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str | Response:
         """Store the message durably in the queue, then 250 with its queue id (451 or 452 if it
         cannot)."""
         error = getattr(envelope, _ERROR, None)
         setattr(envelope, _ERROR, None)
         if error is None and getattr(envelope, _BODY, None) is None:
-            await self.handle_DATA_CHUNK(server, session, envelope, b"")  # an empty message
+            pending = self.handle_DATA_CHUNK(server, session, envelope, b"")  # an empty message
+            if pending is not None:
+                await pending
             error = getattr(envelope, _ERROR, None)
             setattr(envelope, _ERROR, None)
         if error is not None:
@@ -137,7 +169,7 @@ class QueueHandler:
             return self._failed(failure)
         if self.on_queued is not None and not self.on_queued(entry) and lease:
             await self.queue.release(entry)
-        return f"250 2.0.0 Ok: queued as {entry.id}"
+        return Response(250, (f"Ok: queued as {entry.id}",), "2.0.0")
 
     def _failed(self, error: QueueError) -> str:
         log.error("queue: %s", error)

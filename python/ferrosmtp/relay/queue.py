@@ -25,10 +25,11 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Generator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "WRITTEN",
     "BodyWriter",
     "Envelope",
     "Outcome",
@@ -239,11 +240,29 @@ class BodyWriter(Protocol):
     id: str  # the queue id the message will have
     size: int
 
-    async def write(self, data: bytes) -> None:
-        """Append ``data`` to the body."""
+    def write(self, data: bytes) -> Awaitable[None]:
+        """Append ``data`` to the body; awaiting the result finishes the write. It is
+        ``WRITTEN`` when nothing is left to wait for (the bytes are in memory, or in a
+        file's buffer): the relay's handler then answers without a task. Raises (or the
+        awaiting raises) QueueFull or QueueError if the body cannot be kept."""
 
     async def abort(self) -> None:
         """Forget the body: the message was refused or its client vanished."""
+
+
+class _Written:
+    """``WRITTEN``: awaiting it returns at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from ()  # ends at once
+
+    def __repr__(self) -> str:
+        return "WRITTEN"
+
+
+WRITTEN = _Written()
 
 
 @runtime_checkable

@@ -49,13 +49,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ferrosmtp import codec
 from ferrosmtp.relay.limits import LocalSlots
 from ferrosmtp.relay.queue import (
+    WRITTEN,
     Envelope,
     QueueEntry,
     QueueError,
@@ -433,14 +434,16 @@ class _Body:
     def in_file(self) -> bool:
         return self.size > self._queue.inline_limit
 
-    async def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> Awaitable[None]:
+        """Nothing to await: in memory, or in the spilled file's buffer (its fsync comes
+        at ``store``)."""
         if self._failed is not None:
             raise self._failed
         self.size += len(data)
         try:
             if self._file is not None:
                 self._file.write(data)
-                return
+                return WRITTEN
             self._chunks.append(data)
             if self.size > self._queue.spill_limit:
                 self._file = open(self._path, "xb")
@@ -449,8 +452,9 @@ class _Body:
                 self._chunks = []
         except OSError as error:
             self._failed = _storage_error(error)
-            await self.abort()
+            self._forget()
             raise self._failed from error
+        return WRITTEN
 
     def inline(self) -> bytes:
         return b"".join(self._chunks)
@@ -474,6 +478,9 @@ class _Body:
         return None
 
     async def abort(self) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
         self._chunks = []
         if self._file is not None:
             with contextlib.suppress(OSError):

@@ -178,14 +178,24 @@ class ConnectionBase(asyncio.Protocol):
         """Await a hook; an exception becomes handle_exception()'s reply, or a 451."""
         try:
             result = hook(self, self.session, self.envelope, *args)
+        except Exception as error:
+            return await self._outcome(None, error)
+        return await self._outcome(result, None)
+
+    async def _outcome(self, result: Any, error: Exception | None) -> Any:
+        """What a hook that was called said: ``result`` (awaited if it is awaitable), or
+        for the exception it raised (``error``) handle_exception()'s reply, or a 451."""
+        try:
+            if error is not None:
+                raise error
             if inspect.isawaitable(result):
                 result = await result
             return result
         except (asyncio.CancelledError, ConnectionResetError):
             # A reset connection is dropped, not reported to handle_exception (aiosmtpd).
             raise
-        except Exception as error:
-            return await self._handle_exception(error)
+        except Exception as failure:
+            return await self._handle_exception(failure)
 
     def _tls_setup_error(self, error: Exception) -> Exception:
         """What handle_exception() hears of a failed STARTTLS handshake."""

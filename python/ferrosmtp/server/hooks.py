@@ -105,8 +105,21 @@ class HookCalls(ConnectionBase):
             return None
         return self._hooked(hook, *args)
 
-    async def _hooked(self, hook: Callable[..., Any], *args: Any) -> None:
-        self._respond(await self._call(hook, *args))
+    def _hooked(self, hook: Callable[..., Any], *args: Any) -> Awaitable[None] | None:
+        """Answer with the hook's reply. A hook that is a plain function (ferrosmtp's
+        own handlers' policy checks) is answered at once, with no task: only what must
+        be awaited, or an exception to report, is (``_call``'s rules either way)."""
+        try:
+            result = hook(self, self.session, self.envelope, *args)
+        except Exception as error:
+            return self._respond_later(None, error)
+        if inspect.isawaitable(result):
+            return self._respond_later(result, None)
+        self._respond(result)
+        return None
+
+    async def _respond_later(self, result: Any, error: Exception | None) -> None:
+        self._respond(await self._outcome(result, error))
 
     def _on_hello(self, event: ev.Hello) -> Awaitable[None] | None:
         aborted = self._abort_message()
@@ -256,20 +269,32 @@ class HookCalls(ConnectionBase):
         except Exception:
             log.exception("%s handle_DATA_ABORT failed", self._peer())
 
-    async def _chunk_hook(self, hook: Callable[..., Any], data: bytes) -> None:
+    def _chunk_hook(self, hook: Callable[..., Any], data: bytes) -> Awaitable[None] | None:
+        """Hand ``data`` to the hook; a task only when it returns something to await
+        or raises (as ``_hooked``)."""
         try:
             result = hook(self, self.session, self.envelope, data)
-            if inspect.isawaitable(result):
-                await result
+        except Exception as error:
+            return self._chunk_failed(error)
+        if inspect.isawaitable(result):
+            return self._chunk_awaited(result)
+        return None
+
+    async def _chunk_awaited(self, result: Awaitable[Any]) -> None:
+        try:
+            await result
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            # Remembered and answered at the end of the message; the handler cleans up
-            # what it stored so far now (a half-written file, say).
-            self._chunk_error = error
-            abort = self._hooks.by_name.get("DATA_ABORT")
-            if abort is not None:
-                await self._abort_hook(abort, self.envelope)
+            await self._chunk_failed(error)
+
+    async def _chunk_failed(self, error: Exception) -> None:
+        # Remembered and answered at the end of the message; the handler cleans up
+        # what it stored so far now (a half-written file, say).
+        self._chunk_error = error
+        abort = self._hooks.by_name.get("DATA_ABORT")
+        if abort is not None:
+            await self._abort_hook(abort, self.envelope)
 
     def _on_message_end(self, event: ev.MessageEnd) -> Awaitable[None] | None:
         assert self.conn is not None

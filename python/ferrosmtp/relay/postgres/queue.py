@@ -16,7 +16,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -24,6 +24,7 @@ import psycopg
 from ferrosmtp.relay.postgres.link import CONNECT, Conn, Link, Lost, NotSent, queue_error, safe_url
 from ferrosmtp.relay.postgres.schema import NOW, version
 from ferrosmtp.relay.queue import (
+    WRITTEN,
     BodyWriter,
     Envelope,
     QueueEntry,
@@ -87,7 +88,6 @@ _DEFERRED = (
 )
 
 
-
 class _Body:
     """A body being received: the last partial chunk in memory, full chunks in the
     database as they fill."""
@@ -100,11 +100,17 @@ class _Body:
         self._buffer = bytearray()
         self._failed: QueueError | None = None
 
-    async def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> Awaitable[None]:
+        """In memory until a chunk is full; then awaiting the result stores it."""
         if self._failed is not None:
             raise self._failed
         self.size += len(data)
         self._buffer += data
+        if len(self._buffer) > self._queue.chunk_size:
+            return self._store_chunks()
+        return WRITTEN
+
+    async def _store_chunks(self) -> None:
         size = self._queue.chunk_size
         while len(self._buffer) > size:
             chunk = bytes(self._buffer[:size])
