@@ -200,15 +200,29 @@ def test_workers_need_a_fixed_port(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2
 
 
-def test_log_lines_look_like_basic_config_lines() -> None:
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        "%(asctime)s %(levelname)s %(name)s[7]: %(message)s",
+        "%(levelname)-8s|%(name)s %%(x)s 100%% %(message).4s",
+        "%(message)s",
+        "%(name)s%(name)s %(message)s",
+    ],
+)
+def test_log_lines_look_like_basic_config_lines(fmt: str) -> None:
+    """LineFormatter's lines, from a record (format) and from its fields (line, by
+    position), are logging.Formatter's, whatever the format's specs and escapes."""
     from ferrosmtp._log import LineFormatter
 
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     fast, usual = LineFormatter(fmt), logging.Formatter(fmt)
+    assert fast.direct
     for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
         record = logging.LogRecord("ferrosmtp.server", logging.INFO, "x", 1, "%s hi", ("p",), None)
         record.created, record.msecs = created, int(created % 1 * 1000)
-        assert fast.format(record) == usual.format(record)
+        expected = usual.format(record)
+        assert fast.format(record) == expected
+        assert fast.line("ferrosmtp.server", "INFO", created, "p hi") == expected
 
 
 _LINE_LOGGER_CHECK = r"""
