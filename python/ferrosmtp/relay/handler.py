@@ -33,9 +33,6 @@ __all__ = ["DISK_FULL", "STORAGE_FAILED", "QueueHandler"]
 
 log: logging.Logger = logging.getLogger("ferrosmtp.relay")
 
-# The replies of every message as Responses: the server sends them as they are, where a
-# reply string is parsed first, and a constant one's bytes are formatted once.
-_RCPT_OK = Response(250, ("Ok",), "2.1.5")
 DISK_FULL = "452 4.3.1 Error: insufficient system storage"
 STORAGE_FAILED = "451 4.3.0 Error: queue file write error"
 
@@ -77,7 +74,7 @@ class QueueHandler:
 
     def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
-    ) -> str | Response:
+    ) -> str:
         """Accept the recipient if the relay policy allows it, else refuse: relay denied.
         A plain function: the server answers it without a task."""
         if not self.policy.may_relay(session, address):
@@ -87,7 +84,7 @@ class QueueHandler:
             return RELAY_DENIED
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        return _RCPT_OK
+        return "250 2.1.5 Ok"
 
     def _start(self, server: Any, session: Any, envelope: Any) -> BodyWriter:
         body = self.queue.new_body()
@@ -169,6 +166,8 @@ class QueueHandler:
             return self._failed(failure)
         if self.on_queued is not None and not self.on_queued(entry) and lease:
             await self.queue.release(entry)
+        # A Response, not a string: this reply is new for every message, so the server's
+        # cache of parsed hook replies cannot spare it the parsing.
         return Response(250, (f"Ok: queued as {entry.id}",), "2.0.0")
 
     def _failed(self, error: QueueError) -> str:

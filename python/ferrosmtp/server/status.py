@@ -18,9 +18,30 @@ _ENHANCED_CODE = re.compile(r"([245])\.[0-9]{1,3}\.[0-9]{1,3}\Z", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+# Hooks give the same few replies again and again ("250 OK"): each is parsed once, and
+# the same (immutable) Response returned, whose bytes the connection then formats once
+# too (its wire cache is keyed by identity). Bounded: cleared when full, as the wire cache.
+_parsed: dict[tuple[str | bytes, bool, bool], Response] = {}
+_PARSED_SIZE = 512
+
+
 def parse_status(
     status: str | bytes, split_enhanced: bool = True, *, any_code: bool = False
 ) -> Response:
+    """A hook's reply string as a Response (``_parse``), parsed once per string."""
+    key = (status, split_enhanced, any_code)
+    try:
+        return _parsed[key]
+    except (KeyError, TypeError):  # TypeError: not a string at all, which _parse refuses
+        pass
+    response = _parse(status, split_enhanced, any_code)
+    if len(_parsed) >= _PARSED_SIZE:
+        _parsed.clear()
+    _parsed[key] = response
+    return response
+
+
+def _parse(status: str | bytes, split_enhanced: bool, any_code: bool) -> Response:
     """Turn a hook's reply string (``"250 OK"``, ``"550 5.1.1 No"``, multi-line with CRLF)
     into a Response. Raises ValueError for anything that is not a reply.
 
