@@ -26,7 +26,7 @@ import operator
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 __all__ = ["JsonFormatter", "LineFormatter", "LineLogger", "install", "reopen", "set_format"]
@@ -61,9 +61,12 @@ class LineFormatter(logging.Formatter):
             return "%"
 
         self._positional = re.sub(r"%%|%\((\w+)\)", by_position, fmt)
-        self._in_order = operator.itemgetter(*fields) if len(fields) > 1 else None
+        # The values in the format's order (one field: the value itself, a str, which
+        # ``%`` takes as well; none: no values, and ``%`` still turns ``%%`` into ``%``).
+        self._in_order: Callable[[dict[str, str]], Any] = (
+            operator.itemgetter(*fields) if fields else lambda values: ()
+        )
         self.direct = set(fields) <= _LINE_FIELDS
-        self._fields = fields
 
     def line(self, name: str, levelname: str, created: float, message: str) -> str:
         """What ``format`` makes of a record with these fields (``direct`` formats only)."""
@@ -77,10 +80,8 @@ class LineFormatter(logging.Formatter):
             "name": name,
             "message": message,
         }
-        if self._in_order is not None:
-            line: str = self._positional % self._in_order(values)
-            return line
-        return self._positional % tuple(values[field] for field in self._fields)
+        line: str = self._positional % self._in_order(values)
+        return line
 
     def format(self, record: logging.LogRecord) -> str:
         if record.exc_info or record.exc_text or record.stack_info:
