@@ -239,9 +239,10 @@ def source(port: int, count: int, size: int, sessions: int) -> float:
     return started
 
 
-def paced(port: int, count: int, size: int, rate: float, threads: int = 10) -> float:
+def paced(port: int, count: int, size: int, rate: float, threads: int = 20) -> float:
     """``count`` messages at ``rate`` a second over ``threads`` smtplib connections (each
-    message on a fixed schedule; smtp-source can only wait whole seconds)."""
+    message on a fixed schedule; smtp-source can only wait whole seconds). Ten threads
+    topped out near 1,900 msgs/s, under half of two workers' peak at 1 KiB."""
     body = b"Subject: paced\r\n\r\n" + (b"x" * 78 + b"\r\n") * max(size // 80, 1)
     started = time.monotonic()
     errors: list[BaseException] = []
