@@ -17,10 +17,10 @@ For each message size (1 KiB, 100 KiB) and each relay (ferrosmtp as one process 
   10 sessions (1 to 3 were slower) and slows beyond, a relay that acknowledges after a
   group commit (one fsync for the sessions waiting) gains up to 100, which is Postfix's
   default process limit for smtpd;
-* **latency at half peak**: smtp-source again, paced (``-w``) to about half that relay's
-  peak; p50/p99 of each message's time from arrival (just before its 250) to the next
-  hop's 250, read from the relay's own per-delivery log lines (``delay=``, the same field
-  in both relays' logs);
+* **latency at half peak**: 20 smtplib clients, paced to about half that relay's peak
+  (smtp-source's ``-w`` waits whole seconds); p50/p99 of each message's time from
+  arrival (just before its 250) to the next hop's 250, read from the relay's own
+  per-delivery log lines (``delay=``, the same field in both relays' logs);
 * **peak memory** of the relay (PSS, sampled every 50 ms while it runs): ferrosmtp's one
   process; Postfix's master and all its children summed;
 * **CPU** during the best peak run: the relay's CPU time per message (all its processes), and
