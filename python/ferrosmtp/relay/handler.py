@@ -107,8 +107,7 @@ class QueueHandler:
                 header = body.write(received_header(server, session, envelope, body.id))
                 if header is not WRITTEN:
                     return self._write_later(server, session, envelope, header, data)
-            getattr(envelope, _HOPS).feed(data)
-            written = body.write(data)
+            written = self._write(envelope, body, data)
         except QueueError as error:
             return self._chunk_failed(server, session, envelope, error)
         if written is WRITTEN:
@@ -122,10 +121,15 @@ class QueueHandler:
         try:
             await pending
             if data is not None:
-                getattr(envelope, _HOPS).feed(data)
-                await getattr(envelope, _BODY).write(data)
+                await self._write(envelope, getattr(envelope, _BODY), data)
         except QueueError as error:
             await self._chunk_failed(server, session, envelope, error)
+
+    @staticmethod
+    def _write(envelope: Any, body: BodyWriter, data: bytes) -> Awaitable[None]:
+        """A piece of the message: its Received headers counted, then into the body."""
+        getattr(envelope, _HOPS).feed(data)
+        return body.write(data)
 
     async def _chunk_failed(
         self, server: Any, session: Any, envelope: Any, error: QueueError

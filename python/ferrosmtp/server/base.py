@@ -174,13 +174,17 @@ class ConnectionBase(asyncio.Protocol):
             log.error("%s handler returned %r, not a reply; answering 451", self._peer(), status)
             return self.conn.replies.hook_error
 
+    def _invoke(self, hook: Callable[..., Any], *args: Any) -> tuple[Any, Exception | None]:
+        """Call a hook: what it returned, or the exception it raised (for ``_outcome``).
+        Every hook is called here, so each caller decides only what to await."""
+        try:
+            return hook(self, self.session, self.envelope, *args), None
+        except Exception as error:
+            return None, error
+
     async def _call(self, hook: Callable[..., Any], *args: Any) -> Any:
         """Await a hook; an exception becomes handle_exception()'s reply, or a 451."""
-        try:
-            result = hook(self, self.session, self.envelope, *args)
-        except Exception as error:
-            return await self._outcome(None, error)
-        return await self._outcome(result, None)
+        return await self._outcome(*self._invoke(hook, *args))
 
     async def _outcome(self, result: Any, error: Exception | None) -> Any:
         """What a hook that was called said: ``result`` (awaited if it is awaitable), or

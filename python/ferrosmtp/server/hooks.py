@@ -109,12 +109,9 @@ class HookCalls(ConnectionBase):
         """Answer with the hook's reply. A hook that is a plain function (ferrosmtp's
         own handlers' policy checks) is answered at once, with no task: only what must
         be awaited, or an exception to report, is (``_call``'s rules either way)."""
-        try:
-            result = hook(self, self.session, self.envelope, *args)
-        except Exception as error:
-            return self._respond_later(None, error)
-        if inspect.isawaitable(result):
-            return self._respond_later(result, None)
+        result, error = self._invoke(hook, *args)
+        if error is not None or inspect.isawaitable(result):
+            return self._respond_later(result, error)
         self._respond(result)
         return None
 
@@ -272,9 +269,8 @@ class HookCalls(ConnectionBase):
     def _chunk_hook(self, hook: Callable[..., Any], data: bytes) -> Awaitable[None] | None:
         """Hand ``data`` to the hook; a task only when it returns something to await
         or raises (as ``_hooked``)."""
-        try:
-            result = hook(self, self.session, self.envelope, data)
-        except Exception as error:
+        result, error = self._invoke(hook, data)
+        if error is not None:
             return self._chunk_failed(error)
         if inspect.isawaitable(result):
             return self._chunk_awaited(result)
