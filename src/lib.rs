@@ -22,6 +22,7 @@ pub mod command;
 pub mod dotstuff;
 pub mod envelope;
 pub mod error;
+pub mod fastpath;
 pub mod framing;
 pub mod params;
 pub mod reply;

@@ -19,6 +19,7 @@ use crate::command;
 use crate::dotstuff;
 use crate::envelope::{self, EnvelopeError, Role};
 use crate::error::{self, CodecError as RustCodecError};
+use crate::fastpath;
 use crate::framing::{self, Item, ReaderConfig};
 use crate::params;
 use crate::reply;
@@ -621,6 +622,130 @@ impl PyServerReader {
     #[getter]
     fn first_limit_wins(&self) -> bool {
         self.0.config().first_limit_wins
+    }
+}
+
+// -- ServerFastPath --------------------------------------------------------------------
+
+/// The commands of a server session that need nothing from the application, run
+/// without it: a sink's whole mail transaction.
+///
+/// It feeds the session's ``reader`` and takes HELO and EHLO, MAIL and RCPT without
+/// parameters, DATA and its message, RSET, NOOP and QUIT, answering each with the bytes
+/// given for it (``hello``, ``ehlo``, ``mail``, ``rcpt``, ``data``, ``message``,
+/// ``reset``, ``noop``, ``quit``) as the server's state machine would when the
+/// application answers nothing, under the same limits (``max_recipients``,
+/// ``max_junk_commands``, ``strict_pipelining``). It stops after QUIT, and at the first
+/// item it does not take (another command, anything refused, a violation, a limit, the
+/// first bytes of a TLS handshake on a connection that is not ``tls``) before changing
+/// anything for it: ``receive()`` then returns None and ``take_over()`` hands the session
+/// back. ``now`` is the time of each read (``time.monotonic()``): ``last_progress`` is
+/// when the client last completed something, message content counting at
+/// ``data_min_rate`` octets a second (None: any).
+#[pyclass(module = "ferrosmtp._core", name = "ServerFastPath")]
+pub struct PyServerFastPath {
+    reader: Py<PyServerReader>,
+    inner: fastpath::FastPath,
+}
+
+#[pymethods]
+impl PyServerFastPath {
+    #[new]
+    #[pyo3(signature = (reader, *, hello, ehlo, mail, rcpt, data, message, reset, noop, quit,
+        max_recipients, max_junk_commands, strict_pipelining, tls, data_min_rate, now))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        reader: Py<PyServerReader>,
+        hello: &[u8],
+        ehlo: &[u8],
+        mail: &[u8],
+        rcpt: &[u8],
+        data: &[u8],
+        message: &[u8],
+        reset: &[u8],
+        noop: &[u8],
+        quit: &[u8],
+        max_recipients: usize,
+        max_junk_commands: u64,
+        strict_pipelining: bool,
+        tls: bool,
+        data_min_rate: Option<f64>,
+        now: f64,
+    ) -> Self {
+        let replies = fastpath::Replies {
+            hello: hello.to_vec(),
+            ehlo: ehlo.to_vec(),
+            mail: mail.to_vec(),
+            rcpt: rcpt.to_vec(),
+            data: data.to_vec(),
+            message: message.to_vec(),
+            reset: reset.to_vec(),
+            noop: noop.to_vec(),
+            quit: quit.to_vec(),
+        };
+        let limits = fastpath::Limits {
+            max_recipients,
+            max_junk_commands,
+            strict_pipelining,
+            tls,
+            data_min_rate,
+        };
+        PyServerFastPath {
+            reader,
+            inner: fastpath::FastPath::new(replies, limits, now),
+        }
+    }
+
+    /// When the client last completed something (a ``time.monotonic()`` value).
+    #[getter]
+    fn last_progress(&self) -> f64 {
+        self.inner.last_progress()
+    }
+
+    /// Feed ``data`` (read at ``now``) and answer what it completes, at most ``limit``
+    /// items: the replies to write, or None when it stopped (then ``take_over()``).
+    fn receive<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        limit: i64,
+        now: f64,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let data = bytes_arg(data, "data")?;
+        let limit = usize::try_from(limit).unwrap_or(0); // none left
+        let mut reader = self.reader.bind(py).try_borrow_mut()?;
+        let out = self
+            .inner
+            .receive(&mut reader.0, &data, limit, now)
+            .map_err(PyRuntimeError::new_err)?;
+        Ok(out.map(|out| PyBytes::new(py, &out)))
+    }
+
+    /// The session as it stands, for the state machine to go on from: ``(hello,
+    /// hello_name, mail, recipients, in_data, junk, closed, replies, items, unread,
+    /// received_any, last_progress, data_started, data_bytes)``; the fast path is done.
+    fn take_over<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let state = self.inner.take_over();
+        let recipients = PyList::new(py, state.recipients.into_iter().map(PyPath))?;
+        let items = items_to_list(py, state.items)?;
+        // Fourteen fields: past the tuple sizes PyO3 converts, so one by one.
+        let fields = [
+            state.hello.into_bound_py_any(py)?,
+            state.hello_name.into_bound_py_any(py)?,
+            state.mail.map(PyPath).into_bound_py_any(py)?,
+            recipients.into_any(),
+            state.in_data.into_bound_py_any(py)?,
+            state.junk.into_bound_py_any(py)?,
+            state.closed.into_bound_py_any(py)?,
+            PyBytes::new(py, &state.replies).into_any(),
+            items.into_any(),
+            PyBytes::new(py, &state.unread).into_any(),
+            state.received_any.into_bound_py_any(py)?,
+            state.last_progress.into_bound_py_any(py)?,
+            state.data_started.into_bound_py_any(py)?,
+            state.data_bytes.into_bound_py_any(py)?,
+        ];
+        PyTuple::new(py, fields)
     }
 }
 
@@ -1232,6 +1357,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDataEnd>()?;
     m.add_class::<PyLine>()?;
     m.add_class::<PyServerReader>()?;
+    m.add_class::<PyServerFastPath>()?;
     m.add_class::<PyReply>()?;
     m.add_class::<PyReplyReader>()?;
     m.add_class::<PyEhloReply>()?;

@@ -21,6 +21,7 @@ __all__ = [
     "Reply",
     "ReplyError",
     "ReplyReader",
+    "ServerFastPath",
     "ServerReader",
     "Syncer",
     "Violation",
@@ -165,6 +166,72 @@ class Line:
     def data(self) -> bytes: ...
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
+
+@final
+class ServerFastPath:
+    """The commands of a server session that need nothing from the application, run
+    without it: a sink's whole mail transaction.
+
+    It feeds the session's ``reader`` and takes HELO and EHLO, MAIL and RCPT without
+    parameters, DATA and its message, RSET, NOOP and QUIT, answering each with the bytes
+    given for it (``hello``, ``ehlo``, ``mail``, ``rcpt``, ``data``, ``message``,
+    ``reset``, ``noop``, ``quit``) as the server's state machine would when the
+    application answers nothing, under the same limits (``max_recipients``,
+    ``max_junk_commands``, ``strict_pipelining``). It stops after QUIT, and at the first
+    item it does not take (another command, anything refused, a violation, a limit, the
+    first bytes of a TLS handshake on a connection that is not ``tls``) before changing
+    anything for it: ``receive()`` then returns None and ``take_over()`` hands the session
+    back. ``now`` is the time of each read (``time.monotonic()``): ``last_progress`` is
+    when the client last completed something, message content counting at
+    ``data_min_rate`` octets a second (None: any).
+    """
+    def __new__(
+        cls,
+        reader: ServerReader,
+        *,
+        hello: bytes,
+        ehlo: bytes,
+        mail: bytes,
+        rcpt: bytes,
+        data: bytes,
+        message: bytes,
+        reset: bytes,
+        noop: bytes,
+        quit: bytes,
+        max_recipients: int,
+        max_junk_commands: int,
+        strict_pipelining: bool,
+        tls: bool,
+        data_min_rate: float | None,
+        now: float,
+    ) -> ServerFastPath: ...
+    @property
+    def last_progress(self) -> float:
+        """When the client last completed something (a ``time.monotonic()`` value)."""
+    def receive(self, data: bytes, limit: int, now: float) -> bytes | None:
+        """Feed ``data`` (read at ``now``) and answer what it completes, at most ``limit``
+        items: the replies to write, or None when it stopped (then ``take_over()``)."""
+    def take_over(
+        self,
+    ) -> tuple[
+        str | None,
+        str | None,
+        Path | None,
+        list[Path],
+        bool,
+        int,
+        bool,
+        bytes,
+        list[Command | Violation | Data | DataEnd | Line],
+        bytes,
+        bool,
+        float,
+        float | None,
+        int,
+    ]:
+        """The session as it stands, for the state machine to go on from: ``(hello,
+        hello_name, mail, recipients, in_data, junk, closed, replies, items, unread,
+        received_any, last_progress, data_started, data_bytes)``; the fast path is done."""
 
 @final
 class ServerReader:

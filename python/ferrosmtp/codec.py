@@ -63,6 +63,7 @@ if TYPE_CHECKING:
         Reply,
         ReplyError,
         ReplyReader,
+        ServerFastPath,
         ServerReader,
         Syncer,
         Violation,
@@ -88,6 +89,7 @@ else:
     Path = backend.Path
     Reply = backend.Reply
     ReplyReader = backend.ReplyReader
+    ServerFastPath = backend.ServerFastPath
     ServerReader = backend.ServerReader
     # The Rust syncer is built for POSIX only (the relay, its one user, needs POSIX);
     # elsewhere the pure one stands in, so that the codec imports on every platform.
@@ -116,6 +118,7 @@ __all__ = [
     "Reply",
     "ReplyError",
     "ReplyReader",
+    "ServerFastPath",
     "ServerReader",
     "Syncer",
     "Violation",

@@ -9,6 +9,7 @@ from ferrosmtp._pure.address import Path, parse_path
 from ferrosmtp._pure.command import Command, parse_command
 from ferrosmtp._pure.dotstuff import DotStuffer, dot_stuff
 from ferrosmtp._pure.envelope import format_envelope
+from ferrosmtp._pure.fastpath import ServerFastPath
 from ferrosmtp._pure.framing import Data, DataEnd, Line, ServerReader, Violation
 from ferrosmtp._pure.params import parse_params, xtext_decode, xtext_encode
 from ferrosmtp._pure.reply import EhloReply, Reply, ReplyReader, format_reply, parse_ehlo
@@ -26,6 +27,7 @@ __all__ = [
     "Reply",
     "ReplyError",
     "ReplyReader",
+    "ServerFastPath",
     "ServerReader",
     "Syncer",
     "Violation",
