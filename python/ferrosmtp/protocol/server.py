@@ -23,11 +23,31 @@ from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Event, Response, Sentin
 from ferrosmtp.protocol.replies import Replies
 
 if TYPE_CHECKING:
-    from ferrosmtp.codec import Command, Data, DataEnd, Line, Violation
+    from ferrosmtp.codec import Command, Data, DataEnd, Line, Path, ServerFastPath, Violation
 
     # What the codec's ServerReader yields (the stub's classes; the pure twin's share
     # their interface).
     Item = Command | Violation | Data | DataEnd | Line
+
+    # ServerFastPath.take_over(): (hello, hello_name, mail, recipients, in_data, junk,
+    # closed, replies, items, unread, received_any, last_progress, data_started,
+    # data_bytes).
+    FastPathState = tuple[
+        str | None,
+        str | None,
+        Path | None,
+        list[Path],
+        bool,
+        int,
+        bool,
+        bytes,
+        list[Item],
+        bytes,
+        bool,
+        float,
+        float | None,
+        int,
+    ]
 
 R = Response.of
 
@@ -189,7 +209,7 @@ class _Tables:
     in, the default answers by kind (formatted too, where a dialect does not reword
     them), and which method takes which kind of codec item."""
 
-    __slots__ = ("answers", "defaults", "key", "replies", "types")
+    __slots__ = ("answers", "defaults", "fast", "key", "replies", "types")
 
     def __init__(self, config: ServerConfig, codec: ModuleType) -> None:
         self.key = _tables_key(config, codec)
@@ -197,6 +217,7 @@ class _Tables:
         self.defaults = _fixed_defaults(replies)
         self.types = _item_handlers(codec)
         self.answers: FixedAnswers = {}
+        self.fast: dict[tuple[Any, ...], dict[str, bytes]] = {}  # fast_path()'s replies
         if config.dialect is None or config.dialect_rewords is not None:
             rewords = config.dialect_rewords or frozenset()
             codes = config.enhanced_status_codes
@@ -553,6 +574,103 @@ class ServerConnection:
                 return events
             if event.needs_answer:
                 self._answer_by_default(event, kind)
+
+    def fast_path(self, *, data_min_rate: float | None, now: float) -> ServerFastPath | None:
+        """For an I/O layer whose application answers none of HELO/EHLO, MAIL, RCPT, the
+        message, RSET, NOOP and QUIT (a sink), and records nothing of them: the codec's
+        ``ServerFastPath`` over this connection's reader, which runs those commands with
+        this state machine's replies and limits and stops at anything else; then
+        ``take_over()`` goes on here. Call it after ``start()``, before any input; None
+        when the session is not open for it (not greeted, closed, input read already) or
+        this configuration has rules the fast path does not keep (a dialect, LMTP,
+        required STARTTLS or AUTH, per-verb limits). ``data_min_rate`` and ``now``: the
+        I/O layer's idle-timeout rule (``ServerFastPath``)."""
+        c = self.config
+        if (
+            not self._started  # the greeting decides (a refused session, a pregreet)
+            or self._closing
+            or self._received_any
+            or c.dialect is not None
+            or c.lmtp
+            or c.require_starttls
+            or c.auth_required
+            or c.command_call_limits is not None
+        ):
+            return None
+        # The replies, formatted once per configuration: by what the EHLO reply says (the
+        # configuration may change between connections; the state machine reads it live).
+        key = (
+            self.tls,
+            c.pipelining,
+            c.max_message_size,
+            c.eightbitmime,
+            c.smtputf8,
+            c.chunking,
+            c.dsn,
+            c.starttls,
+            c.auth_mechanisms,
+            c.auth_require_tls,
+            c.extra_extensions,
+        )
+        cached = _tables(c, self._codec).fast
+        replies = cached.get(key)
+        if replies is None:
+            if len(cached) > 8:
+                cached.clear()
+            replies = cached[key] = self._fast_path_replies()
+        return self._codec.ServerFastPath(  # type: ignore[no-any-return]
+            self._reader,
+            **replies,
+            max_recipients=c.max_recipients,
+            max_junk_commands=c.max_junk_commands,
+            strict_pipelining=c.strict_pipelining,
+            tls=self.tls,
+            data_min_rate=data_min_rate,
+            now=now,
+        )
+
+    def _fast_path_replies(self) -> dict[str, bytes]:
+        """The replies of fast_path(), as this state machine gives them."""
+        c, answers, r, codec = self.config, self._answers, self.replies, self._codec
+        codes, any_code = c.enhanced_status_codes, c.any_reply_code
+        ehlo = Response(250, (*r.helo.lines, *self.extensions()), r.helo.enhanced)
+        return {
+            "hello": _wire(r.helo, ev.Hello, codes, any_code, codec, False),
+            "ehlo": _wire(ehlo, ev.Hello, codes, any_code, codec, True),
+            "mail": answers[ev.MailFrom][1],
+            "rcpt": answers[ev.RcptTo][1],
+            "data": _wire(r.data_ready, None, codes, any_code, codec, False),
+            "message": answers[ev.MessageEnd][1],
+            "reset": answers[ev.Reset][1],
+            "noop": answers[ev.Noop][1],
+            "quit": answers[ev.Quit][1],
+        }
+
+    def take_over(self, fast: ServerFastPath) -> FastPathState:
+        """Go on from where ``fast`` (made by ``fast_path()``) stopped: its session state,
+        its replies not yet sent and the input it did not take become this connection's.
+        Returns that state for the I/O layer's own records (``ServerFastPath.take_over``)."""
+        state = fast.take_over()
+        hello, name, mail, recipients, in_data, junk, closed, out, items, unread, received = state[
+            :11
+        ]
+        if hello is not None:
+            self.hello, self.hello_name = hello, name
+        self._reset_transaction()
+        if mail is not None:
+            self.mail = ev.MailFrom(mail, {})
+            self.recipients = [ev.RcptTo(path, {}) for path in recipients]
+        self._in_data = in_data
+        self.junk = junk
+        self._received_any = received
+        if out:
+            self._out.append(out)
+        if closed:
+            self._close()  # it answered QUIT
+        self._items.extend(items)
+        if unread:
+            self.receive_data(unread)
+        return state
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the client now (replies, batched); empties the buffer."""

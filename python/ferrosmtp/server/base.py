@@ -17,6 +17,7 @@ from ferrosmtp.server.status import parse_status
 from ferrosmtp.server.values import Envelope, Session, is_missing
 
 if TYPE_CHECKING:
+    from ferrosmtp.codec import ServerFastPath
     from ferrosmtp.server.listener import Server
 
 __all__ = ["EVENTS_PER_TURN", "NO_PEER", "ConnectionBase"]
@@ -63,6 +64,7 @@ class ConnectionBase(asyncio.Protocol):
         self.session = None
         self.envelope = None
         self.conn = None
+        self._fast: ServerFastPath | None = None  # ServerConnection.fast_path, while it runs
         self._hooks = server._hooks
         self._at_once: frozenset[type] = frozenset()  # events answered as they come
         self._chunks: list[bytes] = []
@@ -118,6 +120,7 @@ class ConnectionBase(asyncio.Protocol):
     def _end(self, end: Callable[[ServerConnection], None]) -> None:
         """End the session the way ``end`` (a ServerConnection method: ``internal_error``,
         ``shutdown``, ``timeout``, ``hook_timed_out``) says, then close."""
+        self._take_over()
         if self.conn is not None:
             end(self.conn)
             self._flush()
@@ -132,6 +135,30 @@ class ConnectionBase(asyncio.Protocol):
         yet answered is not kept; its client will retry."""
         if not self._closing and self.transport is not None:
             self._end(ServerConnection.shutdown)
+
+    def _take_over(self) -> None:
+        """The state machine goes on from where the fast path stopped (if it ran), and
+        this layer's records become what the events it did not see would have made them
+        (HookCalls' _hello_seen, _mail_seen, _rcpt_seen, _content_seen); before
+        anything but a read of the fast path's."""
+        fast, conn = self._fast, self.conn
+        if fast is None or conn is None:
+            return
+        self._fast = None
+        hello, name, mail, recipients, in_data, *_, progress, started, size = conn.take_over(fast)
+        self._last_progress, self._data_started, self._data_bytes = progress, started, size
+        self._message_open = in_data
+        session, envelope = self.session, self.envelope
+        if hello is not None and session is not None:
+            session.host_name = name
+            session.extended_smtp = hello != "HELO"
+        if mail is not None and envelope is not None:
+            envelope.mail_from = "<>" if mail.is_null else mail.address
+            envelope.smtp_utf8 = False
+            envelope.mail_params = {}
+            for path in recipients:
+                envelope.rcpt_tos.append(path.address)
+                envelope.rcpt_params[path.address] = {}
 
     def _pause_reading(self) -> None:
         if self.transport is not None and not self._closing:

@@ -22,7 +22,7 @@ from ferrosmtp.server.peers import printable
 from ferrosmtp.server.status import parse_status, status_lines
 from ferrosmtp.server.values import Envelope, is_missing
 
-__all__ = ["HookCalls", "Hooks"]
+__all__ = ["FAST_KINDS", "HookCalls", "Hooks"]
 
 log: logging.Logger = logging.getLogger("ferrosmtp.server")
 
@@ -79,6 +79,13 @@ class Hooks:
             if ends_quietly and not lmtp and not strict_ascii:
                 kinds.add(ev.MessageEnd)
         return frozenset(kinds)
+
+
+# The events ServerConnection.fast_path answers: a handler with no say in any of them (all
+# in Hooks.at_once) lets the connection run them without this layer.
+FAST_KINDS = frozenset(
+    {ev.Hello, ev.MailFrom, ev.RcptTo, ev.Content, ev.MessageEnd, ev.Reset, ev.Noop, ev.Quit}
+)
 
 
 # The events whose only hook is the one of their name.

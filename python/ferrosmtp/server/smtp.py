@@ -28,7 +28,7 @@ from ferrosmtp.protocol import events as ev
 from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Response
 from ferrosmtp.protocol.server import ServerConnection
 from ferrosmtp.server.base import EVENTS_PER_TURN
-from ferrosmtp.server.hooks import SEEN, HookCalls
+from ferrosmtp.server.hooks import FAST_KINDS, SEEN, HookCalls
 from ferrosmtp.server.peers import client_peer, peer_text
 from ferrosmtp.server.sasl import SASL
 from ferrosmtp.server.values import Envelope, Session
@@ -217,12 +217,37 @@ class SMTP(HookCalls, SASL):
             return
         self._greeted = True
         self.conn.start()
+        if FAST_KINDS <= self._at_once and not log.isEnabledFor(logging.INFO):
+            # The handler has no hook for any of the transaction's events and nothing is
+            # logged per message: the connection runs them in the codec until something
+            # else comes (ServerConnection.fast_path), with no event for this layer.
+            self._fast = self.conn.fast_path(
+                data_min_rate=self._server.data_min_rate, now=self._last_progress
+            )
         self._flush()
 
     def data_received(self, data: bytes) -> None:
         """asyncio: bytes from the client, fed to the connection's state machine."""
         conn = self.conn
         if conn is None or self._closing:
+            return
+        fast = self._fast
+        if fast is not None:
+            out = fast.receive(data, EVENTS_PER_TURN, monotonic())
+            if out is not None:
+                if out:  # not closing (above): the transport is there and open
+                    self.transport.write(out)  # type: ignore[union-attr]
+                return
+            # It stopped (its input is fed already): the state machine goes on from there,
+            # from the next turn (this one may have had all its events: checklist B10).
+            self._take_over()
+            if conn.closed:  # it answered QUIT
+                self._finish()
+                return
+            self._budget = 0
+            step = self._advance()
+            if step is not None:
+                self._await(step)
             return
         if not self._greeted:  # the rare cases before the banner, off the hot path
             if self._proxy_buffer is not None:
@@ -248,6 +273,7 @@ class SMTP(HookCalls, SASL):
 
     def eof_received(self) -> bool | None:
         """asyncio: the client closed its side."""
+        self._take_over()
         if self.conn is not None:
             self.conn.receive_eof()
             if self._task is None and not self._closing:
@@ -396,6 +422,8 @@ class SMTP(HookCalls, SASL):
     def _on_timer(self) -> None:
         if self._closing or self.conn is None:
             return
+        if self._fast is not None:
+            self._last_progress = self._fast.last_progress
         # While a hook runs (a task, not waiting for input), the time since its event was
         # dispatched is the hook's time, held to hook_timeout instead of the idle timeout.
         busy = self._task is not None and self._input_waiter is None
