@@ -8,6 +8,11 @@
 //! - [`dotstuff`]: the DATA and BDAT wire forms of a body;
 //! - [`envelope`]: the client's MAIL FROM and RCPT TO lines, checked and formatted.
 //!
+//! [`fastpath`] goes one step past the codec: the hot loop of a server session whose
+//! application answers nothing itself (a sink), taking only what the Python state machine
+//! (`ferrosmtp.protocol.ServerConnection`) would accept, with its replies, and stopping
+//! before anything else; the time it keeps (the idle timeout's progress) is given to it.
+//!
 //! One module is not codec: [`syncer`], the relay spool's fsync thread, in Rust because it
 //! must run without Python's GIL. It is built for POSIX systems only (the relay, its one
 //! user, needs POSIX file locking); elsewhere `ferrosmtp.codec.Syncer` is the pure one.

@@ -325,6 +325,7 @@ class ServerConnection:
         "_defaults",
         "_delay",
         "_eof",
+        "_fast_replies",
         "_in_data",
         "_items",
         "_out",
@@ -362,6 +363,7 @@ class ServerConnection:
         self._defaults = tables.defaults
         self._answers = tables.answers
         self._types = tables.types
+        self._fast_replies = tables.fast
         self._reader = self._codec.ServerReader(
             max_command_line=c.max_command_line,
             max_auth_line=c.max_auth_line,
@@ -612,7 +614,7 @@ class ServerConnection:
             c.auth_require_tls,
             c.extra_extensions,
         )
-        cached = _tables(c, self._codec).fast
+        cached = self._fast_replies
         replies = cached.get(key)
         if replies is None:
             if len(cached) > 8:
