@@ -100,8 +100,10 @@ class Workload:
 
 
 def workloads(quick: bool) -> list[Workload]:
-    # Counts give the slowest server (aiosmtpd, ~1.6-3k msgs/s, ~40 MB/s) a few seconds per
-    # run in full mode and about a second in quick mode.
+    # Counts give the fastest servers (~37k msgs/s reusing connections, ~12k with one per
+    # message, ~700 at 1 MiB) a second or more per run in full mode, so that a run's time
+    # is not mostly smtp-source's start and end (runs of 0.2 s moved by 20% from one to the
+    # next); the slowest (aiosmtpd) takes 10 to 20 s. Quick mode: about a second for it.
     if quick:
         return [
             Workload("reuse", "20 sessions x 1 KiB, reused connections", 20, 3000, KIB, True, 60),
@@ -109,9 +111,9 @@ def workloads(quick: bool) -> list[Workload]:
             Workload("1mib", "4 sessions x 1 MiB, reused connections", 4, 40, MIB, True, 90),
         ]
     return [
-        Workload("reuse", "20 sessions x 1 KiB, reused connections", 20, 10000, KIB, True, 120),
-        Workload("per-conn", "20 sessions x 1 KiB, 1 connection/msg", 20, 3000, KIB, False, 120),
-        Workload("1mib", "4 sessions x 1 MiB, reused connections", 4, 100, MIB, True, 180),
+        Workload("reuse", "20 sessions x 1 KiB, reused connections", 20, 40000, KIB, True, 240),
+        Workload("per-conn", "20 sessions x 1 KiB, 1 connection/msg", 20, 12000, KIB, False, 240),
+        Workload("1mib", "4 sessions x 1 MiB, reused connections", 4, 600, MIB, True, 300),
     ]
 
 
