@@ -2,7 +2,7 @@
 //!
 //! `ServerConnection` (python/ferrosmtp/protocol/server.py) is the one authority on what
 //! a server answers; this is its hot loop for the case where the application answers no
-//! event itself (a sink: no hook for HELO/EHLO, MAIL, RCPT, the message, RSET or NOOP).
+//! event itself (a sink: no hook for HELO/EHLO, MAIL, RCPT, the message, RSET, NOOP or QUIT).
 //! It takes only what that state machine would accept and answer by default, with the
 //! same replies, and stops at the first item it does not take, before changing anything
 //! for it: every refusal, limit and other command stays the state machine's, which goes

@@ -2,9 +2,9 @@
 
 ``ServerConnection`` (protocol/server.py) is the one authority on what a server answers;
 this is its hot loop for the case where the application answers no event itself (a sink:
-no hook for HELO/EHLO, MAIL, RCPT, the message, RSET or NOOP). It takes only what that
-state machine would accept and answer by default, with the same replies, and stops at the
-first item it does not take, before changing anything for it: every refusal, limit and
+no hook for HELO/EHLO, MAIL, RCPT, the message, RSET, NOOP or QUIT). It takes only what
+that state machine would accept and answer by default, with the same replies, and stops at
+the first item it does not take, before changing anything for it: every refusal, limit and
 other command stays the state machine's, which then goes on from the state handed back
 (``take_over``). The differential tests hold a connection run this way to the same bytes
 as one run by the state machine alone.
