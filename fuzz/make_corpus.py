@@ -207,6 +207,27 @@ BODIES = [
 ]
 
 
+# -- fast_path: 4-byte header + client stream -------------------------------------------------
+
+SINK_SESSION = (
+    b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+    b"Subject: x\r\n\r\nbody\r\n..dot\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n"
+)
+
+
+def fast_path_seeds() -> Iterable[bytes]:
+    # max_recipients 2, max_junk 3; flags: strict, TLS, rate, SMTPUTF8; cut; item limit
+    for flags in (0, 1, 4, 5, 8):
+        for cut in (0, 7, 255):
+            yield bytes([0x31, flags, cut, 0]) + SINK_SESSION
+    yield bytes([0x00, 1, 255, 3]) + b"HELO x\r\n" + b"RCPT TO:<a@b>\r\n" * 3 + b"NOOP\r\n"
+    yield bytes([0x10, 0, 255, 0]) + b"\x16\x03\x01\x00\x05hello"
+    yield (
+        bytes([0x31, 1, 255, 0])
+        + b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\n"
+    )
+
+
 def write(corpus: Path, target: str, seeds: Iterable[bytes]) -> int:
     directory = corpus / target
     directory.mkdir(parents=True, exist_ok=True)
@@ -234,6 +255,7 @@ def main() -> int:
     corpus = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "corpus"
     targets = {
         "server_reader": list(server_reader_seeds()),
+        "fast_path": list(fast_path_seeds()),
         "reply_reader": list(reply_reader_seeds()),
         "parse_path": [bytes([f]) + p.encode() for p in PATHS for f in (0, 1)],
         "parse_command": [bytes([f]) + c for c in COMMANDS for f in (0, 1)],
