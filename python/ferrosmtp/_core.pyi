@@ -4,7 +4,7 @@
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import final
+from typing import TypeAlias, final
 
 from ferrosmtp._errors import CodecError as CodecError
 from ferrosmtp._errors import ReplyError as ReplyError
@@ -167,6 +167,25 @@ class Line:
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
+# ServerFastPath.take_over()'s tuple (its docstring names the fields): one spelling, which
+# ServerConnection.take_over's annotation imports. Stub-only (private, not at runtime).
+_FastPathState: TypeAlias = tuple[
+    str | None,
+    str | None,
+    Path | None,
+    list[Path],
+    bool,
+    int,
+    bool,
+    bytes,
+    list[Command | Violation | Data | DataEnd | Line],
+    bytes,
+    bool,
+    float,
+    float | None,
+    int,
+]
+
 @final
 class ServerFastPath:
     """The commands of a server session that need nothing from the application, run
@@ -211,24 +230,7 @@ class ServerFastPath:
     def receive(self, data: bytes, limit: int, now: float) -> bytes | None:
         """Feed ``data`` (read at ``now``) and answer what it completes, at most ``limit``
         items: the replies to write, or None when it stopped (then ``take_over()``)."""
-    def take_over(
-        self,
-    ) -> tuple[
-        str | None,
-        str | None,
-        Path | None,
-        list[Path],
-        bool,
-        int,
-        bool,
-        bytes,
-        list[Command | Violation | Data | DataEnd | Line],
-        bytes,
-        bool,
-        float,
-        float | None,
-        int,
-    ]:
+    def take_over(self) -> _FastPathState:
         """The session as it stands, for the state machine to go on from: ``(hello,
         hello_name, mail, recipients, in_data, junk, closed, replies, items, unread,
         received_any, last_progress, data_started, data_bytes)``; the fast path is done."""

@@ -23,31 +23,12 @@ from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Event, Response, Sentin
 from ferrosmtp.protocol.replies import Replies
 
 if TYPE_CHECKING:
-    from ferrosmtp.codec import Command, Data, DataEnd, Line, Path, ServerFastPath, Violation
+    from ferrosmtp._core import _FastPathState as FastPathState
+    from ferrosmtp.codec import Command, Data, DataEnd, Line, ServerFastPath, Violation
 
     # What the codec's ServerReader yields (the stub's classes; the pure twin's share
     # their interface).
     Item = Command | Violation | Data | DataEnd | Line
-
-    # ServerFastPath.take_over(): (hello, hello_name, mail, recipients, in_data, junk,
-    # closed, replies, items, unread, received_any, last_progress, data_started,
-    # data_bytes).
-    FastPathState = tuple[
-        str | None,
-        str | None,
-        Path | None,
-        list[Path],
-        bool,
-        int,
-        bool,
-        bytes,
-        list[Item],
-        bytes,
-        bool,
-        float,
-        float | None,
-        int,
-    ]
 
 R = Response.of
 
