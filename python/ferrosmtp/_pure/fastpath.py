@@ -264,6 +264,3 @@ class ServerFastPath:
         self._mail = None
         self._recipients = []
         self._in_data = False
-
-    def __repr__(self) -> str:
-        return f"<ServerFastPath hello={self._hello!r} in_data={self._in_data}>"
