@@ -74,7 +74,6 @@ class ConnectionBase(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._input_waiter: asyncio.Future[None] | None = None
         self._tls_buffer: list[bytes] | None = None  # app data that came during start_tls
-        self._timer: asyncio.TimerHandle | None = None
         # When the client last completed something (a command, a line, message content).
         # Bytes alone do not count: a slowloris trickling a byte at a time must not keep
         # its connection (checklist B9's per-record deadline).

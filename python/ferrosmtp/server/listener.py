@@ -18,6 +18,7 @@ from ferrosmtp.protocol.events import Event, Response
 from ferrosmtp.protocol.replies import Replies
 from ferrosmtp.protocol.server import ServerConfig
 from ferrosmtp.server.hooks import Hooks
+from ferrosmtp.server.idle import IdleSweep
 from ferrosmtp.server.peers import address_key, client_ip
 from ferrosmtp.server.sasl import SASL
 from ferrosmtp.server.smtp import SMTP
@@ -136,6 +137,8 @@ class Server:
             handler, "process_message"
         )
         self._connections: set[SMTP] = set()
+        # Every connection's idle and hook timeouts, on one timer (idle.py).
+        self._idle: IdleSweep[SMTP] = IdleSweep(self._connections, SMTP._idle_check)
         self._per_ip: Counter[str] = Counter()
         self._server: asyncio.base_events.Server | None = None
         self._tls_config: tuple[ServerConfig, ServerConfig] | None = None
@@ -373,6 +376,7 @@ class Server:
             self._server.close()
         for smtp in list(self._connections):
             smtp._shut_down()
+        self._idle.stop()
 
     async def wait_closed(self) -> None:
         """Wait until the listener and its connections are closed."""

@@ -19,6 +19,7 @@ import inspect
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from math import inf
 from time import monotonic
 from typing import Any, cast
 
@@ -29,6 +30,7 @@ from ferrosmtp.protocol.events import CLOSED, NEED_DATA, Response
 from ferrosmtp.protocol.server import ServerConnection
 from ferrosmtp.server.base import EVENTS_PER_TURN
 from ferrosmtp.server.hooks import FAST_KINDS, SEEN, HookCalls
+from ferrosmtp.server.idle import SLACK
 from ferrosmtp.server.peers import client_peer, peer_text
 from ferrosmtp.server.sasl import SASL
 from ferrosmtp.server.values import Envelope, Session
@@ -73,8 +75,8 @@ class SMTP(HookCalls, SASL):
         self.session = self._create_session()
         self.session.peer = peer
         self.envelope = self._create_envelope()
-        self._last_progress = monotonic()
-        self._timer = self.loop.call_later(server.timeout, self._on_timer)
+        self._last_progress = now = monotonic()
+        server._idle.arm(self.loop, now + server.timeout * (1 + 1 / SLACK))
         if proxy_timeout is not None:
             # The load balancer's header first; the greeting once it has been accepted.
             self._proxy_buffer = bytearray()
@@ -283,8 +285,6 @@ class SMTP(HookCalls, SASL):
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio: the connection is gone; a message still arriving is not kept."""
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
         waiter = self._input_waiter
@@ -337,9 +337,8 @@ class SMTP(HookCalls, SASL):
         self._pause_reading()  # no new input until the hook has answered
         self._task = self.loop.create_task(self._process_async(step))
         limit = self._server.hook_timeout
-        if limit is not None and limit < self._server.timeout and self._timer is not None:
-            self._timer.cancel()  # the hook's deadline comes before the idle one
-            self._timer = self.loop.call_later(limit, self._on_timer)
+        if limit is not None:  # the hook's deadline may come before any idle one
+            self._server._idle.arm(self.loop, monotonic() + limit * (1 + 1 / SLACK))
 
     async def _process_async(self, first: Awaitable[None]) -> None:
         step: Awaitable[None] | None = first
@@ -419,26 +418,29 @@ class SMTP(HookCalls, SASL):
         server = self._server
         return server._at_once_kinds(strict_ascii=server.decode_data and not self.enable_SMTPUTF8)
 
-    def _on_timer(self) -> None:
+    def _idle_check(self, now: float) -> float:
+        """The idle and hook timeouts (``Server._idle`` calls it): end this session if
+        its deadline has passed; otherwise say when to check it next."""
         if self._closing or self.conn is None:
-            return
+            return inf
         if self._fast is not None:
             self._last_progress = self._fast.last_progress
         # While a hook runs (a task, not waiting for input), the time since its event was
         # dispatched is the hook's time, held to hook_timeout instead of the idle timeout.
         busy = self._task is not None and self._input_waiter is None
         limit = self._server.hook_timeout if busy else self._server.timeout
-        idle = monotonic() - self._last_progress
-        if limit is None or idle < limit:
-            wait = self._server.timeout if limit is None else max(limit - idle, 0.01)
-            self._timer = self.loop.call_later(wait, self._on_timer)
-            return
+        if limit is None:  # no limit on hooks: look again once an idle timeout has passed
+            return now + self._server.timeout
+        deadline = self._last_progress + limit
+        if now < deadline:
+            return deadline + limit / SLACK
         if busy:
             log.warning("%s handler did not answer in %.0f s; closing", self._peer(), limit)
             self._end(ServerConnection.hook_timed_out)  # connection_lost() cancels the hook
-            return
-        log.info("%s idle timeout", self._peer())
-        self._end(ServerConnection.timeout)
+        else:
+            log.info("%s idle timeout", self._peer())
+            self._end(ServerConnection.timeout)
+        return inf
 
     def _on_delay(self, event: ev.Delay) -> Awaitable[None] | None:
         # The replies so far are written before this is awaited (_advance), and input is
