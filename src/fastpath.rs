@@ -119,6 +119,11 @@ impl FastPath {
         self.last_progress
     }
 
+    /// It answered QUIT.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
     /// Feed `data` (read at `now`) and answer what it completes, at most `limit` items:
     /// the replies to write, or None when it stopped. Err once it has stopped.
     pub fn receive(
@@ -378,7 +383,9 @@ mod tests {
             said(f.receive(&mut r, b"RSET\r\n", 256, 5.0)),
             "250 reset\r\n"
         );
+        assert!(!f.closed());
         assert_eq!(f.receive(&mut r, b"QUIT\r\n", 256, 6.0), Ok(None));
+        assert!(f.closed());
         let state = f.take_over();
         assert!(state.closed);
         assert_eq!(state.replies, b"221 bye\r\n");

@@ -702,6 +702,18 @@ impl PyServerFastPath {
         self.inner.last_progress()
     }
 
+    /// It answered QUIT: the session is over (its 221 comes with ``take_over()``).
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.closed()
+    }
+
+    /// The session's reader, which it feeds.
+    #[getter]
+    fn reader(&self, py: Python<'_>) -> Py<PyServerReader> {
+        self.reader.clone_ref(py)
+    }
+
     /// Feed ``data`` (read at ``now``) and answer what it completes, at most ``limit``
     /// items: the replies to write, or None when it stopped (then ``take_over()``).
     fn receive<'py>(

@@ -227,6 +227,12 @@ class ServerFastPath:
     @property
     def last_progress(self) -> float:
         """When the client last completed something (a ``time.monotonic()`` value)."""
+    @property
+    def closed(self) -> bool:
+        """It answered QUIT: the session is over (its 221 comes with ``take_over()``)."""
+    @property
+    def reader(self) -> ServerReader:
+        """The session's reader, which it feeds."""
     def receive(self, data: bytes, limit: int, now: float) -> bytes | None:
         """Feed ``data`` (read at ``now``) and answer what it completes, at most ``limit``
         items: the replies to write, or None when it stopped (then ``take_over()``)."""

@@ -1,5 +1,6 @@
-"""ServerConnection.fast_path(): a connection run through the codec's ServerFastPath, and
-by the state machine once it stops (take_over), sends the same bytes at the same reads,
+"""ServerConnection.fast_path() and fast_start(): a connection run through the codec's
+ServerFastPath, and by the state machine once it stops (take_over; after fast_start, by the
+connection resume() makes then), sends the same bytes at the same reads,
 closes at the same point and ends in the same state as one run by the state machine alone,
 whose application answers every event by default; and the fast path keeps the I/O layer's
 idle-timeout rule (last_progress) as an I/O layer driving the state machine would. Hypothesis
@@ -165,19 +166,40 @@ def run_fast(
     nows: list[float],
     limit: int,
     handover: int | None = None,
+    *,
+    lazy: bool = False,
 ) -> _Run:
     """The I/O layer with the fast path: ``limit`` items a call; after read ``handover``
-    (if any) it takes over although the fast path did not stop (as at EOF)."""
-    conn = _conn(config, codec)
-    fast = conn.fast_path(data_min_rate=RATE, now=0.0)
-    assert fast is not None
-    run = _Run(sent=[conn.data_to_send()])
+    (if any) it takes over although the fast path did not stop (as at EOF). ``lazy``: the
+    session begins with ``fast_start()``, and its connection is made at the take-over
+    (``resume()``), not before."""
+    conn: ServerConnection | None
+    if lazy:
+        started = ServerConnection.fast_start(config, codec=codec, data_min_rate=RATE, now=0.0)
+        assert started is not None
+        fast, greeting = started
+        conn = None
+        run = _Run(sent=[greeting])
+    else:
+        conn = _conn(config, codec)
+        fast = conn.fast_path(data_min_rate=RATE, now=0.0)
+        assert fast is not None
+        run = _Run(sent=[conn.data_to_send()])
+
+    def take_over() -> tuple[ServerConnection, tuple[Any, ...]]:
+        nonlocal conn
+        assert fast is not None
+        if conn is None:
+            conn = ServerConnection.resume(fast, config, codec=codec)
+            conn.answer_at_once(KINDS)
+        return conn, conn.take_over(fast)
+
     for i, (data, now) in enumerate(zip(reads, nows, strict=True)):
         if fast is not None:
             out = fast.receive(data, limit, now)
             if out is None:
                 run.stopped = i
-                conn.take_over(fast)
+                conn, _ = take_over()
                 fast = None
                 _drain(conn, None)
                 run.sent.append(conn.data_to_send())
@@ -185,25 +207,26 @@ def run_fast(
                 run.states.append(_state(conn))
                 run.progress.append(None)
                 continue
-            assert conn.data_to_send() == b"", "the connection sends nothing itself"
+            assert conn is None or conn.data_to_send() == b"", "the connection sends nothing"
             run.sent.append(out)
             run.closed.append(False)
             run.states.append(None)
             run.progress.append((fast.last_progress,))
             if handover == i:
-                state = conn.take_over(fast)
+                conn, state = take_over()
                 fast = None
                 got = fields(state)
                 run.progress[-1] = (got["last_progress"], got["data_started"])
                 assert (got["replies"], got["items"], got["unread"]) == (b"", [], b"")
             continue
+        assert conn is not None
         _drain(conn, data)
         run.sent.append(conn.data_to_send())
         run.closed.append(conn.closed)
         run.states.append(_state(conn))
         run.progress.append(None)
     if fast is not None:
-        state = conn.take_over(fast)
+        conn, state = take_over()
         got = fields(state)
         assert (got["replies"], got["items"], got["unread"]) == (b"", [], b"")
         if run.progress:
@@ -235,8 +258,9 @@ def check(
 ) -> tuple[_Run, _Run]:
     nows = nows if nows is not None else [float(i + 1) for i in range(len(reads))]
     plain = run_plain(config, codec, reads, nows)
-    fast = run_fast(config, codec, reads, nows, limit, handover)
-    assert_same(plain, fast)
+    for lazy in (False, True):
+        fast = run_fast(config, codec, reads, nows, limit, handover, lazy=lazy)
+        assert_same(plain, fast)
     return plain, fast
 
 
@@ -654,7 +678,9 @@ def test_receive_after_it_stopped(codec: ModuleType) -> None:
 def test_it_stops_after_quit(codec: ModuleType) -> None:
     conn, fast = _fast(ServerConfig(), codec)
     assert fast.receive(b"EHLO x.example\r\n", BIG, 1.0)
+    assert not fast.closed
     assert fast.receive(b"MAIL FROM:<a@b.example>\r\nQUIT\r\nNOOP\r\n", BIG, 2.0) is None
+    assert fast.closed  # the I/O layer may end the session without take_over
     got = fields(conn.take_over(fast))
     assert got["closed"] is True and got["mail"] is not None
     assert got["replies"] == b"250 2.1.0 OK\r\n221 2.0.0 Bye\r\n"
@@ -690,8 +716,9 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("codec", BACKENDS)
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
 def test_no_fast_path_for(codec: ModuleType, name: str) -> None:
-    conn = _conn(ServerConfig(**UNSUPPORTED[name]), codec)
-    assert conn.fast_path(data_min_rate=RATE, now=0.0) is None
+    config = ServerConfig(**UNSUPPORTED[name])
+    assert _conn(config, codec).fast_path(data_min_rate=RATE, now=0.0) is None
+    assert ServerConnection.fast_start(config, codec=codec, data_min_rate=RATE, now=0.0) is None
 
 
 @pytest.mark.parametrize("codec", BACKENDS)
@@ -707,6 +734,7 @@ def test_no_fast_path_after_input(codec: ModuleType, data: bytes) -> None:
 def test_a_fast_path_for(codec: ModuleType, name: str) -> None:
     config = _config([name])
     assert _conn(config, codec).fast_path(data_min_rate=None, now=0.0) is not None
+    assert ServerConnection.fast_start(config, codec=codec, data_min_rate=None, now=0.0)
     check(config, codec, SINK)
 
 
@@ -829,3 +857,33 @@ def test_a_config_changed_after_a_connection_used_it(codec: ModuleType, name: st
     for field_name, value in after.items():
         setattr(config, field_name, value)
     check(config, codec, reads)
+
+
+@pytest.mark.parametrize("codec", BACKENDS)
+def test_fast_start_reads_with_the_reader_resume_adopts(codec: ModuleType) -> None:
+    """fast_start() greets as start() does; resume() reads on with the fast path's reader
+    (its buffered input included) and sends no second greeting."""
+    config = ServerConfig()
+    started = ServerConnection.fast_start(config, codec=codec, data_min_rate=None, now=0.0)
+    assert started is not None
+    fast, greeting = started
+    assert greeting == _conn(config, codec).data_to_send()
+    reads = [b"EHLO x.example\r\n", b"MAIL FROM:<a@b.example> SIZE=10\r\nRC", b"PT TO:<c@d>\r\n"]
+    plain = _conn(config, codec)
+    plain.data_to_send()
+    expected = []
+    for data in reads:
+        _drain(plain, data)
+        expected.append(plain.data_to_send())
+    assert fast.receive(reads[0], BIG, 1.0) == expected[0]
+    # SIZE stops the fast path; its reader holds the half-read RCPT.
+    assert fast.receive(reads[1], BIG, 2.0) is None
+    conn = ServerConnection.resume(fast, config, codec=codec)
+    assert conn._reader is fast.reader
+    conn.answer_at_once(KINDS)
+    conn.take_over(fast)
+    _drain(conn, None)
+    assert conn.data_to_send() == expected[1]
+    _drain(conn, reads[2])
+    assert conn.data_to_send() == expected[2] == b"250 2.1.5 OK\r\n"
+    assert _state(conn) == _state(plain)

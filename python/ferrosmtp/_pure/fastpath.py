@@ -109,6 +109,16 @@ class ServerFastPath:
         """When the client last completed something (a ``time.monotonic()`` value)."""
         return self._last_progress
 
+    @property
+    def closed(self) -> bool:
+        """It answered QUIT: the session is over (its 221 comes with ``take_over()``)."""
+        return self._closed
+
+    @property
+    def reader(self) -> ServerReader:
+        """The session's reader, which it feeds."""
+        return self._reader
+
     def receive(self, data: bytes, limit: int, now: float) -> bytes | None:
         """Feed ``data`` (read at ``now``) and answer what it completes, at most ``limit``
         items: the replies to write, or None when it stopped (then ``take_over()``)."""

@@ -240,6 +240,78 @@ def _tables(config: ServerConfig, codec: ModuleType) -> _Tables:
     return tables
 
 
+def _reader(c: ServerConfig, codec: ModuleType) -> Any:
+    """A new ``ServerReader`` under this configuration's limits."""
+    return codec.ServerReader(
+        max_command_line=c.max_command_line,
+        max_auth_line=c.max_auth_line,
+        max_text_line=c.max_text_line,
+        max_message_size=c.max_message_size,
+        bare_newline=c.bare_newline,
+        smtputf8=c.smtputf8,
+        first_limit_wins=c.first_limit_wins,
+    )
+
+
+def _fast_path_takes(c: ServerConfig) -> bool:
+    """Whether the fast path keeps every rule of this configuration: not a dialect's,
+    LMTP's, required STARTTLS or AUTH, nor per-verb limits."""
+    return (
+        c.dialect is None
+        and not c.lmtp
+        and not c.require_starttls
+        and not c.auth_required
+        and c.command_call_limits is None
+    )
+
+
+def _fast_path(
+    c: ServerConfig,
+    codec: ModuleType,
+    reader: Any,
+    data_min_rate: float | None,
+    now: float,
+    conn: ServerConnection | None,
+) -> ServerFastPath | None:
+    """ServerConnection.fast_path()'s and fast_start()'s: a ``ServerFastPath`` over
+    ``reader``, with the replies of ``conn`` (None: of a new connection of ``c``), or None
+    when ``c`` has rules the fast path does not keep. Only a session that has read no
+    input gets one, so it is TLS exactly when ``c.tls_active`` says."""
+    if not _fast_path_takes(c):
+        return None
+    # The replies, formatted once per configuration: by what the EHLO reply says (the
+    # configuration may change between connections; the state machine reads it live).
+    key = (
+        c.tls_active,
+        c.pipelining,
+        c.max_message_size,
+        c.eightbitmime,
+        c.smtputf8,
+        c.chunking,
+        c.dsn,
+        c.starttls,
+        c.auth_mechanisms,
+        c.auth_require_tls,
+        c.extra_extensions,
+    )
+    cached = _tables(c, codec).fast if conn is None else conn._fast_replies
+    replies = cached.get(key)
+    if replies is None:
+        if len(cached) > 8:
+            cached.clear()
+        replies = cached[key] = (conn or ServerConnection(c, codec=codec))._fast_path_replies()
+    return codec.ServerFastPath(  # type: ignore[no-any-return]
+        reader,
+        **replies,
+        max_recipients=c.max_recipients,
+        max_junk_commands=c.max_junk_commands,
+        strict_pipelining=c.strict_pipelining,
+        tls=c.tls_active,
+        data_min_rate=data_min_rate,
+        now=now,
+    )
+
+
 # The events whose exchange needs the application (never answered at once).
 _APPLICATIONS = frozenset({ev.Auth, ev.AuthLine, ev.StartTLS})
 
@@ -345,15 +417,7 @@ class ServerConnection:
         self._answers = tables.answers
         self._types = tables.types
         self._fast_replies = tables.fast
-        self._reader = self._codec.ServerReader(
-            max_command_line=c.max_command_line,
-            max_auth_line=c.max_auth_line,
-            max_text_line=c.max_text_line,
-            max_message_size=c.max_message_size,
-            bare_newline=c.bare_newline,
-            smtputf8=c.smtputf8,
-            first_limit_wins=c.first_limit_wins,
-        )
+        self._reader = _reader(c, self._codec)
         self._items: deque[Item] = deque()
         self._out: list[bytes] = []
         self._awaiting: Event | None = None
@@ -568,49 +632,51 @@ class ServerConnection:
         this configuration has rules the fast path does not keep (a dialect, LMTP,
         required STARTTLS or AUTH, per-verb limits). ``data_min_rate`` and ``now``: the
         I/O layer's idle-timeout rule (``ServerFastPath``)."""
-        c = self.config
-        if (
-            not self._started  # the greeting decides (a refused session, a pregreet)
-            or self._closing
-            or self._received_any
-            or c.dialect is not None
-            or c.lmtp
-            or c.require_starttls
-            or c.auth_required
-            or c.command_call_limits is not None
-        ):
+        if not self._started or self._closing or self._received_any:
+            # The greeting decides (a refused session, a pregreet).
             return None
-        # The replies, formatted once per configuration: by what the EHLO reply says (the
-        # configuration may change between connections; the state machine reads it live).
-        key = (
-            self.tls,
-            c.pipelining,
-            c.max_message_size,
-            c.eightbitmime,
-            c.smtputf8,
-            c.chunking,
-            c.dsn,
-            c.starttls,
-            c.auth_mechanisms,
-            c.auth_require_tls,
-            c.extra_extensions,
-        )
-        cached = self._fast_replies
-        replies = cached.get(key)
-        if replies is None:
-            if len(cached) > 8:
-                cached.clear()
-            replies = cached[key] = self._fast_path_replies()
-        return self._codec.ServerFastPath(  # type: ignore[no-any-return]
-            self._reader,
-            **replies,
-            max_recipients=c.max_recipients,
-            max_junk_commands=c.max_junk_commands,
-            strict_pipelining=c.strict_pipelining,
-            tls=self.tls,
-            data_min_rate=data_min_rate,
-            now=now,
-        )
+        return _fast_path(self.config, self._codec, self._reader, data_min_rate, now, self)
+
+    @classmethod
+    def fast_start(
+        cls,
+        config: ServerConfig | None = None,
+        *,
+        codec: ModuleType | None = None,
+        data_min_rate: float | None,
+        now: float,
+    ) -> tuple[ServerFastPath, bytes] | None:
+        """A new session on ``fast_path()`` from its first byte, with no ServerConnection
+        until one is needed: the fast path and the greeting to send. When it stops,
+        ``resume(fast)`` makes the connection that goes on (then ``take_over(fast)``).
+        None for the configurations ``fast_path()`` does not take. For the I/O layer
+        whose sessions mostly never leave the fast path (one message per connection),
+        where the state machine's set-up is most of a session's cost."""
+        config = config or ServerConfig()
+        codec = codec or default_codec.backend
+        if not _fast_path_takes(config):
+            return None
+        fast = _fast_path(config, codec, _reader(config, codec), data_min_rate, now, None)
+        assert fast is not None
+        # start()'s greeting: never an enhanced code, and no dialect here to reword it.
+        greeting = _tables(config, codec).replies.greeting
+        return fast, _wire(greeting, None, False, config.any_reply_code, codec, False)
+
+    @classmethod
+    def resume(
+        cls,
+        fast: ServerFastPath,
+        config: ServerConfig | None = None,
+        *,
+        codec: ModuleType | None = None,
+    ) -> ServerConnection:
+        """The connection of a session ``fast_start()`` began (with the same ``config``
+        and ``codec``): greeted, reading with ``fast``'s reader; ``take_over(fast)`` then
+        adopts where the fast path stopped."""
+        conn = cls(config, codec=codec)
+        conn._reader = fast.reader
+        conn._started = True
+        return conn
 
     def _fast_path_replies(self) -> dict[str, bytes]:
         """The replies of fast_path(), as this state machine gives them."""

@@ -63,8 +63,9 @@ class ConnectionBase(asyncio.Protocol):
         self.transport = None
         self.session = None
         self.envelope = None
-        self.conn = None
+        self.conn = None  # made at once, or when a session that began fast leaves it
         self._fast: ServerFastPath | None = None  # ServerConnection.fast_path, while it runs
+        self._peername: Any = None  # the transport's
         self._hooks = server._hooks
         self._at_once: frozenset[type] = frozenset()  # events answered as they come
         self._chunks: list[bytes] = []
@@ -135,15 +136,35 @@ class ConnectionBase(asyncio.Protocol):
         if not self._closing and self.transport is not None:
             self._end(ServerConnection.shutdown)
 
+    def _state_machine(self) -> ServerConnection:
+        """A new ServerConnection for this session, answering at once what the handler
+        has no hook for."""
+        conn = ServerConnection(
+            self._server._config(implicit_tls=self._tls_on_connect is not None),
+            codec=self._server.codec,
+        )
+        conn.answer_at_once(self._at_once)
+        return conn
+
     def _take_over(self) -> None:
         """The state machine goes on from where the fast path stopped (if it ran), and
         this layer's records become what the events it did not see would have made them
         (HookCalls' _hello_seen, _mail_seen, _rcpt_seen, _content_seen); before
-        anything but a read of the fast path's."""
-        fast, conn = self._fast, self.conn
-        if fast is None or conn is None:
+        anything but a read of the fast path's. A session that began on the fast path
+        (ServerConnection.fast_start) gets its state machine, session and envelope now."""
+        fast = self._fast
+        if fast is None:
             return
         self._fast = None
+        conn = self.conn
+        if conn is None:
+            conn = self.conn = ServerConnection.resume(
+                fast, self._server._config(implicit_tls=False), codec=self._server.codec
+            )
+            conn.answer_at_once(self._at_once)
+            self.session = self._create_session()
+            self.session.peer = self._peername
+            self.envelope = self._create_envelope()
         hello, name, mail, recipients, in_data, *_, progress, started, size = conn.take_over(fast)
         self._last_progress, self._data_started, self._data_bytes = progress, started, size
         self._message_open = in_data

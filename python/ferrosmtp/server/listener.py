@@ -14,14 +14,13 @@ from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
-from ferrosmtp.protocol.events import Event, Response
-from ferrosmtp.protocol.replies import Replies
+from ferrosmtp.protocol.events import Event
 from ferrosmtp.protocol.server import ServerConfig
 from ferrosmtp.server.hooks import Hooks
 from ferrosmtp.server.idle import IdleSweep
 from ferrosmtp.server.peers import address_key, client_ip
 from ferrosmtp.server.sasl import SASL
-from ferrosmtp.server.smtp import SMTP
+from ferrosmtp.server.smtp import SMTP, Refusal
 
 __all__ = ["DATA_SIZE_DEFAULT", "Server"]
 
@@ -248,20 +247,20 @@ class Server:
     def _ip_key(cls, peer: Any) -> str:
         return address_key(cls._host(peer))
 
-    def _admit(self, smtp: SMTP, peer: Any, replies: Replies) -> Response | None:
-        """Admit a new connection, or say which refusal it gets. ``peer`` None: its
-        client's address is not known yet (it comes with a PROXY header), and the
-        per-address limit waits for ``_admit_address``."""
+    def _admit(self, smtp: SMTP, peer: Any) -> Refusal | None:
+        """Admit a new connection, or say which refusal it gets (a ``Replies`` name).
+        ``peer`` None: its client's address is not known yet (it comes with a PROXY
+        header), and the per-address limit waits for ``_admit_address``."""
         if self.max_connections is not None and len(self._connections) >= self.max_connections:
-            return replies.too_many_connections
+            return "too_many_connections"
         if peer is not None:
-            refusal = self._admit_address(smtp, peer, replies)
+            refusal = self._admit_address(smtp, peer)
             if refusal is not None:
                 return refusal
         self._connections.add(smtp)
         return None
 
-    def _admit_address(self, smtp: SMTP, peer: Any, replies: Replies) -> Response | None:
+    def _admit_address(self, smtp: SMTP, peer: Any) -> Refusal | None:
         """Count a connection for its client's address (``max_connections_per_ip``)."""
         key = self._ip_key(peer)
         if (
@@ -269,7 +268,7 @@ class Server:
             and self._per_ip[key] >= self.max_connections_per_ip
             and not self._exempt(peer)
         ):
-            return replies.too_many_connections_from_address
+            return "too_many_connections_from_address"
         self._per_ip[key] += 1
         smtp._peer_key = key
         return None

@@ -21,7 +21,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from math import inf
 from time import monotonic
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from ferrosmtp import proxy
 from ferrosmtp._loops import prime_read_buffers
@@ -38,7 +38,10 @@ from ferrosmtp.server.values import Envelope, Session
 # asyncio's own loop reads into a new 256 KiB buffer every time: see prime_read_buffers.
 prime_read_buffers()
 
-__all__ = ["EVENTS_PER_TURN", "SMTP"]
+__all__ = ["EVENTS_PER_TURN", "SMTP", "Refusal"]
+
+# Why a session is refused before it starts: the name of its reply in ``Replies``.
+Refusal = Literal["too_many_connections", "too_many_connections_from_address"]
 
 log: logging.Logger = logging.getLogger("ferrosmtp.server")
 
@@ -56,27 +59,44 @@ class SMTP(HookCalls, SASL):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """asyncio: a client connected (admitted under the limits, or refused with 421)."""
         self.transport = transport
-        peer = transport.get_extra_info("peername")
+        self._peername = peer = transport.get_extra_info("peername")
         server = self._server
-        self.conn = conn = ServerConnection(
-            server._config(implicit_tls=self._tls_on_connect is not None), codec=server.codec
-        )
         self._at_once = at_once = self._at_once_kinds()
-        conn.answer_at_once(at_once)
         proxy_timeout = server.proxy_protocol_timeout
         proxied = proxy_timeout is not None
         # Behind a load balancer the client's address comes with the PROXY header: the
         # per-address limit waits for it (issue 10, fault 4).
-        refusal = server._admit(self, None if proxied else peer, conn.replies)
+        refusal = server._admit(self, None if proxied else peer)
         if refusal is not None:
+            self.conn = self._state_machine()
             self._refuse_session(peer, refusal)
             return
         self._admitted = True
-        self.session = self._create_session()
-        self.session.peer = peer
-        self.envelope = self._create_envelope()
         self._last_progress = now = monotonic()
         server._idle.arm(self.loop, now + server.timeout * (1 + 1 / SLACK))
+        if (
+            not proxied
+            and self._tls_on_connect is None
+            and server.greeting_delay <= 0
+            and FAST_KINDS <= at_once
+            and not log.isEnabledFor(logging.INFO)
+        ):
+            # The handler has no hook for any of the transaction's events and nothing is
+            # logged per message: the session runs in the codec until something else
+            # comes, and its state machine, session and envelope are made only then
+            # (_take_over): most sessions of a busy sink never need them.
+            started = ServerConnection.fast_start(
+                server._config(implicit_tls=False),
+                codec=server.codec,
+                data_min_rate=server.data_min_rate,
+                now=now,
+            )
+            if started is not None:
+                self._fast, greeting = started
+                self._greeted = True
+                transport.write(greeting)  # type: ignore[attr-defined]
+                return
+        self._begin()
         if proxy_timeout is not None:
             # The load balancer's header first; the greeting once it has been accepted.
             self._proxy_buffer = bytearray()
@@ -100,12 +120,22 @@ class SMTP(HookCalls, SASL):
         else:
             self._greet_soon()
 
-    def _refuse_session(self, client: Any, refusal: Response) -> None:
+    def _begin(self) -> None:
+        """The session's state machine, session and envelope, for all but the sessions
+        that begin on the fast path (those get them at ``_take_over``)."""
+        self.conn = self._state_machine()
+        self.session = session = self._create_session()
+        session.peer = self._peername
+        self.envelope = self._create_envelope()
+
+    def _refuse_session(self, client: Any, refusal: Refusal) -> None:
         """Refuse the session before it starts (a connection limit): 421, then close."""
+        conn = self.conn
+        assert conn is not None
+        response: Response = getattr(conn.replies, refusal)
         # INFO, not WARNING: a connection flood must not become a log flood.
-        log.info("%s refused: %s", peer_text(client), refusal)
-        assert self.conn is not None
-        self.conn.refuse_connection(refusal)
+        log.info("%s refused: %s", peer_text(client), response)
+        conn.refuse_connection(response)
         self._finish()
 
     # -- the PROXY protocol header (proxy.py), before the greeting ---------------------------
@@ -127,7 +157,7 @@ class SMTP(HookCalls, SASL):
             return
         assert self.conn is not None
         client = client_peer(self.session.peer, header)
-        refusal = self._server._admit_address(self, client, self.conn.replies)
+        refusal = self._server._admit_address(self, client)
         if refusal is not None:
             self._refuse_session(client, refusal)
             return
@@ -230,8 +260,7 @@ class SMTP(HookCalls, SASL):
 
     def data_received(self, data: bytes) -> None:
         """asyncio: bytes from the client, fed to the connection's state machine."""
-        conn = self.conn
-        if conn is None or self._closing:
+        if self._closing:
             return
         fast = self._fast
         if fast is not None:
@@ -240,16 +269,23 @@ class SMTP(HookCalls, SASL):
                 if out:  # not closing (above): the transport is there and open
                     self.transport.write(out)  # type: ignore[union-attr]
                 return
+            if fast.closed:
+                # It answered QUIT: the session is over, with nothing for the state
+                # machine to go on with. Its last replies, then close.
+                self._fast = None
+                self.transport.write(fast.take_over()[7])  # type: ignore[union-attr]
+                self._close_transport()
+                return
             # It stopped (its input is fed already): the state machine goes on from there,
             # from the next turn (this one may have had all its events: checklist B10).
             self._take_over()
-            if conn.closed:  # it answered QUIT
-                self._finish()
-                return
             self._budget = 0
             step = self._advance()
             if step is not None:
                 self._await(step)
+            return
+        conn = self.conn
+        if conn is None:
             return
         if not self._greeted:  # the rare cases before the banner, off the hot path
             if self._proxy_buffer is not None:
@@ -421,7 +457,7 @@ class SMTP(HookCalls, SASL):
     def _idle_check(self, now: float) -> float:
         """The idle and hook timeouts (``Server._idle`` calls it): end this session if
         its deadline has passed; otherwise say when to check it next."""
-        if self._closing or self.conn is None:
+        if self._closing:
             return inf
         if self._fast is not None:
             self._last_progress = self._fast.last_progress
