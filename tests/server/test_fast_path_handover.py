@@ -5,12 +5,15 @@ without the fast path."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
 
-from ferrosmtp import handlers
+from ferrosmtp import Server, handlers
+from ferrosmtp.server.smtp import SMTP
+from ferrosmtp.server.values import Session
 
 from .support import Raw, running
 
@@ -90,3 +93,54 @@ def test_with_message_logging_the_state_machine_runs_it(
         for line in (b"HELO c", b"MAIL FROM:<a@b.example>", b"RCPT TO:<c@d.example>"):
             raw.send(line + b"\r\n")
             assert raw.reply().startswith(b"250")
+
+
+def test_a_session_begun_fast_has_its_state_machine_only_once_it_leaves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ServerConnection.fast_start: no ServerConnection, session or envelope while the
+    fast path runs; made at the hand-over, with the client's address."""
+    caplog.set_level(logging.WARNING, logger="ferrosmtp.server")
+    with running(Verifier()) as c, Raw(c.port) as raw:
+        raw.greet()
+        (smtp,) = _connections(c)
+        assert smtp._fast is not None
+        assert (smtp.conn, smtp.session, smtp.envelope) == (None, None, None)
+        raw.send(b"VRFY someone\r\n")
+        assert raw.reply() == b"252 2.0.0 maybe\r\n"
+        assert smtp.conn is not None and smtp.envelope is not None
+        assert smtp.session is not None and smtp.session.peer == raw.sock.getsockname()
+
+
+def test_a_subclass_that_makes_its_own_session_gets_it_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiosmtpd's override points (_create_session, _create_envelope) are called when the
+    connection is made, as before the fast path began sessions without them."""
+    caplog.set_level(logging.WARNING, logger="ferrosmtp.server")
+    made: list[Any] = []
+
+    class Counting(SMTP):
+        def _create_session(self) -> Session:
+            session = super()._create_session()
+            made.append(session)
+            return session
+
+    class CountingServer(Server):
+        def factory(self) -> SMTP:
+            return Counting(self)
+
+    async def main() -> None:
+        server = CountingServer(handlers.Sink())
+        await server.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert (await reader.readline()).startswith(b"220 ")
+        (smtp,) = server._connections
+        assert made == [smtp.session] and smtp._fast is not None  # and still fast
+        writer.write(b"QUIT\r\n")
+        assert await reader.readline() == b"221 2.0.0 Bye\r\n"
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())

@@ -80,11 +80,14 @@ class SMTP(HookCalls, SASL):
             and server.greeting_delay <= 0
             and FAST_KINDS <= at_once
             and not log.isEnabledFor(logging.INFO)
+            and type(self)._create_session is SMTP._create_session
+            and type(self)._create_envelope is SMTP._create_envelope
         ):
             # The handler has no hook for any of the transaction's events and nothing is
             # logged per message: the session runs in the codec until something else
             # comes, and its state machine, session and envelope are made only then
-            # (_take_over): most sessions of a busy sink never need them.
+            # (_take_over): most sessions of a busy sink never need them. (Not when a
+            # subclass makes its own session or envelope: it may count on when.)
             started = ServerConnection.fast_start(
                 server._config(implicit_tls=False),
                 codec=server.codec,
