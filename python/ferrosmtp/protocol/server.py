@@ -265,20 +265,20 @@ def _fast_path_takes(c: ServerConfig) -> bool:
     )
 
 
-def _fast_path(
+def _new_fast_path(
     c: ServerConfig,
     codec: ModuleType,
     reader: Any,
     data_min_rate: float | None,
     now: float,
+    cached: dict[tuple[Any, ...], dict[str, bytes]],
     conn: ServerConnection | None,
-) -> ServerFastPath | None:
-    """ServerConnection.fast_path()'s and fast_start()'s: a ``ServerFastPath`` over
-    ``reader``, with the replies of ``conn`` (None: of a new connection of ``c``), or None
-    when ``c`` has rules the fast path does not keep. Only a session that has read no
-    input gets one, so it is TLS exactly when ``c.tls_active`` says."""
-    if not _fast_path_takes(c):
-        return None
+) -> ServerFastPath:
+    """ServerConnection.fast_path()'s and fast_start()'s, for a configuration the fast
+    path takes (``_fast_path_takes``): a ``ServerFastPath`` over ``reader``, with the
+    replies of ``conn`` (None: of a new connection of ``c``), kept in ``cached`` (its
+    ``_Tables.fast``). Only a session that has read no input gets one, so it is TLS
+    exactly when ``c.tls_active`` says."""
     # The replies, formatted once per configuration: by what the EHLO reply says (the
     # configuration may change between connections; the state machine reads it live).
     key = (
@@ -294,7 +294,6 @@ def _fast_path(
         c.auth_require_tls,
         c.extra_extensions,
     )
-    cached = _tables(c, codec).fast if conn is None else conn._fast_replies
     replies = cached.get(key)
     if replies is None:
         if len(cached) > 8:
@@ -635,7 +634,12 @@ class ServerConnection:
         if not self._started or self._closing or self._received_any:
             # The greeting decides (a refused session, a pregreet).
             return None
-        return _fast_path(self.config, self._codec, self._reader, data_min_rate, now, self)
+        c = self.config
+        if not _fast_path_takes(c):
+            return None
+        return _new_fast_path(
+            c, self._codec, self._reader, data_min_rate, now, self._fast_replies, self
+        )
 
     @classmethod
     def fast_start(
@@ -656,10 +660,11 @@ class ServerConnection:
         codec = codec or default_codec.backend
         if not _fast_path_takes(config):
             return None
-        fast = _fast_path(config, codec, _reader(config, codec), data_min_rate, now, None)
-        assert fast is not None
+        tables = _tables(config, codec)
+        reader = _reader(config, codec)
+        fast = _new_fast_path(config, codec, reader, data_min_rate, now, tables.fast, None)
         # start()'s greeting: never an enhanced code, and no dialect here to reword it.
-        greeting = _tables(config, codec).replies.greeting
+        greeting = tables.replies.greeting
         return fast, _wire(greeting, None, False, config.any_reply_code, codec, False)
 
     @classmethod
