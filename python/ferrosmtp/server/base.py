@@ -136,15 +136,26 @@ class ConnectionBase(asyncio.Protocol):
         if not self._closing and self.transport is not None:
             self._end(ServerConnection.shutdown)
 
-    def _state_machine(self) -> ServerConnection:
+    def _state_machine(self, fast: ServerFastPath | None = None) -> ServerConnection:
         """A new ServerConnection for this session, answering at once what the handler
-        has no hook for."""
-        conn = ServerConnection(
-            self._server._config(implicit_tls=self._tls_on_connect is not None),
-            codec=self._server.codec,
-        )
+        has no hook for; ``fast``: the one a session that began on it goes on with
+        (``ServerConnection.resume``)."""
+        config = self._server._config(implicit_tls=self._tls_on_connect is not None)
+        codec = self._server.codec
+        if fast is None:
+            conn = ServerConnection(config, codec=codec)
+        else:
+            conn = ServerConnection.resume(fast, config, codec=codec)
         conn.answer_at_once(self._at_once)
         return conn
+
+    def _begin(self, fast: ServerFastPath | None = None) -> None:
+        """The session's state machine, session and envelope: when the connection is
+        made, or (``fast``) when a session that began on the fast path leaves it."""
+        self.conn = self._state_machine(fast)
+        self.session = session = self._create_session()
+        session.peer = self._peername
+        self.envelope = self._create_envelope()
 
     def _take_over(self) -> None:
         """The state machine goes on from where the fast path stopped (if it ran), and
@@ -156,15 +167,10 @@ class ConnectionBase(asyncio.Protocol):
         if fast is None:
             return
         self._fast = None
+        if self.conn is None:
+            self._begin(fast)
         conn = self.conn
-        if conn is None:
-            conn = self.conn = ServerConnection.resume(
-                fast, self._server._config(implicit_tls=False), codec=self._server.codec
-            )
-            conn.answer_at_once(self._at_once)
-            self.session = self._create_session()
-            self.session.peer = self._peername
-            self.envelope = self._create_envelope()
+        assert conn is not None
         hello, name, mail, recipients, in_data, *_, progress, started, size = conn.take_over(fast)
         self._last_progress, self._data_started, self._data_bytes = progress, started, size
         self._message_open = in_data

@@ -123,14 +123,6 @@ class SMTP(HookCalls, SASL):
         else:
             self._greet_soon()
 
-    def _begin(self) -> None:
-        """The session's state machine, session and envelope, for all but the sessions
-        that begin on the fast path (those get them at ``_take_over``)."""
-        self.conn = self._state_machine()
-        self.session = session = self._create_session()
-        session.peer = self._peername
-        self.envelope = self._create_envelope()
-
     def _refuse_session(self, client: Any, refusal: Refusal) -> None:
         """Refuse the session before it starts (a connection limit): 421, then close."""
         conn = self.conn
@@ -276,7 +268,8 @@ class SMTP(HookCalls, SASL):
                 # It answered QUIT: the session is over, with nothing for the state
                 # machine to go on with. Its last replies, then close.
                 self._fast = None
-                self.transport.write(fast.take_over()[7])  # type: ignore[union-attr]
+                replies = fast.take_over()[7]  # (hello, .., closed, replies, ..)
+                self.transport.write(replies)  # type: ignore[union-attr]
                 self._close_transport()
                 return
             # It stopped (its input is fed already): the state machine goes on from there,
