@@ -413,7 +413,15 @@ def test_restart_under_put_load_no_acknowledgement_without_commit(
         try:
             senders = [asyncio.ensure_future(sender()) for _ in range(10)]
             await asyncio.sleep(0.5)
-            await asyncio.to_thread(own_postgres.restart, "immediate", 0.5)
+            await asyncio.to_thread(own_postgres.stop_server, "immediate")
+            # Down until a put has been refused, not for a fixed time: a put in flight
+            # at the crash may wait its timeout (2 s) for a connection, and a short
+            # outage can end before any put gives up (CI once saw none refused).
+            deadline = time.monotonic() + 30
+            while refused == 0:
+                assert time.monotonic() < deadline, "no put refused while the server was down"
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(own_postgres.start_server)
             await _wait_connected(queue, 20)
             await asyncio.sleep(0.5)
             stop.set()
