@@ -12,7 +12,7 @@ from ferrosmtp.errors import SMTPRecipientRefused, SMTPRecipientsRefused
 if TYPE_CHECKING:
     from ferrosmtp.codec import Reply
 
-__all__ = ["SMTPResponse", "SMTPStatus", "SendResult", "all_refused", "smtp_response"]
+__all__ = ["SMTPResponse", "SMTPStatus", "SendResult", "all_refused", "send_result", "smtp_response"]
 
 
 class SMTPStatus(enum.IntEnum):
@@ -93,6 +93,16 @@ class SendResult(tuple[dict[str, SMTPResponse], str]):
 
 
 _new_response = tuple.__new__  # an SMTPResponse without NamedTuple.__new__'s Python frame
+
+
+def send_result(
+    refused: dict[str, SMTPResponse], message: str, delivered: dict[str, SMTPResponse]
+) -> SendResult:
+    """``SendResult(refused, message, delivered)`` without the frames of its ``__new__``
+    and ``super()``: one is made per message."""
+    result: SendResult = _new_response(SendResult, (refused, message))
+    result.delivered = delivered
+    return result
 
 
 def smtp_response(reply: Reply) -> SMTPResponse:

@@ -15,7 +15,13 @@ from ferrosmtp.client.io import SMTPProtocol
 from ferrosmtp.client.lock import Turn
 from ferrosmtp.client.options import CHUNK_SIZE, Timeout
 from ferrosmtp.client.request import SendRequest
-from ferrosmtp.client.results import SendResult, SMTPResponse, all_refused, smtp_response
+from ferrosmtp.client.results import (
+    SendResult,
+    SMTPResponse,
+    all_refused,
+    send_result,
+    smtp_response,
+)
 from ferrosmtp.errors import SMTPDataError, SMTPException, SMTPSenderRefused, SMTPServerDisconnected
 from ferrosmtp.protocol.client import Answer, ClientConnection, Command, Phase
 
@@ -330,9 +336,7 @@ class TransactionEngine(Authentication):
             return [RSET, *turn.commands]
         return turn.commands
 
-    def _envelope_bytes(
-        self, turn: Turn, conn: ClientConnection, protocol: SMTPProtocol
-    ) -> bytes:
+    def _envelope_bytes(self, turn: Turn, conn: ClientConnection, protocol: SMTPProtocol) -> bytes:
         """Encode ``turn``'s envelope and wait for its replies; raises before recording
         anything if the session refuses it."""
         commands = self._reset_first(conn, turn)
@@ -381,7 +385,7 @@ class TransactionEngine(Authentication):
             final = smtp_response(finals[-1].reply)
             if final.code != 250:
                 raise SMTPDataError(final.code, final.message)
-            return SendResult(refused, final.message, dict.fromkeys(accepted, final))
+            return send_result(refused, final.message, dict.fromkeys(accepted, final))
         delivered: dict[str, SMTPResponse] = {}
         for recipient, reply in zip(accepted, finals, strict=False):
             response = smtp_response(reply.reply)
@@ -392,7 +396,7 @@ class TransactionEngine(Authentication):
         if not delivered:
             raise all_refused(refused)
         first = next(iter(delivered.values()))
-        return SendResult(refused, first.message, delivered)
+        return send_result(refused, first.message, delivered)
 
     def _deadline(self) -> float | None:
         """When the data phase must be over (``data_timeout`` from now)."""

@@ -209,6 +209,8 @@ _NEEDS_EXTENSION = {"STARTTLS": "STARTTLS", "AUTH": "AUTH", "BDAT": "CHUNKING"}
 # Commands ``_check`` has more to say about than the transition table (``send_all`` asks
 # it about these, and about any command with parameters or UTF-8).
 _CHECKED_VERBS = frozenset(_NEEDS_EXTENSION) | {"EHLO", "HELO", "LHLO", "VRFY", "EXPN"}
+# Commands after which no mail transaction is open, whatever their reply.
+_ENDS_TRANSACTION = frozenset({"RSET", "EHLO", "HELO", "LHLO"})
 
 # MAIL/RCPT parameters that may only be used when the server advertises an extension.
 _PARAM_EXTENSION = {
@@ -340,10 +342,12 @@ class Command(NamedTuple):
             sender, recipients, mail_params, rcpt_params, smtputf8=smtputf8
         )
         address, line = lines[0]
-        commands = [cls("MAIL", address, line, not line.isascii(), _items(mail_params))]
-        items = _items(rcpt_params) if rcpt_params else ()
+        commands = [
+            _make_command(cls, ("MAIL", address, line, not line.isascii(), _items(mail_params)))
+        ]
+        items = _items(rcpt_params)
         for address, line in lines[1:]:
-            commands.append(cls("RCPT", address, line, not line.isascii(), items))
+            commands.append(_make_command(cls, ("RCPT", address, line, not line.isascii(), items)))
         return commands
 
     @classmethod
@@ -467,6 +471,9 @@ def parse_option(option: str) -> tuple[str, str | None]:
         raise ValueError(f"an ESMTP option must be one KEY[=value] word: {option!r}")
     key, eq, value = option.strip(" ").partition("=")
     return key, (value if eq else None)
+
+
+_make_command = tuple.__new__  # a Command without NamedTuple.__new__'s Python frame
 
 
 def _check_base64(text: str, *, allow_equals: bool) -> None:
@@ -699,43 +706,54 @@ class ClientConnection:
         last = pending[-1].verb if pending else None
         txn = self._transaction
         utf8_txn = txn.smtputf8 if txn is not None else False
-        rcpts = txn.recipients if txn is not None else 0
+        rcpts = txn.recipients if txn is not None else 0  # RCPTs sent in ``txn``
+        left: list[tuple[_Transaction, int]] = []  # transactions this group moved past
+        records: list[_Pending] = []
         transitions = _TRANSITIONS
         pipelining = self._pipelining
+        # One pass: each command is checked, and what it will record is built aside
+        # (a new MAIL's transaction too), to be committed only once every one passed.
         for command in commands:
             verb = command.verb
             following = transitions[phase].get(verb)
             if (
                 following is None
-                or command.params
                 or command.utf8
                 or verb in _CHECKED_VERBS
                 or (last is not None and (not pipelining or last in _WAIT_FOR_REPLY))
             ):
                 following = self._check(phase, last, command)  # the rules, and their errors
+            elif command.params and (verb == "MAIL" or verb == "RCPT"):
+                self._check_params(command)  # what _check would have checked of it
             phase = following
             if verb == "RCPT":
                 if command.utf8 and not utf8_txn:
                     raise LocalProtocolError("a UTF-8 recipient needs MAIL ... SMTPUTF8")
                 rcpts += 1
             elif verb == "MAIL":
+                if txn is not None:
+                    left.append((txn, rcpts))
                 utf8_txn = bool(command.params) and command.has_param("SMTPUTF8")
+                txn = _Transaction(utf8_txn)
                 rcpts = 0
-            elif verb == "DATA" and rcpts == 0:
-                raise LocalProtocolError("DATA needs at least one RCPT first")
-            last = verb
-        # Every command is allowed: record them (the transaction each belongs to, the
-        # replies to wait for) and commit the phase the checks arrived at.
-        for command in commands:
-            verb = command.verb
-            if verb == "RCPT":
-                assert txn is not None
-                txn.recipients += 1
-            elif verb == "MAIL":
-                txn = _Transaction(bool(command.params) and command.has_param("SMTPUTF8"))
-            elif verb in ("RSET", "EHLO", "HELO", "LHLO"):
+            elif verb == "DATA":
+                if rcpts == 0:
+                    raise LocalProtocolError("DATA needs at least one RCPT first")
+            elif verb in _ENDS_TRANSACTION:
+                if txn is not None:
+                    left.append((txn, rcpts))
                 txn = None
-            pending.append(_make_pending(_Pending, (verb, command.argument, txn, False)))
+                utf8_txn = False
+                rcpts = 0
+            records.append(_make_pending(_Pending, (verb, command.argument, txn, False)))
+            last = verb
+        # Every command is allowed: commit the replies to wait for, the RCPT counts and
+        # the phase the checks arrived at.
+        for done, count in left:
+            done.recipients = count
+        if txn is not None:
+            txn.recipients = rcpts
+        pending.extend(records)
         self._transaction = txn
         self._phase = phase
         if len(commands) == 1:
