@@ -114,6 +114,37 @@ def test_group_enders_wait_for_their_reply(backend: ModuleType) -> None:
         conn.send_data(b"too early")
 
 
+def test_a_refused_group_counts_no_recipient(backend: ModuleType) -> None:
+    """A group is checked whole before anything is recorded: RCPTs in a refused group do
+    not count towards DATA's "at least one RCPT", and a group that moves past one
+    transaction into the next counts each its own."""
+    conn = ready(backend)
+    conn.mail("a@example.org")
+    with pytest.raises(LocalProtocolError):
+        conn.send_all(
+            [Command.rcpt("b@example.org"), Command.simple("RSET"), Command.simple("DATA")]
+        )
+    assert conn.outstanding == 1  # the MAIL only
+    conn.receive_data(b"250 ok\r\n")
+    with pytest.raises(LocalProtocolError, match="at least one RCPT"):
+        conn.data()
+    out = conn.send_all(
+        [
+            Command.rcpt("b@example.org"),
+            Command.simple("RSET"),
+            Command.mail("c@example.org"),
+            Command.rcpt("d@example.org"),
+            Command.rcpt("e@example.org"),
+            Command.simple("DATA"),
+        ]
+    )
+    assert out.count(b"\r\n") == 6
+    events = conn.receive_data(b"250 ok\r\n" * 5 + b"354 go\r\n")
+    assert [e.code for e in responses(events)] == [250] * 5 + [354]
+    assert conn.phase is Phase.BODY
+    assert conn.accepted_recipients == ["d@example.org", "e@example.org"]
+
+
 def test_sequencing_errors_change_nothing(backend: ModuleType) -> None:
     conn = ready(backend)
     with pytest.raises(LocalProtocolError):
