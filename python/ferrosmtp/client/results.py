@@ -12,7 +12,14 @@ from ferrosmtp.errors import SMTPRecipientRefused, SMTPRecipientsRefused
 if TYPE_CHECKING:
     from ferrosmtp.codec import Reply
 
-__all__ = ["SMTPResponse", "SMTPStatus", "SendResult", "all_refused", "send_result", "smtp_response"]
+__all__ = [
+    "SMTPResponse",
+    "SMTPStatus",
+    "SendResult",
+    "all_refused",
+    "send_result",
+    "smtp_response",
+]
 
 
 class SMTPStatus(enum.IntEnum):

@@ -207,7 +207,8 @@ MODELLED_VERBS = frozenset(
 # Commands that need an extension, checked in ``_check``.
 _NEEDS_EXTENSION = {"STARTTLS": "STARTTLS", "AUTH": "AUTH", "BDAT": "CHUNKING"}
 # Commands ``_check`` has more to say about than the transition table (``send_all`` asks
-# it about these, and about any command with parameters or UTF-8).
+# it about these, and about any command with UTF-8; MAIL's and RCPT's parameters go to
+# ``_check_params``, the part of ``_check`` they need).
 _CHECKED_VERBS = frozenset(_NEEDS_EXTENSION) | {"EHLO", "HELO", "LHLO", "VRFY", "EXPN"}
 # Commands after which no mail transaction is open, whatever their reply.
 _ENDS_TRANSACTION = frozenset({"RSET", "EHLO", "HELO", "LHLO"})
