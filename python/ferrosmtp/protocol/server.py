@@ -190,7 +190,7 @@ class _Tables:
     in, the default answers by kind (formatted too, where a dialect does not reword
     them), and which method takes which kind of codec item."""
 
-    __slots__ = ("answers", "defaults", "fast", "key", "replies", "types")
+    __slots__ = ("answers", "defaults", "fast", "greeting", "key", "replies", "types")
 
     def __init__(self, config: ServerConfig, codec: ModuleType) -> None:
         self.key = _tables_key(config, codec)
@@ -199,6 +199,7 @@ class _Tables:
         self.types = _item_handlers(codec)
         self.answers: FixedAnswers = {}
         self.fast: dict[tuple[Any, ...], dict[str, bytes]] = {}  # fast_path()'s replies
+        self.greeting: bytes | None = None  # fast_start()'s, formatted on first use
         if config.dialect is None or config.dialect_rewords is not None:
             rewords = config.dialect_rewords or frozenset()
             codes = config.enhanced_status_codes
@@ -663,9 +664,13 @@ class ServerConnection:
         tables = _tables(config, codec)
         reader = _reader(config, codec)
         fast = _new_fast_path(config, codec, reader, data_min_rate, now, tables.fast, None)
-        # start()'s greeting: never an enhanced code, and no dialect here to reword it.
-        greeting = tables.replies.greeting
-        return fast, _wire(greeting, None, False, config.any_reply_code, codec, False)
+        greeting = tables.greeting
+        if greeting is None:
+            # start()'s greeting: never an enhanced code, and no dialect here to reword it.
+            response = tables.replies.greeting
+            greeting = _wire(response, None, False, config.any_reply_code, codec, False)
+            tables.greeting = greeting
+        return fast, greeting
 
     @classmethod
     def resume(

@@ -48,6 +48,40 @@ class ConnectionBase(asyncio.Protocol):
     envelope: Envelope | None
     conn: ServerConnection | None
 
+    # The state every connection starts with, as class attributes: an instance holds only
+    # what it has changed. Past 30 attributes an instance's __dict__ loses CPython's
+    # shared-key layout (every attribute read then goes through a full dict), and a
+    # session that stays on the fast path changes a dozen of these at most. Immutable
+    # values only: a list or dict here would be shared by every connection.
+    transport = None
+    session = None
+    envelope = None
+    conn = None  # made at once, or when a session that began fast leaves it
+    _fast: ServerFastPath | None = None  # ServerConnection.fast_path, while it runs
+    _peername: Any = None  # the transport's
+    _at_once: frozenset[type] = frozenset()  # events answered as they come
+    _message_open = False  # Content was delivered for a message not yet ended
+    _data_started: float | None = None  # when this message's content began
+    _data_bytes = 0
+    _task: asyncio.Task[None] | None = None
+    _input_waiter: asyncio.Future[None] | None = None
+    _tls_buffer: list[bytes] | None = None  # app data that came during start_tls
+    # When the client last completed something (a command, a line, message content).
+    # Bytes alone do not count: a slowloris trickling a byte at a time must not keep
+    # its connection (checklist B9's per-record deadline).
+    _last_progress = 0.0
+    _greeted = False
+    _write_paused = False
+    _admitted = False
+    _closing = False
+    _budget = EVENTS_PER_TURN  # events left before giving other connections a turn
+    _proxy_buffer: bytearray | None = None  # waiting for a PROXY header
+    _proxy_timer: asyncio.TimerHandle | None = None
+    _labelled_peer: tuple[Any, Any] = (NO_PEER, None)  # what _peer_label shows
+    _peer_label = ""
+    _peer_key: str | None = None
+    _auth_methods_cache: dict[str, Callable[..., Awaitable[Any]]] | None = None
+
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._server = server
         self.event_handler = server.handler
@@ -60,36 +94,8 @@ class ConnectionBase(asyncio.Protocol):
         # Implicit TLS (RFC 8314): the context the handshake is made with, before the
         # greeting (ferrosmtp.compat.aiosmtpd's controllers set it per connection).
         self._tls_on_connect: ssl.SSLContext | None = server.ssl_context
-        self.transport = None
-        self.session = None
-        self.envelope = None
-        self.conn = None  # made at once, or when a session that began fast leaves it
-        self._fast: ServerFastPath | None = None  # ServerConnection.fast_path, while it runs
-        self._peername: Any = None  # the transport's
         self._hooks = server._hooks
-        self._at_once: frozenset[type] = frozenset()  # events answered as they come
         self._chunks: list[bytes] = []
-        self._message_open = False  # Content was delivered for a message not yet ended
-        self._data_started: float | None = None  # when this message's content began
-        self._data_bytes = 0
-        self._task: asyncio.Task[None] | None = None
-        self._input_waiter: asyncio.Future[None] | None = None
-        self._tls_buffer: list[bytes] | None = None  # app data that came during start_tls
-        # When the client last completed something (a command, a line, message content).
-        # Bytes alone do not count: a slowloris trickling a byte at a time must not keep
-        # its connection (checklist B9's per-record deadline).
-        self._last_progress = 0.0
-        self._greeted = False
-        self._write_paused = False
-        self._admitted = False
-        self._closing = False
-        self._budget = EVENTS_PER_TURN  # events left before giving other connections a turn
-        self._proxy_buffer: bytearray | None = None  # waiting for a PROXY header
-        self._proxy_timer: asyncio.TimerHandle | None = None
-        self._labelled_peer: tuple[Any, Any] = (NO_PEER, None)  # what _peer_label shows
-        self._peer_label = ""
-        self._peer_key: str | None = None
-        self._auth_methods_cache: dict[str, Callable[..., Awaitable[Any]]] | None = None
 
     # -- aiosmtpd's override points -----------------------------------------------------
 

@@ -8,7 +8,6 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from types import ModuleType
@@ -138,7 +137,9 @@ class Server:
         self._connections: set[SMTP] = set()
         # Every connection's idle and hook timeouts, on one timer (idle.py).
         self._idle: IdleSweep[SMTP] = IdleSweep(self._connections, SMTP._idle_check)
-        self._per_ip: Counter[str] = Counter()
+        # Open connections by address_key (a dict: Counter's __missing__ and __delitem__
+        # are Python calls, made per connection).
+        self._per_ip: dict[str, int] = {}
         self._server: asyncio.base_events.Server | None = None
         self._tls_config: tuple[ServerConfig, ServerConfig] | None = None
         self._base_config = ServerConfig(
@@ -263,13 +264,14 @@ class Server:
     def _admit_address(self, smtp: SMTP, peer: Any) -> Refusal | None:
         """Count a connection for its client's address (``max_connections_per_ip``)."""
         key = self._ip_key(peer)
+        count = self._per_ip.get(key, 0)
         if (
             self.max_connections_per_ip is not None
-            and self._per_ip[key] >= self.max_connections_per_ip
+            and count >= self.max_connections_per_ip
             and not self._exempt(peer)
         ):
             return "too_many_connections_from_address"
-        self._per_ip[key] += 1
+        self._per_ip[key] = count + 1
         smtp._peer_key = key
         return None
 
@@ -284,9 +286,11 @@ class Server:
         self._connections.discard(smtp)
         key = smtp._peer_key
         if key is not None:
-            self._per_ip[key] -= 1
-            if self._per_ip[key] <= 0:
-                del self._per_ip[key]
+            count = self._per_ip.get(key, 0) - 1
+            if count > 0:
+                self._per_ip[key] = count
+            else:
+                self._per_ip.pop(key, None)
 
     @property
     def connections(self) -> int:
