@@ -117,7 +117,7 @@ def test_group_enders_wait_for_their_reply(backend: ModuleType) -> None:
 def test_a_refused_group_counts_no_recipient(backend: ModuleType) -> None:
     """A group is checked whole before anything is recorded: RCPTs in a refused group do
     not count towards DATA's "at least one RCPT", and a group that moves past one
-    transaction into the next counts each its own."""
+    transaction into the next counts the new one's RCPTs only."""
     conn = ready(backend)
     conn.mail("a@example.org")
     with pytest.raises(LocalProtocolError):

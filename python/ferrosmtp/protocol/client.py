@@ -708,7 +708,6 @@ class ClientConnection:
         txn = self._transaction
         utf8_txn = txn.smtputf8 if txn is not None else False
         rcpts = txn.recipients if txn is not None else 0  # RCPTs sent in ``txn``
-        left: list[tuple[_Transaction, int]] = []  # transactions this group moved past
         records: list[_Pending] = []
         transitions = _TRANSITIONS
         pipelining = self._pipelining
@@ -732,8 +731,6 @@ class ClientConnection:
                     raise LocalProtocolError("a UTF-8 recipient needs MAIL ... SMTPUTF8")
                 rcpts += 1
             elif verb == "MAIL":
-                if txn is not None:
-                    left.append((txn, rcpts))
                 utf8_txn = bool(command.params) and command.has_param("SMTPUTF8")
                 txn = _Transaction(utf8_txn)
                 rcpts = 0
@@ -741,17 +738,14 @@ class ClientConnection:
                 if rcpts == 0:
                     raise LocalProtocolError("DATA needs at least one RCPT first")
             elif verb in _ENDS_TRANSACTION:
-                if txn is not None:
-                    left.append((txn, rcpts))
                 txn = None
                 utf8_txn = False
                 rcpts = 0
             records.append(_make_pending(_Pending, (verb, command.argument, txn, False)))
             last = verb
-        # Every command is allowed: commit the replies to wait for, the RCPT counts and
-        # the phase the checks arrived at.
-        for done, count in left:
-            done.recipients = count
+        # Every command is allowed: commit the replies to wait for, the RCPT count of the
+        # transaction now open (the only one whose count is read again) and the phase the
+        # checks arrived at.
         if txn is not None:
             txn.recipients = rcpts
         pending.extend(records)
