@@ -11,6 +11,7 @@
 //! `python/ferrosmtp/_pure/fastpath.py` is the same code in Python.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::address::Path;
 use crate::command::Command;
@@ -30,6 +31,7 @@ pub struct Replies {
 }
 
 /// The state machine's limits that apply to the commands taken here.
+#[derive(Clone, Copy)]
 pub struct Limits {
     pub max_recipients: usize,
     pub max_junk_commands: u64,
@@ -65,7 +67,8 @@ pub struct State {
 pub const STOPPED: &str = "the fast path has stopped: take_over()";
 
 pub struct FastPath {
-    replies: Replies,
+    // Shared by every session made with `fresh`: a configuration's replies are made once.
+    replies: Arc<Replies>,
     limits: Limits,
     hello: Option<&'static str>,
     hello_name: Option<String>,
@@ -94,6 +97,15 @@ enum Taken {
 
 impl FastPath {
     pub fn new(replies: Replies, limits: Limits, now: f64) -> Self {
+        Self::with(Arc::new(replies), limits, now)
+    }
+
+    /// A new session's fast path with this one's replies and limits (none of its state).
+    pub fn fresh(&self, now: f64) -> Self {
+        Self::with(Arc::clone(&self.replies), self.limits, now)
+    }
+
+    fn with(replies: Arc<Replies>, limits: Limits, now: f64) -> Self {
         FastPath {
             replies,
             limits,

@@ -696,6 +696,18 @@ impl PyServerFastPath {
         }
     }
 
+    /// A new session's fast path, read at ``now``, as if made with this one's arguments
+    /// (its replies and limits, and a new reader with its reader's limits), with none of
+    /// its state: one configuration's fast path is made once, then copied per connection.
+    fn fresh(&self, py: Python<'_>, now: f64) -> PyResult<Self> {
+        let config = self.reader.bind(py).try_borrow()?.0.config().clone();
+        let reader = framing::ServerReader::new(config).map_err(PyValueError::new_err)?;
+        Ok(PyServerFastPath {
+            reader: Py::new(py, PyServerReader(reader))?,
+            inner: self.inner.fresh(now),
+        })
+    }
+
     /// When the client last completed something (a ``time.monotonic()`` value).
     #[getter]
     fn last_progress(&self) -> f64 {

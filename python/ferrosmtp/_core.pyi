@@ -224,6 +224,10 @@ class ServerFastPath:
         data_min_rate: float | None,
         now: float,
     ) -> ServerFastPath: ...
+    def fresh(self, now: float) -> ServerFastPath:
+        """A new session's fast path, read at ``now``, as if made with this one's arguments
+        (its replies and limits, and a new reader with its reader's limits), with none of
+        its state: one configuration's fast path is made once, then copied per connection."""
     @property
     def last_progress(self) -> float:
         """When the client last completed something (a ``time.monotonic()`` value)."""

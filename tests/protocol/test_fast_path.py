@@ -842,6 +842,9 @@ MUTATIONS: dict[str, tuple[dict[str, Any], dict[str, Any], list[bytes]]] = {
         [SINK[0], SINK[1] + SINK[2] + b"DATA\r\nx\r\n.\r\n"],
     ),
     "max_junk_commands": ({}, {"max_junk_commands": 1}, [b"NOOP\r\n", b"NOOP\r\n"]),
+    # Read by fast_start()'s greeting and replies, and by its reader.
+    "hostname": ({}, {"hostname": "other.example"}, [SINK[0], b"EHLO x.example\r\n"]),
+    "max_message_size": ({}, {"max_message_size": 50}, [*SINK[:4], b"x" * 60 + b"\r\n.\r\n"]),
 }
 
 
@@ -854,9 +857,46 @@ def test_a_config_changed_after_a_connection_used_it(codec: ModuleType, name: st
     before, after, reads = MUTATIONS[name]
     config = ServerConfig(**before)
     assert _conn(config, codec).fast_path(data_min_rate=RATE, now=0.0) is not None
+    # fast_start() keeps what it makes on the config, until a field changes.
+    assert ServerConnection.fast_start(config, codec=codec, data_min_rate=RATE, now=0.0)
     for field_name, value in after.items():
         setattr(config, field_name, value)
     check(config, codec, reads)
+
+
+@pytest.mark.parametrize("codec", BACKENDS)
+def test_no_fast_start_once_the_config_leaves_it(codec: ModuleType) -> None:
+    config = ServerConfig()
+    assert ServerConnection.fast_start(config, codec=codec, data_min_rate=RATE, now=0.0)
+    config.lmtp = True
+    assert ServerConnection.fast_start(config, codec=codec, data_min_rate=RATE, now=0.0) is None
+    config.lmtp = False
+    assert ServerConnection.fast_start(config, codec=codec, data_min_rate=RATE, now=0.0)
+
+
+@pytest.mark.parametrize("codec", BACKENDS)
+def test_fresh_has_the_replies_and_limits_and_none_of_the_state(codec: ModuleType) -> None:
+    """ServerFastPath.fresh(), what fast_start() gives each session from one prototype:
+    a used fast path's copy answers a new session as a new one made with its arguments."""
+    config = ServerConfig(max_message_size=50, max_recipients=1)
+    started = ServerConnection.fast_start(config, codec=codec, data_min_rate=RATE, now=0.0)
+    assert started is not None
+    used = started[0]
+    assert used.receive(SINK[0], BIG, 3.0) is not None
+    assert used.receive(SINK[1] + SINK[2] + b"DATA\r\n", BIG, 3.0) is not None
+    assert used.receive(b"abc", BIG, 3.0) == b""
+    fresh = used.fresh(7.0)
+    assert fresh.last_progress == 7.0 and not fresh.closed
+    assert fresh.reader is not used.reader and fresh.reader.mode == "command"
+    assert fresh.reader.max_message_size == 50 == used.reader.max_message_size
+    assert fresh.reader.buffered == 0
+    expected = run_fast(config, codec, [SINK[0], SINK[1], SINK[2] + SINK[2]], [8.0] * 3, BIG)
+    got = [fresh.receive(data, BIG, 8.0) for data in (SINK[0], SINK[1], SINK[2] + SINK[2])]
+    # The second RCPT is over max_recipients: the fast path stops before it, as before.
+    assert got[:2] == expected.sent[1:3] and got[2] is None
+    state = fresh.take_over()
+    assert len(state[3]) == 1 and not state[4]  # its own recipient; not in the used one's DATA
+    assert state[7] == b"250 2.1.5 OK\r\n"  # the first RCPT's reply, not yet returned
 
 
 @pytest.mark.parametrize("codec", BACKENDS)

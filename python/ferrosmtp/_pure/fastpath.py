@@ -104,6 +104,41 @@ class ServerFastPath:
         self._data_bytes = 0
         self._stopped = False
 
+    def fresh(self, now: float) -> ServerFastPath:
+        """A new session's fast path, read at ``now``, as if made with this one's arguments
+        (its replies and limits, and a new reader with its reader's limits), with none of
+        its state: one configuration's fast path is made once, then copied per connection."""
+        r = self._reader
+        reader = ServerReader(
+            max_command_line=r.max_command_line,
+            max_auth_line=r.max_auth_line,
+            max_text_line=r.max_text_line,
+            max_message_size=r.max_message_size,
+            bare_newline=r.bare_newline,
+            smtputf8=r.smtputf8,
+            max_buffer=r.max_buffer,
+            first_limit_wins=r.first_limit_wins,
+        )
+        hello, ehlo, mail, rcpt, data, message, reset, noop, quit = self._replies
+        return ServerFastPath(
+            reader,
+            hello=hello,
+            ehlo=ehlo,
+            mail=mail,
+            rcpt=rcpt,
+            data=data,
+            message=message,
+            reset=reset,
+            noop=noop,
+            quit=quit,
+            max_recipients=self._max_recipients,
+            max_junk_commands=self._max_junk,
+            strict_pipelining=self._strict,
+            tls=self._tls,
+            data_min_rate=self._rate,
+            now=now,
+        )
+
     @property
     def last_progress(self) -> float:
         """When the client last completed something (a ``time.monotonic()`` value)."""

@@ -119,6 +119,12 @@ class ServerConfig:
     # limit it crossed first (aiosmtpd's order); off, for its size whatever came first.
     first_limit_wins: bool = False
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # What fast_start() makes once per configuration is made again after any change
+        # (a check of every field per connection would cost what the cache saves).
+        self.__dict__.pop("_fast_start", None)
+        object.__setattr__(self, name, value)
+
     def __post_init__(self) -> None:
         if self.max_recipients < 1 or self.max_errors < 1 or self.max_auth_failures < 1:
             raise ValueError("limits must be at least 1")
@@ -190,7 +196,7 @@ class _Tables:
     in, the default answers by kind (formatted too, where a dialect does not reword
     them), and which method takes which kind of codec item."""
 
-    __slots__ = ("answers", "defaults", "fast", "greeting", "key", "replies", "types")
+    __slots__ = ("answers", "defaults", "fast", "key", "replies", "types")
 
     def __init__(self, config: ServerConfig, codec: ModuleType) -> None:
         self.key = _tables_key(config, codec)
@@ -199,7 +205,6 @@ class _Tables:
         self.types = _item_handlers(codec)
         self.answers: FixedAnswers = {}
         self.fast: dict[tuple[Any, ...], dict[str, bytes]] = {}  # fast_path()'s replies
-        self.greeting: bytes | None = None  # fast_start()'s, formatted on first use
         if config.dialect is None or config.dialect_rewords is not None:
             rewords = config.dialect_rewords or frozenset()
             codes = config.enhanced_status_codes
@@ -310,6 +315,22 @@ def _new_fast_path(
         data_min_rate=data_min_rate,
         now=now,
     )
+
+
+def _fast_start_made(
+    c: ServerConfig, codec: ModuleType, data_min_rate: float | None
+) -> tuple[ModuleType, float | None, ServerFastPath | None, bytes]:
+    """What fast_start() gives every session of this configuration (kept on it until it
+    changes: ServerConfig.__setattr__): ``(codec, data_min_rate, prototype, greeting)``,
+    each session's fast path a ``prototype.fresh(now)``; no prototype for the
+    configurations the fast path does not take."""
+    if not _fast_path_takes(c):
+        return codec, data_min_rate, None, b""
+    tables = _tables(c, codec)
+    prototype = _new_fast_path(c, codec, _reader(c, codec), data_min_rate, 0.0, tables.fast, None)
+    # start()'s greeting: never an enhanced code, and no dialect here to reword it.
+    greeting = _wire(tables.replies.greeting, None, False, c.any_reply_code, codec, False)
+    return codec, data_min_rate, prototype, greeting
 
 
 # The events whose exchange needs the application (never answered at once).
@@ -659,18 +680,13 @@ class ServerConnection:
         where the state machine's set-up is most of a session's cost."""
         config = config or ServerConfig()
         codec = codec or default_codec.backend
-        if not _fast_path_takes(config):
+        made = config.__dict__.get("_fast_start")
+        if made is None or made[0] is not codec or made[1] != data_min_rate:
+            made = config.__dict__["_fast_start"] = _fast_start_made(config, codec, data_min_rate)
+        prototype, greeting = made[2], made[3]
+        if prototype is None:
             return None
-        tables = _tables(config, codec)
-        reader = _reader(config, codec)
-        fast = _new_fast_path(config, codec, reader, data_min_rate, now, tables.fast, None)
-        greeting = tables.greeting
-        if greeting is None:
-            # start()'s greeting: never an enhanced code, and no dialect here to reword it.
-            response = tables.replies.greeting
-            greeting = _wire(response, None, False, config.any_reply_code, codec, False)
-            tables.greeting = greeting
-        return fast, greeting
+        return prototype.fresh(now), greeting
 
     @classmethod
     def resume(
