@@ -226,7 +226,7 @@ class Server:
             self._tls_config = cached
         return cached[1]
 
-    def _at_once_kinds(self, *, strict_ascii: bool) -> frozenset[type[Event]]:
+    def _at_once_kinds(self, strict_ascii: bool) -> frozenset[type[Event]]:
         """The events the handler has no say in (Hooks.at_once), for these options."""
         key = (self.lmtp, strict_ascii)
         cached = self._at_once
@@ -244,10 +244,6 @@ class Server:
     def _host(peer: Any) -> str:
         return str(peer[0] if isinstance(peer, tuple) and peer else peer)
 
-    @classmethod
-    def _ip_key(cls, peer: Any) -> str:
-        return address_key(cls._host(peer))
-
     def _admit(self, smtp: SMTP, peer: Any) -> Refusal | None:
         """Admit a new connection, or say which refusal it gets (a ``Replies`` name).
         ``peer`` None: its client's address is not known yet (it comes with a PROXY
@@ -263,7 +259,7 @@ class Server:
 
     def _admit_address(self, smtp: SMTP, peer: Any) -> Refusal | None:
         """Count a connection for its client's address (``max_connections_per_ip``)."""
-        key = self._ip_key(peer)
+        key = address_key(self._host(peer))
         count = self._per_ip.get(key, 0)
         if (
             self.max_connections_per_ip is not None

@@ -89,7 +89,7 @@ class SMTP(HookCalls, SASL):
             # (_take_over): most sessions of a busy sink never need them. (Not when a
             # subclass makes its own session or envelope: it may count on when.)
             started = ServerConnection.fast_start(
-                server._config(implicit_tls=False),
+                server._base_config,  # _config(implicit_tls=False), without the call
                 codec=server.codec,
                 data_min_rate=server.data_min_rate,
                 now=now,
@@ -322,9 +322,10 @@ class SMTP(HookCalls, SASL):
         waiter = self._input_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        aborted = self._abort_message()  # a client that vanished mid-DATA: store nothing
-        if aborted is not None:
-            self.loop.create_task(aborted)  # type: ignore[arg-type]
+        if self._message_open:  # a client that vanished mid-DATA: store nothing
+            aborted = self._abort_message()
+            if aborted is not None:
+                self.loop.create_task(aborted)  # type: ignore[arg-type]
         if self._admitted:
             self._server._release(self)
             self._admitted = False
@@ -448,7 +449,7 @@ class SMTP(HookCalls, SASL):
         """The events answered as they come (``ServerConnection.answer_at_once``): those
         the handler has no hook for; decided once per connection."""
         server = self._server
-        return server._at_once_kinds(strict_ascii=server.decode_data and not self.enable_SMTPUTF8)
+        return server._at_once_kinds(server.decode_data and not self.enable_SMTPUTF8)
 
     def _idle_check(self, now: float) -> float:
         """The idle and hook timeouts (``Server._idle`` calls it): end this session if
