@@ -563,6 +563,17 @@ def run_source(source: str, workload: Workload, server: RunningServer, timeout: 
     return Sample(elapsed, not problems, "; ".join(problems))
 
 
+def restart(server: RunningServer, source: str) -> str | None:
+    """A new process for ``server`` (``--fresh``), warmed up; what went wrong, if anything."""
+    server.stop()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        return str(exc)
+    sample = run_source(source, WARMUP, server, WARMUP.run_timeout)
+    return None if sample.ok else f"warm-up: {sample.problem}"
+
+
 def fmt_rate(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "n/a"
@@ -607,6 +618,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=None,
         help="hard budget for all runs (900; quick 240); later runs are skipped loudly",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="a new process for every server before each repeat: a process's own rate "
+        "moves by up to ~10%% (memory layout, hash seed), and one process per row would "
+        "carry that into the table",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
     parser.add_argument(
@@ -683,6 +701,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
                 for server in order:
                     cell = results[workload.key][server.spec.name]
+                    if args.fresh and (rep > 0 or workload is not chosen[0]):
+                        problem = restart(server, source)
+                        if problem is not None:
+                            failed = True
+                            name = server.spec.name
+                            print(f"!!! FAIL restart {name}: {problem}", file=sys.stderr)
                     remaining = deadline - time.monotonic()
                     if remaining <= 1 or not server.alive():
                         cell.skipped_runs += 1
@@ -738,7 +762,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Server load, smtp-source (Postfix {pf_version or '?'}) on loopback; "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{'quick' if args.quick else 'full'} run, median of {repeats} interleaved runs."
+        f"{'quick' if args.quick else 'full'} run, median of {repeats} interleaved runs"
+        f"{', a new server process for each' if args.fresh else ''}."
     )
     print()
     print(
@@ -797,6 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dumps(
                 {
                     "quick": args.quick,
+                    "fresh": args.fresh,
                     "busy": quiet.busy,
                     "load": quiet.readings,
                     "rows": json_rows,
