@@ -35,6 +35,12 @@ must exit 0 (it aborts on any unexpected reply), its -c counter must reach the m
 count, smtp-sink's own -c counter must match, and the server must still be alive. Failures
 are printed loudly, excluded from the medians, and make the exit status 1.
 
+``server CPU us/msg`` is the server's own CPU time (its process and any workers, from
+``/proc``) per message, median of the runs: the rate depends on how two cores are shared
+with smtp-source and moves by 10% or more from run to run; the CPU a message costs the
+server moves less. ``--fresh`` starts every server anew (warmed up with a tenth of the
+workload) before each run, so that no single process's luck decides a row.
+
 Usage::
 
     python benches/load_server.py            # full run, a few minutes
@@ -366,6 +372,19 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a server has used: its process and any workers."""
+    ticks = 0
+    for each in _descendants(pid):
+        try:
+            with open(f"/proc/{each}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime and stime, fields 14 and 15
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
     """Peak RSS of a process tree during a block: VmHWM after resetting it, and VmRSS
     sampled every 20 ms as a cross-check (and fallback where clear_refs is refused)."""
@@ -489,6 +508,7 @@ class Sample:
     seconds: float
     ok: bool
     problem: str = ""
+    cpu: float | None = None  # the server's CPU seconds during the run
 
 
 @dataclasses.dataclass
@@ -507,6 +527,12 @@ class Cell:
     @property
     def failures(self) -> list[Sample]:
         return [s for s in self.samples if not s.ok]
+
+    def cpu_us_per_message(self, messages: int) -> float | None:
+        """The server's CPU time per message, median of the good runs: unlike the rate,
+        it does not move with how the two cores are shared with smtp-source."""
+        cpu = [s.cpu for s in self.samples if s.ok and s.cpu is not None]
+        return statistics.median(cpu) / messages * 1e6 if cpu else None
 
 
 def run_source(source: str, workload: Workload, server: RunningServer, timeout: float) -> Sample:
@@ -563,14 +589,18 @@ def run_source(source: str, workload: Workload, server: RunningServer, timeout: 
     return Sample(elapsed, not problems, "; ".join(problems))
 
 
-def restart(server: RunningServer, source: str) -> str | None:
-    """A new process for ``server`` (``--fresh``), warmed up; what went wrong, if anything."""
+def restart(server: RunningServer, source: str, workload: Workload) -> str | None:
+    """A new process for ``server`` (``--fresh``), warmed up with a tenth of ``workload``
+    (a process new to 1 MiB messages, say, first grows its buffers and glibc's mmap
+    threshold: a long-running server has done that long ago); what went wrong, if
+    anything."""
     server.stop()
     try:
         server.start()
     except RuntimeError as exc:
         return str(exc)
-    sample = run_source(source, WARMUP, server, WARMUP.run_timeout)
+    warmup = dataclasses.replace(workload, messages=max(workload.messages // 10, 40))
+    sample = run_source(source, warmup, server, workload.run_timeout)
     return None if sample.ok else f"warm-up: {sample.problem}"
 
 
@@ -622,9 +652,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--fresh",
         action="store_true",
-        help="a new process for every server before each repeat: a process's own rate "
-        "moves by up to ~10%% (memory layout, hash seed), and one process per row would "
-        "carry that into the table",
+        help="a new process for every server before each run, warmed up with a tenth of "
+        "the workload: a process's own rate moves by up to ~10%% (memory layout, hash "
+        "seed), and one process per row would carry that into the table",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
     parser.add_argument(
@@ -701,8 +731,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
                 for server in order:
                     cell = results[workload.key][server.spec.name]
-                    if args.fresh and (rep > 0 or workload is not chosen[0]):
-                        problem = restart(server, source)
+                    if args.fresh:
+                        problem = restart(server, source, workload)
                         if problem is not None:
                             failed = True
                             name = server.spec.name
@@ -712,6 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         cell.skipped_runs += 1
                         continue
                     timeout = min(workload.run_timeout, remaining)
+                    cpu_before = cpu_seconds(server.pid)
                     if workload.key == "1mib":
                         with RssSampler(server.pid) as rss:
                             sample = run_source(source, workload, server, timeout)
@@ -719,6 +750,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         cell.hwm_reset = cell.hwm_reset and rss.hwm_reset
                     else:
                         sample = run_source(source, workload, server, timeout)
+                    if server.alive():
+                        sample.cpu = cpu_seconds(server.pid) - cpu_before
                     cell.samples.append(sample)
                     # A failed run's "rate" means nothing (smtp-source stopped early).
                     rate = f"{workload.messages / sample.seconds:10,.0f}" if sample.ok else "-"
@@ -768,9 +801,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(
         "| workload | server | msgs/s | MB/s | vs aiosmtpd | vs smtp-sink | vs floor | runs ok "
-        "| min-max msgs/s | peak RSS |"
+        "| min-max msgs/s | server CPU us/msg | peak RSS |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     json_rows: list[dict[str, object]] = []
     for workload in chosen:
         medians: dict[str, float | None] = {}
@@ -782,6 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             median_rate = medians[name]
             mbs = median_rate * workload.size / 1e6 if median_rate is not None else None
             rates = [workload.messages / s for s in cell.good]
+            cpu = cell.cpu_us_per_message(workload.messages)
             spread = f"{min(rates):,.0f}-{max(rates):,.0f}" if rates else "n/a"
             runs = f"{len(cell.good)}/{len(cell.samples) + cell.skipped_runs}"
             if cell.failures or cell.skipped_runs:
@@ -794,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"| {fmt_ratio(median_rate, medians.get('aiosmtpd'))} "
                 f"| {fmt_ratio(median_rate, medians.get('smtp-sink'))} "
                 f"| {fmt_ratio(median_rate, medians.get(FLOOR_OF.get(name, '')))} "
-                f"| {runs} | {spread} | {rss_text} |"
+                f"| {runs} | {spread} | {fmt_rate(cpu, 1)} | {rss_text} |"
             )
             json_rows.append(
                 {
@@ -806,6 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "runs": len(cell.samples) + cell.skipped_runs,
                     "seconds": [s.seconds for s in cell.samples],
                     "failures": [s.problem for s in cell.failures],
+                    "cpu_us_per_msg": cpu,
                     "peak_rss_kib": cell.peak_rss_kib or None,
                     "idle_rss_kib": idle.get(name),
                 }
