@@ -89,7 +89,7 @@ class SMTP(HookCalls, SASL):
             # (_take_over): most sessions of a busy sink never need them. (Not when a
             # subclass makes its own session or envelope: it may count on when.)
             started = ServerConnection.fast_start(
-                server._base_config,  # _config(implicit_tls=False), without the call
+                server._config(implicit_tls=False),
                 codec=server.codec,
                 data_min_rate=server.data_min_rate,
                 now=now,
