@@ -6,10 +6,11 @@
 
 use std::borrow::Cow;
 
-use memchr::{memchr2, memmem};
+use memchr::memchr2;
 
 use crate::command::{parse_command, Command};
 use crate::error::{self, Canned};
+use crate::scan::find_crlf;
 
 /// MAIL and RCPT lines may exceed the command limit by this much: the parameters that
 /// RFC 1870 (SIZE), 3461 (DSN), 4954 (AUTH=), 6152 and 6531 define each extend the line.
@@ -356,7 +357,7 @@ impl ServerReader {
             };
             Some((end, lf + 1))
         } else {
-            let crlf = pos + memmem::find(&buf[pos..], b"\r\n")?;
+            let crlf = pos + find_crlf(&buf[pos..])?;
             Some((crlf, crlf + 2))
         }
     }
@@ -872,7 +873,7 @@ mod tests {
                 );
                 // the smuggled MAIL stays inside the body, unless the message was refused
                 if end.violation.is_none() {
-                    let found = memmem::find(&content, b"MAIL FROM:<s@x>").is_some();
+                    let found = memchr::memmem::find(&content, b"MAIL FROM:<s@x>").is_some();
                     assert!(found, "{ending:?} {normalize}");
                 }
             }

@@ -31,6 +31,7 @@ pub mod fastpath;
 pub mod framing;
 pub mod params;
 pub mod reply;
+mod scan;
 #[cfg(unix)]
 pub mod syncer;
 

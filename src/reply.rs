@@ -1,6 +1,8 @@
 //! Server replies: reading them (client side), formatting them (server side), and the
 //! capabilities of an EHLO reply.
 
+use crate::scan::find_crlf;
+
 /// Octets including CRLF that `format_reply` writes per line (RFC 5321 §4.5.3.1.5).
 pub const MAX_REPLY_LINE: usize = 512;
 
@@ -87,7 +89,7 @@ impl ReplyReader {
         buf.extend_from_slice(data);
         let mut out = Vec::new();
         let mut pos = 0;
-        while let Some(off) = memchr::memmem::find(&buf[pos..], b"\r\n") {
+        while let Some(off) = find_crlf(&buf[pos..]) {
             let end = pos + off;
             if end + 2 - pos > self.max_line {
                 return Err("reply line too long");
