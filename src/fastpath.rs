@@ -159,11 +159,11 @@ impl FastPath {
         }
         self.items.extend(reader.feed(data));
         let mut first = true; // no event yet in this read
-        while let Some(item) = self.items.pop_front() {
+        while let Some(mut item) = self.items.pop_front() {
             let taken = if limit == 0 {
                 None
             } else {
-                match &item {
+                match &mut item {
                     Item::Command(cmd) => self.command(cmd, reader)?,
                     Item::Data(_) if self.in_data => Some(Taken::Event),
                     Item::DataEnd(end) => self.data_end(end),
@@ -224,9 +224,11 @@ impl FastPath {
 
     // -- one item each: None to stop (nothing changed) --------------------------------------
 
+    /// A command taken gives up its path (its item is dropped next); one refused is
+    /// left as it came, for the state machine.
     fn command(
         &mut self,
-        cmd: &Command,
+        cmd: &mut Command,
         reader: &mut ServerReader,
     ) -> Result<Option<Taken>, String> {
         let verb = cmd.verb.as_str();
@@ -245,24 +247,22 @@ impl FastPath {
                 if self.hello.is_none() || self.mail.is_some() || !cmd.params.is_empty() {
                     return Ok(None);
                 }
-                let Some(path) = &cmd.path else {
+                if cmd.path.is_none() {
                     return Ok(None);
-                };
-                self.mail = Some(path.clone());
+                }
+                self.mail = cmd.path.take();
                 &self.replies.mail
             }
             "RCPT" => {
-                let Some(path) = &cmd.path else {
-                    return Ok(None);
-                };
-                if self.mail.is_none()
+                let ascii = |path: &Path| path.local_part.is_ascii() && path.domain.is_ascii();
+                if !cmd.path.as_ref().is_some_and(ascii)
+                    || self.mail.is_none()
                     || !cmd.params.is_empty()
-                    || !(path.local_part.is_ascii() && path.domain.is_ascii())
                     || self.recipients.len() >= self.limits.max_recipients
                 {
                     return Ok(None);
                 }
-                self.recipients.push(path.clone());
+                self.recipients.extend(cmd.path.take());
                 &self.replies.rcpt
             }
             "DATA" => {
