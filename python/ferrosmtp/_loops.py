@@ -25,8 +25,8 @@ LOOP_CHOICES: tuple[LoopChoice, ...] = ("auto", "asyncio", "uvloop")
 # core's copy of the content): glibc gives the heap's free top back to the system past
 # twice this size. With 512 KiB, a server reading 1 MiB messages on asyncio's loop shrank
 # and regrew its heap 14 times a message (brk calls under strace, each regrowth fresh
-# zeroed pages); with 2 MiB, once in 300 messages, and the server took 475 us of CPU a
-# message instead of 567 (medians of four runs of 600 messages each).
+# zeroed pages); with 2 MiB, once in 300 messages, and the server took 408 us of CPU a
+# message instead of 425 (medians of six interleaved runs of 600 messages, on either loop).
 _READ_BUFFER_PRIMER = 2 << 20
 _primed = False
 
