@@ -32,10 +32,11 @@ from ferrosmtp.server.base import EVENTS_PER_TURN
 from ferrosmtp.server.hooks import FAST_KINDS, SEEN, HookCalls
 from ferrosmtp.server.idle import SLACK
 from ferrosmtp.server.peers import client_peer, peer_text
+from ferrosmtp.server.reads import READ_SIZE, limit_reads, small_reads
 from ferrosmtp.server.sasl import SASL
 from ferrosmtp.server.values import Envelope, Session
 
-# asyncio's own loop reads into a new 256 KiB buffer every time: see prime_read_buffers.
+# Big reads (TLS transports' 256 KiB) and message copies from the heap: prime_read_buffers.
 prime_read_buffers()
 
 __all__ = ["EVENTS_PER_TURN", "SMTP", "Refusal"]
@@ -59,6 +60,7 @@ class SMTP(HookCalls, SASL):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """asyncio: a client connected (admitted under the limits, or refused with 421)."""
         self.transport = transport
+        limit_reads(transport)
         self._peername = peer = transport.get_extra_info("peername")
         server = self._server
         self._at_once = at_once = self._at_once_kinds()
@@ -257,6 +259,8 @@ class SMTP(HookCalls, SASL):
         """asyncio: bytes from the client, fed to the connection's state machine."""
         if self._closing:
             return
+        if len(data) > READ_SIZE:  # message content, on a transport that reads big: reads.py
+            small_reads(self.transport, self)  # type: ignore[arg-type]
         fast = self._fast
         if fast is not None:
             out = fast.receive(data, EVENTS_PER_TURN, monotonic())
