@@ -35,13 +35,15 @@ def prime_read_buffers() -> None:
     """Make glibc serve asyncio's per-read buffers from the heap, once per process.
 
     asyncio's own loop (not uvloop) reads with ``sock.recv(256 KiB)``: a new 256 KiB bytes
-    object every read, shrunk to what arrived. Above glibc's mmap threshold (128 KiB at
-    start) each one costs an mmap, an mremap and an munmap; glibc raises the threshold
-    only when it frees a big mmapped block, and these are shrunk before they are freed,
-    so whether a process ever escapes depends on what it happened to allocate before.
-    Measured with smtp-source on a reused connection: ``ferrosmtp serve --sink --loop
-    asyncio`` ran at 5,900 or 12,500 msgs/s depending only on how it was launched (its
-    argv[0]), the slow one making 3 extra system calls per read. Freeing one block
+    object every read, shrunk to what arrived (the server's sockets now read 32 KiB,
+    server/reads.py; TLS transports and other protocols still read this way). Above
+    glibc's mmap threshold (128 KiB at start) each one costs an mmap, an mremap and an
+    munmap; glibc raises the threshold only when it frees a big mmapped block, and these
+    are shrunk before they are freed, so whether a process ever escapes depends on what it
+    happened to allocate before. Measured with smtp-source on a reused connection, before
+    the server's reads were limited: ``ferrosmtp serve --sink --loop asyncio`` ran at
+    5,900 or 12,500 msgs/s depending only on how it was launched (its argv[0]), the slow
+    one making 3 extra system calls per read. Freeing one block
     bigger than a read buffer raises the threshold above it for good, and the heap's trim
     threshold to twice that (elsewhere than glibc this is one allocation, nothing
     more)."""

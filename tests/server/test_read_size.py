@@ -63,7 +63,8 @@ def test_a_message_in_many_reads_arrives_whole(loop: str) -> None:
         assert _send(raw) == b"250 2.0.0 kept\r\n"
         (smtp,) = list(c.server._connections)
         _reads_small(smtp, loop)
-        assert _send(raw, greet=False) == b"250 2.0.0 kept\r\n"  # and the next, through the same reads
+        # And the next, through the same reads.
+        assert _send(raw, greet=False) == b"250 2.0.0 kept\r\n"
         raw.send(b"QUIT\r\n")
         assert raw.reply() == b"221 2.0.0 Bye\r\n"
     assert keeper.contents == [BODY, BODY]

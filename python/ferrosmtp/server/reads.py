@@ -2,12 +2,12 @@
 
 Event loops read up to 256 KiB a time (asyncio's ``sock.recv(256 KiB)``, uvloop's buffer
 of 256,000 bytes), a new bytes object each read. With message content that big the server
-is slower than with small reads, and not for want of CPU: interleaved runs of smtp-source
-sending 1 MiB messages over 4 sessions to ``serve --sink --loop asyncio`` (medians of 4)
-gave 1,127 msgs/s with 256 KiB reads, 1,465 with 32 KiB and 1,271 with 16 KiB; on uvloop,
-808 and 1,005 (medians of 7). Likely reasons (not measured apart): a small read is scanned
-by the core while it is still in the cache the kernel copied it into, and the client's
-data leaves its socket buffer sooner.
+waited, with CPU to spare. smtp-source sending 1 MiB messages over 4 sessions to ``serve
+--sink`` (benches/load_server.py with benches/read_size_server.py, medians of 9): asyncio's
+loop 749 msgs/s with 256 KiB reads, 1,145 with 32 KiB; uvloop 825 and 1,107. 16, 64 and
+128 KiB were each slower than 32. Likely reasons (not measured apart): a small read is
+scanned by the core while it is still in the cache the kernel copied it into, and the
+client's data leaves its socket buffer sooner.
 
 - asyncio's socket transports read ``max_size`` bytes a recv(): ``limit_reads`` sets it
   when the connection is made, which costs nothing a read.
@@ -15,7 +15,7 @@ data leaves its socket buffer sooner.
   ``READ_SIZE`` is switched to ``SmallReads``, which reads into a buffer of that size; a
   session of small messages never is, and pays nothing for it (a ``BufferedProtocol`` for
   every session costs two Python calls a read: 10% fewer one-connection sessions a second
-  on uvloop).
+  on uvloop in an experiment).
 """
 
 from __future__ import annotations
@@ -49,24 +49,31 @@ class SmallReads(asyncio.BufferedProtocol):
     """Reads of ``READ_SIZE`` bytes for a plain protocol, each given to its data_received."""
 
     __slots__ = ("protocol",)
+    protocol: asyncio.Protocol  # the protocol the reads are for
 
     def __init__(self, protocol: asyncio.Protocol) -> None:
         self.protocol = protocol
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        """asyncio: where the next read goes (the process's buffer; ``sizehint`` is moot)."""
         return _VIEW
 
     def buffer_updated(self, nbytes: int) -> None:
+        """asyncio: ``nbytes`` were read; a copy goes to the protocol."""
         self.protocol.data_received(_VIEW[:nbytes].tobytes())
 
     def eof_received(self) -> bool | None:
+        """asyncio: the client closed its side; the protocol's answer."""
         return self.protocol.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio: the connection is gone; passed on."""
         self.protocol.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        """asyncio: the client reads too slowly; passed on."""
         self.protocol.pause_writing()
 
     def resume_writing(self) -> None:
+        """asyncio: the client caught up; passed on."""
         self.protocol.resume_writing()
