@@ -161,10 +161,22 @@ class Ferrosmtp(Relay):
         self.log = self.dir / "relay.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ferrosmtp", "relay", "--listen",
-                 f"127.0.0.1:{self._port}", "--spool", str(self.dir / "spool"),
-                 "--relayhost", f"127.0.0.1:{sink_port}", "--workers", str(self.workers)],
-                stdout=log, stderr=log,
+                [
+                    sys.executable,
+                    "-m",
+                    "ferrosmtp",
+                    "relay",
+                    "--listen",
+                    f"127.0.0.1:{self._port}",
+                    "--spool",
+                    str(self.dir / "spool"),
+                    "--relayhost",
+                    f"127.0.0.1:{sink_port}",
+                    "--workers",
+                    str(self.workers),
+                ],
+                stdout=log,
+                stderr=log,
             )
         wait_listening("127.0.0.1", self._port, 20)
 
@@ -210,8 +222,9 @@ class Postfix(Relay):
 
     def delays(self) -> list[float]:
         text = self.pf.maillog()
-        return [float(x) for x in re.findall(r"postfix/smtp\[.*?, delay=([0-9.]+),.*status=sent",
-                                             text)]
+        return [
+            float(x) for x in re.findall(r"postfix/smtp\[.*?, delay=([0-9.]+),.*status=sent", text)
+        ]
 
     def rss_pids(self) -> list[int]:
         master = self.pf._read_master_pid()
@@ -219,8 +232,11 @@ class Postfix(Relay):
 
 
 RELAYS: tuple[type[Relay], ...] = (Ferrosmtp, Ferrosmtp2W, Postfix)
-RELAY_NAMES: dict[str, type[Relay]] = {"ferrosmtp": Ferrosmtp, "ferrosmtp-2w": Ferrosmtp2W,
-                                       "postfix": Postfix}
+RELAY_NAMES: dict[str, type[Relay]] = {
+    "ferrosmtp": Ferrosmtp,
+    "ferrosmtp-2w": Ferrosmtp2W,
+    "postfix": Postfix,
+}
 
 
 @contextlib.contextmanager
@@ -233,8 +249,19 @@ def running(relay: Relay, sink: SmtpSink) -> Iterator[Relay]:
 
 
 def source(port: int, count: int, size: int, sessions: int) -> float:
-    argv = [SOURCE, "-s", str(sessions), "-m", str(count), "-l", str(size),
-            "-f", "bench@source.test", "-t", "sink@dest.test"]
+    argv = [
+        SOURCE,
+        "-s",
+        str(sessions),
+        "-m",
+        str(count),
+        "-l",
+        str(size),
+        "-f",
+        "bench@source.test",
+        "-t",
+        "sink@dest.test",
+    ]
     started = time.monotonic()
     subprocess.run([*argv, f"127.0.0.1:{port}"], check=True, capture_output=True, timeout=900)
     return started
@@ -290,8 +317,12 @@ def peak_run(relay: Relay, sink: SmtpSink, size: int, count: int, sessions: int)
     shares = "/".join(f"{u / elapsed:.0%}" for u in used if u > 0.01 * elapsed)
     sink_cpu = cpu_seconds(sink.proc.pid) - sink_before
     shares += f" (source {source_cpu / elapsed:.0%}, sink {sink_cpu / elapsed:.0%})"
-    return {"peak": count / elapsed, "sessions": sessions,
-            "cpu_ms": sum(used) / count * 1000, "shares": shares}
+    return {
+        "peak": count / elapsed,
+        "sessions": sessions,
+        "cpu_ms": sum(used) / count * 1000,
+        "shares": shares,
+    }
 
 
 def measure(
@@ -317,8 +348,13 @@ def measure(
             peak = best["peak"]
             if not paced_run:
                 rss = sampler.stop()
-                return {**best, "half": float("nan"), "p50": float("nan"),
-                        "p99": float("nan"), "rss": rss / 1024}
+                return {
+                    **best,
+                    "half": float("nan"),
+                    "p50": float("nan"),
+                    "p99": float("nan"),
+                    "rss": rss / 1024,
+                }
             before = sink.counters().messages
             half_count = max(int(peak / 2 * 5), 200)  # about 5 s at half the peak rate
             paced_start = paced(relay.port, half_count, size, peak / 2)
@@ -390,9 +426,7 @@ def main() -> int:
     results: dict[tuple[str, int], dict[str, Any]] = {}
     for size, count in counts.items():
         for relay_cls in relays:
-            results[(relay_cls.name, size)] = measure(
-                relay_cls, size, count, args.paced, sessions
-            )
+            results[(relay_cls.name, size)] = measure(relay_cls, size, count, args.paced, sessions)
     scale_out: list[str] = []
     if args.scale_out:
         import scaleout  # beside this script
@@ -402,8 +436,10 @@ def main() -> int:
     busy = quiet.busy
     mark = " (*)" if busy else ""
     print()
-    print(f"| relay{mark} | size | msgs/s peak | sessions | vs Postfix | msgs/s paced | p50 ms "
-          "| p99 ms | peak PSS MiB | CPU ms/msg | CPU by process |")
+    print(
+        f"| relay{mark} | size | msgs/s peak | sessions | vs Postfix | msgs/s paced | p50 ms "
+        "| p99 ms | peak PSS MiB | CPU ms/msg | CPU by process |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for size in counts:
         base = results.get((Postfix.name, size), {}).get("peak", float("nan"))

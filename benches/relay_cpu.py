@@ -77,9 +77,23 @@ def settle(pid: int, quiet: float = 0.3, limit: float = 60.0) -> float:
 
 def send(port: int, count: int, size: int, sessions: int) -> None:
     subprocess.run(
-        [SOURCE, "-s", str(sessions), "-m", str(count), "-l", str(size),
-         "-f", "bench@source.test", "-t", "sink@dest.test", f"127.0.0.1:{port}"],
-        check=True, capture_output=True, timeout=900,
+        [
+            SOURCE,
+            "-s",
+            str(sessions),
+            "-m",
+            str(count),
+            "-l",
+            str(size),
+            "-f",
+            "bench@source.test",
+            "-t",
+            "sink@dest.test",
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
     )
 
 
@@ -119,17 +133,40 @@ def main() -> int:
     with SmtpSink(max_connections=256) as sink:
         prefix = [sys.executable]
         if args.callgrind:
-            prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                      "--separate-threads=yes", f"--callgrind-out-file={args.callgrind}",
-                      *prefix]
+            prefix = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                "--separate-threads=yes",
+                f"--callgrind-out-file={args.callgrind}",
+                *prefix,
+            ]
         if args.profile:
             prefix += ["-m", "cProfile", "-o", args.profile]
-        argv = [*prefix, "-m", "ferrosmtp", "relay", "--listen", f"127.0.0.1:{port}",
-                "--spool", str(work / "spool"), "--relayhost", f"127.0.0.1:{sink.port}",
-                *args.relay_arg]
+        argv = [
+            *prefix,
+            "-m",
+            "ferrosmtp",
+            "relay",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--spool",
+            str(work / "spool"),
+            "--relayhost",
+            f"127.0.0.1:{sink.port}",
+            *args.relay_arg,
+        ]
         if args.sink_only:
-            argv = [*prefix, "-m", "ferrosmtp", "serve", "--sink", "--port", str(port),
-                    *args.relay_arg]
+            argv = [
+                *prefix,
+                "-m",
+                "ferrosmtp",
+                "serve",
+                "--sink",
+                "--port",
+                str(port),
+                *args.relay_arg,
+            ]
         delivered = 0 if args.sink_only else 1
         with open(work / "relay.log", "wb") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=log)
@@ -141,18 +178,44 @@ def main() -> int:
             per_message = []
             if args.callgrind:
                 settle(proc.pid)
-                subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    ["callgrind_control", "-i", "on", str(proc.pid)],
+                    check=True,
+                    capture_output=True,
+                )
             spy = None
             if args.py_spy:
                 settle(proc.pid)
                 spy = subprocess.Popen(
-                    ["perf", "record", "-e", "cpu-clock", "-F", "2000", "-g", "-o",
-                     args.py_spy, "-p", str(proc.pid)]
+                    [
+                        "perf",
+                        "record",
+                        "-e",
+                        "cpu-clock",
+                        "-F",
+                        "2000",
+                        "-g",
+                        "-o",
+                        args.py_spy,
+                        "-p",
+                        str(proc.pid),
+                    ]
                     if args.py_spy.endswith(".perf")
-                    else ["py-spy", "record", "--native", "--format", "raw", "-r", "400",
-                          "-o", args.py_spy, "-p", str(proc.pid)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    else [
+                        "py-spy",
+                        "record",
+                        "--native",
+                        "--format",
+                        "raw",
+                        "-r",
+                        "400",
+                        "-o",
+                        args.py_spy,
+                        "-p",
+                        str(proc.pid),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
                 time.sleep(1)
             settle(proc.pid)
@@ -170,23 +233,27 @@ def main() -> int:
                 user1, system1 = cpu_times(proc.pid)
                 used = user1 - user0 + system1 - system0
                 per_message.append(used / args.count * 1e6)
-                print(f"  {args.count} x {args.size} B: relay CPU {used:.2f} s = "
-                      f"{per_message[-1]:.0f} us/msg (user {user1 - user0:.2f} s, system "
-                      f"{system1 - system0:.2f} s); {args.count / wall:.0f} msgs/s wall")
+                print(
+                    f"  {args.count} x {args.size} B: relay CPU {used:.2f} s = "
+                    f"{per_message[-1]:.0f} us/msg (user {user1 - user0:.2f} s, system "
+                    f"{system1 - system0:.2f} s); {args.count / wall:.0f} msgs/s wall"
+                )
             threads1 = thread_times(proc.pid)
             total1 = sum(cpu_times(proc.pid))
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(60)
             if args.callgrind:
-                subprocess.run(["callgrind_control", "-d", str(proc.pid)],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    ["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True
+                )
         finally:
             proc.terminate()
             proc.wait(60)
     print(f"load average after:  {Path('/proc/loadavg').read_text().strip()}")
-    print(f"relay CPU per message (median of {args.rounds}): "
-          f"{statistics.median(per_message):.0f} us")
+    print(
+        f"relay CPU per message (median of {args.rounds}): {statistics.median(per_message):.0f} us"
+    )
     # Which thread spends it: the event loop (the thread whose id is the process's) and
     # the others (the spool's syncer, worker threads), over every round; what is left of
     # the process's total was spent by threads that ended (the syncer's fsync threads).
@@ -196,19 +263,28 @@ def main() -> int:
     )
     messages = args.count * args.rounds
     ended = total1 - total0 - sum(used for used, _, _ in spent)
-    print("  by thread: " + ", ".join(
-        [f"{'event loop' if tid == proc.pid else f'{name} {tid}'} {used / messages * 1e6:.0f} us"
-         for used, tid, name in spent if used > 0]
-        + ([f"threads that ended {ended / messages * 1e6:.0f} us"] if ended > 0 else [])
-    ))
+    print(
+        "  by thread: "
+        + ", ".join(
+            [
+                f"{'event loop' if tid == proc.pid else f'{name} {tid}'}"
+                f" {used / messages * 1e6:.0f} us"
+                for used, tid, name in spent
+                if used > 0
+            ]
+            + ([f"threads that ended {ended / messages * 1e6:.0f} us"] if ended > 0 else [])
+        )
+    )
     if args.callgrind:
         total = 0
         for dump in Path(args.callgrind).parent.glob(Path(args.callgrind).name + ".*"):
             for line in dump.read_text().splitlines():
                 if line.startswith("summary:"):  # one file per thread: their sum
                     total += int(line.split()[1])
-        print(f"instructions per message: {total / (args.count * args.rounds):,.0f} "
-              f"(callgrind_annotate {args.callgrind})")
+        print(
+            f"instructions per message: {total / (args.count * args.rounds):,.0f} "
+            f"(callgrind_annotate {args.callgrind})"
+        )
     return 0
 
 

@@ -93,9 +93,21 @@ class Nodes:
     def argv(self, i: int) -> list[str]:
         queue = ["--queue-url", self.url] if self.url else ["--spool", str(self.workdir / "spool")]
         proxy = ["--proxy-protocol", "5"] if self.haproxy else []
-        return [sys.executable, "-m", "ferrosmtp", "relay", "--listen",
-                f"127.0.0.1:{self.ports[i]}", *queue, *proxy, "--lease", str(LEASE),
-                "--relayhost", f"127.0.0.1:{self.sink}", "-q"]
+        return [
+            sys.executable,
+            "-m",
+            "ferrosmtp",
+            "relay",
+            "--listen",
+            f"127.0.0.1:{self.ports[i]}",
+            *queue,
+            *proxy,
+            "--lease",
+            str(LEASE),
+            "--relayhost",
+            f"127.0.0.1:{self.sink}",
+            "-q",
+        ]
 
     def start_node(self, i: int) -> None:
         log = open(self.workdir / f"node{i}.log", "ab")
@@ -139,9 +151,23 @@ class Nodes:
 
 def smtp_source(port: int, count: int, sessions: int = SESSIONS) -> None:
     subprocess.run(
-        [SOURCE, "-s", str(sessions), "-m", str(count), "-l", str(SIZE),
-         "-f", "bench@source.test", "-t", "sink@dest.test", f"127.0.0.1:{port}"],
-        check=True, capture_output=True, timeout=900,
+        [
+            SOURCE,
+            "-s",
+            str(sessions),
+            "-m",
+            str(count),
+            "-l",
+            str(SIZE),
+            "-f",
+            "bench@source.test",
+            "-t",
+            "sink@dest.test",
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
     )
 
 
@@ -181,10 +207,15 @@ def run_ferrosmtp(
             db = (tree_cpu(cluster.postmaster_pid()) - db0) if cluster else float("nan")
             wal, commits = db_counters(cluster) if cluster else (0, 0)
             nan = float("nan")
-            result = {"rate": count / elapsed, "per_cpu": count / cpu,
-                      "db_ms": db / count * 1000, "takeover": nan, "held": 0.0,
-                      "wal": (wal - wal0) / count if cluster else nan,
-                      "commits": (commits - commits0) / count if cluster else nan}
+            result = {
+                "rate": count / elapsed,
+                "per_cpu": count / cpu,
+                "db_ms": db / count * 1000,
+                "takeover": nan,
+                "held": 0.0,
+                "wal": (wal - wal0) / count if cluster else nan,
+                "commits": (commits - commits0) / count if cluster else nan,
+            }
             if cluster is not None and nodes_count > 1 and takeovers:
                 result.update(takeover(nodes, cluster))
             return result
@@ -198,10 +229,12 @@ def takeover(nodes: Nodes, cluster: PostgresCluster) -> dict[str, float]:
     load.wait_sent(300, 60)
     nodes.kill(0)
     killed = time.monotonic()
-    held = int(cluster.psql(
-        "SELECT count(*) FROM relay_messages WHERE lease_owner LIKE"
-        f" '%:{nodes.ports[0]}/%' AND lease_until > 0"
-    ))
+    held = int(
+        cluster.psql(
+            "SELECT count(*) FROM relay_messages WHERE lease_owner LIKE"
+            f" '%:{nodes.ports[0]}/%' AND lease_until > 0"
+        )
+    )
     time.sleep(0.5)
     load.stop()
     deadline = killed + 120
@@ -258,8 +291,15 @@ def run_postfix(count: int) -> dict[str, float]:
         finally:
             pf.stop()
     nan = float("nan")
-    return {"rate": count / elapsed, "per_cpu": count / cpu, "db_ms": nan,
-            "takeover": nan, "held": 0.0, "wal": nan, "commits": nan}
+    return {
+        "rate": count / elapsed,
+        "per_cpu": count / cpu,
+        "db_ms": nan,
+        "takeover": nan,
+        "held": 0.0,
+        "wal": nan,
+        "commits": nan,
+    }
 
 
 TWO = "ferrosmtp, 2 nodes, PostgreSQL + HAProxy"
@@ -295,11 +335,16 @@ def table(quick: bool) -> list[str]:
     ]
     for name, _ in ROWS:
         r = results[name]
-        over = (f"{r['takeover']:.1f} s ({r['held']:.0f} held, --lease {LEASE:.0f})"
-                if r["takeover"] == r["takeover"] else "-")
-        lines.append(f"| {name} | {r['rate']:.0f} | {r['per_cpu']:.0f} | "
-                     f"{fmt(r['db_ms'], '.2f')} | {fmt(r['wal'], '.0f')} | "
-                     f"{fmt(r['commits'], '.2f')} | {over} |")
+        over = (
+            f"{r['takeover']:.1f} s ({r['held']:.0f} held, --lease {LEASE:.0f})"
+            if r["takeover"] == r["takeover"]
+            else "-"
+        )
+        lines.append(
+            f"| {name} | {r['rate']:.0f} | {r['per_cpu']:.0f} | "
+            f"{fmt(r['db_ms'], '.2f')} | {fmt(r['wal'], '.0f')} | "
+            f"{fmt(r['commits'], '.2f')} | {over} |"
+        )
     poll_cpu, poll_wall = idle_poll_cost(500 if quick else 2000)
     lines += [
         "",

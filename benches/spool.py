@@ -87,14 +87,21 @@ async def run(spool: Path, size: int, count: int, inline_limit: int) -> dict[str
     await queue.close()
     n = WRITERS * (count // WRITERS)
     assert done == n, (done, n)
-    return {"put_us": put_wall / n * 1e6, "wall_us": wall / n * 1e6, "cpu_us": used / n * 1e6,
-            "written": io / n / size}
+    return {
+        "put_us": put_wall / n * 1e6,
+        "wall_us": wall / n * 1e6,
+        "cpu_us": used / n * 1e6,
+        "written": io / n / size,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=lambda t: [int(x) for x in t.split(",")],
-                        default=[1024, 16384, 65536, 102400, 262144])
+    parser.add_argument(
+        "--sizes",
+        type=lambda t: [int(x) for x in t.split(",")],
+        default=[1024, 16384, 65536, 102400, 262144],
+    )
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--dir", type=Path, default=None, help="where to make the spools")
     parser.add_argument("--rounds", type=int, default=3, help="medians of this many runs")
@@ -112,8 +119,11 @@ def main() -> int:
                 finally:
                     shutil.rmtree(spool, ignore_errors=True)
             r = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
-            print(f"| {size // 1024} KiB | {name} | {r['put_us']:.0f} | {r['wall_us']:.0f} | "
-                  f"{r['cpu_us']:.0f} | {r['written']:.2f} |", flush=True)
+            print(
+                f"| {size // 1024} KiB | {name} | {r['put_us']:.0f} | {r['wall_us']:.0f} | "
+                f"{r['cpu_us']:.0f} | {r['written']:.2f} |",
+                flush=True,
+            )
     print(f"load average after:  {Path('/proc/loadavg').read_text().strip()}")
     return 0
 

@@ -175,9 +175,9 @@ class ScriptedHandler:
 
 
 @contextlib.contextmanager
-def next_hop(host: str = "127.0.0.1", port: int | None = None, **options: Any) -> Iterator[
-    tuple[ScriptedHandler, int]
-]:
+def next_hop(
+    host: str = "127.0.0.1", port: int | None = None, **options: Any
+) -> Iterator[tuple[ScriptedHandler, int]]:
     """A ferrosmtp server on host:port recording what it receives."""
     handler = ScriptedHandler()
     port = port or free_port(host)
@@ -203,8 +203,18 @@ class RelayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RelayProcess:
-        argv = [sys.executable, "-m", "ferrosmtp", "relay", "--listen",
-                f"127.0.0.1:{self.port}", "--spool", str(self.spool), *self.args, *RELAY_ARGS]
+        argv = [
+            sys.executable,
+            "-m",
+            "ferrosmtp",
+            "relay",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--spool",
+            str(self.spool),
+            *self.args,
+            *RELAY_ARGS,
+        ]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
         log.close()
@@ -248,7 +258,10 @@ class RelayProcess:
 def queue_cli(spool: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ferrosmtp", "queue", *args, "--spool", str(spool), *RELAY_ARGS],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -267,9 +280,18 @@ class Dnsmasq:
 
     def start(self) -> Dnsmasq:
         argv = [
-            self.binary, "--no-daemon", "--no-resolv", "--no-hosts", "--no-poll",
-            f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-            "--conf-file=/dev/null", "--local-ttl=1", "--pid-file=", "--user=root",
+            self.binary,
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            f"--port={self.port}",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--conf-file=/dev/null",
+            "--local-ttl=1",
+            "--pid-file=",
+            "--user=root",
             *self.records,
         ]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -278,8 +300,11 @@ class Dnsmasq:
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError("dnsmasq exited: " + (self.proc.stderr.read() or b"").decode()
-                               if self.proc.stderr else "dnsmasq exited")
+            raise RuntimeError(
+                "dnsmasq exited: " + (self.proc.stderr.read() or b"").decode()
+                if self.proc.stderr
+                else "dnsmasq exited"
+            )
         return wait_listening_tcp(self.port)
 
     @property

@@ -43,8 +43,10 @@ def test_8bit_is_downgraded_for_a_next_hop_without_8bitmime(
 ) -> None:
     postfix = postfix_factory(discard_ehlo_keywords=["8bitmime"])  # type: ignore[operator]
     with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{postfix.address[1]}") as r:
-        assert send(r.port, "a@x.test", ["b@y.test"], EIGHT_BIT,
-                    mail_options=["BODY=8BITMIME"])[0] == 250
+        assert (
+            send(r.port, "a@x.test", ["b@y.test"], EIGHT_BIT, mail_options=["BODY=8BITMIME"])[0]
+            == 250
+        )
         (got,) = postfix.wait_messages(1, recipient="b@y.test")
         assert got.body.isascii()
         msg = got.message()
@@ -61,11 +63,20 @@ def test_next_hop_abilities_smtputf8_and_size(tmp_path: Path, postfix_factory: o
     )
     spool = tmp_path / "spool"
     with RelayProcess(spool, "--relayhost", f"127.0.0.1:{postfix.address[1]}") as relay:
-        code, _, _ = send(relay.port, "sender@x.test", ["δοκιμή@y.test"],
-                          b"Subject: utf8\r\n\r\nx\r\n", mail_options=["SMTPUTF8"])
+        code, _, _ = send(
+            relay.port,
+            "sender@x.test",
+            ["δοκιμή@y.test"],
+            b"Subject: utf8\r\n\r\nx\r\n",
+            mail_options=["SMTPUTF8"],
+        )
         assert code == 250
-        code, _, _ = send(relay.port, "sender@x.test", ["big@y.test"],
-                          b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 400)
+        code, _, _ = send(
+            relay.port,
+            "sender@x.test",
+            ["big@y.test"],
+            b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 400,
+        )
         assert code == 250
         bounces = postfix.wait_messages(2, recipient="sender@x.test", timeout=30)
         statuses = set()
@@ -86,7 +97,10 @@ def test_dsn_parameters_are_passed_on_to_a_next_hop_with_dsn(
     postfix = postfix_factory(tls=True)  # type: ignore[operator]
     with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{postfix.address[1]}") as r:
         code, _, _ = send(
-            r.port, "sender@x.test", ["b@y.test"], b"Subject: dsn\r\n\r\nbody\r\n",
+            r.port,
+            "sender@x.test",
+            ["b@y.test"],
+            b"Subject: dsn\r\n\r\nbody\r\n",
             mail_options=["RET=HDRS", "ENVID=env-77"],
             rcpt_options=["NOTIFY=SUCCESS", "ORCPT=rfc822;orig@y.test"],
         )
@@ -109,8 +123,13 @@ def test_starttls_and_auth_toward_the_smarthost(tmp_path: Path, postfix_factory:
     )
     auth = tmp_path / "auth"
     auth.write_text("relayuser:s3cret\nother:x\n")
-    with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{postfix.address[1]}",
-                      "--auth-file", str(auth)) as r:
+    with RelayProcess(
+        tmp_path / "spool",
+        "--relayhost",
+        f"127.0.0.1:{postfix.address[1]}",
+        "--auth-file",
+        str(auth),
+    ) as r:
         assert send(r.port, "a@x.test", ["b@y.test"], b"Subject: tls\r\n\r\nx\r\n")[0] == 250
         (got,) = postfix.wait_messages(1, recipient="b@y.test")
         assert "with ESMTPSA" in got.message()["Received"]

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.usefixtures("relay_backend")
 
 def test_queued_as_id_then_delivered_with_a_received_header(tmp_path: Path) -> None:
     with next_hop() as (hop, port):
-        with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{port}",
-                          "--hostname", "relay.test") as relay:
+        with RelayProcess(
+            tmp_path / "spool", "--relayhost", f"127.0.0.1:{port}", "--hostname", "relay.test"
+        ) as relay:
             code, reply, _ = send(relay.port, "a@x.test", ["b@y.test"], message("one"))
             assert code == 250
             match = re.fullmatch(r"2\.0\.0 Ok: queued as ([0-9A-F]+)", reply)
@@ -46,16 +47,25 @@ def test_queued_as_id_then_delivered_with_a_received_header(tmp_path: Path) -> N
 
 def test_strangers_are_refused_at_rcpt_unless_to_a_relay_domain(tmp_path: Path) -> None:
     with next_hop() as (hop, port):
-        with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{port}",
-                          "--mynetworks", "127.0.0.1/32",
-                          "--relay-domains", "ours.test,.sub.test") as relay:
+        with RelayProcess(
+            tmp_path / "spool",
+            "--relayhost",
+            f"127.0.0.1:{port}",
+            "--mynetworks",
+            "127.0.0.1/32",
+            "--relay-domains",
+            "ours.test,.sub.test",
+        ) as relay:
             code, reply, refused = send(
                 relay.port, "a@x.test", ["b@elsewhere.test"], message(), source="127.0.0.9"
             )
             assert (code, reply) == (554, "5.7.1 Relay access denied")
             code, _, refused = send(
-                relay.port, "a@x.test", ["b@ours.test", "c@deep.sub.test", "d@other.test"],
-                message("domains"), source="127.0.0.9",
+                relay.port,
+                "a@x.test",
+                ["b@ours.test", "c@deep.sub.test", "d@other.test"],
+                message("domains"),
+                source="127.0.0.9",
             )
             assert code == 250
             assert list(refused) == ["d@other.test"]
@@ -90,9 +100,19 @@ def test_clients_authenticated_over_tls_may_relay(tmp_path: Path) -> None:
     with next_hop() as (hop, port):
         # Delivered to an address literal on --mx-port: --relayhost would take the
         # auth file's first entry as its own login.
-        with RelayProcess(tmp_path / "spool", "--mx-port", str(port),
-                          "--mynetworks", "127.0.0.1/32", "--tls-cert", str(cert_path),
-                          "--tls-key", str(key_path), "--auth-file", str(auth)) as relay:
+        with RelayProcess(
+            tmp_path / "spool",
+            "--mx-port",
+            str(port),
+            "--mynetworks",
+            "127.0.0.1/32",
+            "--tls-cert",
+            str(cert_path),
+            "--tls-key",
+            str(key_path),
+            "--auth-file",
+            str(auth),
+        ) as relay:
             with smtplib.SMTP("127.0.0.1", relay.port, source_address=("127.0.0.9", 0)) as s:
                 s.starttls(context=client_ctx)
                 s.ehlo("client.test")
@@ -137,8 +157,12 @@ def test_postfix_relays_into_the_relay(tmp_path: Path) -> None:
         with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{port}") as relay:
             with PostfixRelay(relay.port) as postfix:
                 result = swaks(
-                    "--from", "alice@x.test", "--to", "bob@y.test,carol@y.test",
-                    "--header", "Subject: via postfix",
+                    "--from",
+                    "alice@x.test",
+                    "--to",
+                    "bob@y.test,carol@y.test",
+                    "--header",
+                    "Subject: via postfix",
                     port=postfix.address[1],
                 )
                 assert "queued as" in result.stdout

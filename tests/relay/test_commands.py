@@ -24,16 +24,34 @@ def test_queue_commands_while_the_relay_runs(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     with next_hop() as (hop, port):
         hop.rcpt_replies = {f"u{i}@y.test": "451 4.2.0 not yet" for i in range(3)}
-        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}",
-                          "--min-backoff", "3600", "--max-backoff", "3600") as relay:
+        with RelayProcess(
+            spool,
+            "--relayhost",
+            f"127.0.0.1:{port}",
+            "--min-backoff",
+            "3600",
+            "--max-backoff",
+            "3600",
+        ) as relay:
             for i in range(3):
                 assert send(relay.port, "a@x.test", [f"u{i}@y.test"], message(f"m{i}"))[0] == 250
-            wait_until(lambda: len(listed(spool)) == 3
-                       and all(e["attempts"] == 1 for e in listed(spool)), 10, "3 deferrals")
+            wait_until(
+                lambda: len(listed(spool)) == 3 and all(e["attempts"] == 1 for e in listed(spool)),
+                10,
+                "3 deferrals",
+            )
             entries = listed(spool)
             first = entries[0]
-            assert set(first) >= {"id", "sender", "recipients", "size", "arrival", "attempts",
-                                  "next_attempt", "last_error"}
+            assert set(first) >= {
+                "id",
+                "sender",
+                "recipients",
+                "size",
+                "arrival",
+                "attempts",
+                "next_attempt",
+                "last_error",
+            }
             assert first["sender"] == "a@x.test" and first["recipients"] == ["u0@y.test"]
             assert first["next_attempt"] > time.time() + 3000  # type: ignore[operator]
             assert "451 4.2.0 not yet" in str(first["last_error"])
@@ -50,8 +68,11 @@ def test_queue_commands_while_the_relay_runs(tmp_path: Path) -> None:
             assert queue_cli(spool, "retry", str(first["id"])).returncode == 0
             (got,) = hop.wait(1)
             assert got.rcpt_tos == ["u0@y.test"]
-            wait_until(lambda: [e["id"] for e in listed(spool)] == [entries[2]["id"]], 10,
-                       "one message left")
+            wait_until(
+                lambda: [e["id"] for e in listed(spool)] == [entries[2]["id"]],
+                10,
+                "one message left",
+            )
             assert queue_cli(spool, "retry", "--all").stdout.strip() == "1 message(s) due now"
             hop.wait(2)
             wait_until(lambda: listed(spool) == [], 10, "an empty queue")
@@ -64,8 +85,9 @@ def test_a_missing_body_file_is_listed_and_never_crashes_the_relay(tmp_path: Pat
     spool = tmp_path / "spool"
     with next_hop() as (hop, port):
         hop.data_replies = ["451 4.3.0 later"]
-        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}",
-                          "--min-backoff", "1", "--max-backoff", "1") as relay:
+        with RelayProcess(
+            spool, "--relayhost", f"127.0.0.1:{port}", "--min-backoff", "1", "--max-backoff", "1"
+        ) as relay:
             big = message("big", body="x" * 200_000 + "\r\n")  # over the inline limit: a file
             code, reply, _ = send(relay.port, "a@x.test", ["b@y.test"], big)
             assert code == 250
@@ -77,8 +99,11 @@ def test_a_missing_body_file_is_listed_and_never_crashes_the_relay(tmp_path: Pat
             assert "corrupt" in queue_cli(spool, "list").stdout
             # The relay carries on with other mail.
             assert send(relay.port, "a@x.test", ["c@y.test"], message("after"))[0] == 250
-            wait_until(lambda: any(m.rcpt_tos == ["c@y.test"] for m in hop.messages), 10,
-                       "the next message")
+            wait_until(
+                lambda: any(m.rcpt_tos == ["c@y.test"] for m in hop.messages),
+                10,
+                "the next message",
+            )
             assert relay.proc is not None and relay.proc.poll() is None
             assert queue_cli(spool, "delete", queue_id).returncode == 0
 
@@ -87,8 +112,9 @@ def test_a_full_spool_answers_452_and_keeps_nothing(tmp_path: Path, small_disk: 
     spool = small_disk / "spool"
     with next_hop() as (hop, port):
         hop.data_replies = ["451 4.3.0 keep it queued"] * 100
-        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}",
-                          "--min-backoff", "3600") as relay:
+        with RelayProcess(
+            spool, "--relayhost", f"127.0.0.1:{port}", "--min-backoff", "3600"
+        ) as relay:
             assert send(relay.port, "a@x.test", ["b@y.test"], message("small"))[0] == 250
             huge = message("huge", body=("y" * 998 + "\r\n") * 6000)  # 6 MB on a 4 MiB disk
             code, reply, _ = send(relay.port, "a@x.test", ["b@y.test"], huge)
@@ -104,8 +130,13 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
     metrics_port = free_port()
     with next_hop() as (hop, port):
         hop.rcpt_replies = {"bad@y.test": "550 5.1.1 unknown"}
-        with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{port}",
-                          "--metrics", f"127.0.0.1:{metrics_port}") as relay:
+        with RelayProcess(
+            tmp_path / "spool",
+            "--relayhost",
+            f"127.0.0.1:{port}",
+            "--metrics",
+            f"127.0.0.1:{metrics_port}",
+        ) as relay:
             send(relay.port, "a@x.test", ["ok@y.test", "bad@y.test"], message("metrics"))
             hop.wait(2)  # the message and the bounce
 
@@ -118,8 +149,11 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
             text = scrape()
             assert "ferrosmtp_relay_bounced_total 1.0" in text
             assert "ferrosmtp_relay_delivery_seconds_bucket" in text
-            wait_until(lambda: 'ferrosmtp_relay_queue_messages{state="deferred"}' in scrape(),
-                       15, "the queue depth gauge")
+            wait_until(
+                lambda: 'ferrosmtp_relay_queue_messages{state="deferred"}' in scrape(),
+                15,
+                "the queue depth gauge",
+            )
 
 
 @pytest.mark.usefixtures("relay_backend")
@@ -133,18 +167,27 @@ def test_queue_delete_of_a_message_in_delivery_takes_effect_when_it_ends(
     with next_hop() as (hop, port):
         hop.hang = 3.0
         hop.data_replies = ["451 4.3.0 come back later"]
-        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}",
-                          "--min-backoff", "1", "--max-backoff", "1") as relay:
-            code, reply, _ = send(relay.port, "a@x.test", ["b@y.test"], message("held"),
-                                  mail_options=["RET=HDRS"],
-                                  rcpt_options=["NOTIFY=FAILURE,DELAY"])
+        with RelayProcess(
+            spool, "--relayhost", f"127.0.0.1:{port}", "--min-backoff", "1", "--max-backoff", "1"
+        ) as relay:
+            code, reply, _ = send(
+                relay.port,
+                "a@x.test",
+                ["b@y.test"],
+                message("held"),
+                mail_options=["RET=HDRS"],
+                rcpt_options=["NOTIFY=FAILURE,DELAY"],
+            )
             assert code == 250, reply
             queue_id = reply.rsplit(" ", 1)[1]
             wait_until(lambda: hop.busy == 1, 10, "the delivery under way")
             deleted = queue_cli(spool, "delete", queue_id)
             assert deleted.stdout.strip() == "1 message(s) deleted", deleted.stderr
-            wait_until(lambda: "deleted (queue delete) during its delivery" in relay.log(),
-                       15, "the end of the delivery")
+            wait_until(
+                lambda: "deleted (queue delete) during its delivery" in relay.log(),
+                15,
+                "the end of the delivery",
+            )
             assert listed(spool) == []
             time.sleep(2.5)  # past --min-backoff: it would have been tried again by now
             assert hop.attempts == 1 and hop.messages == []  # no retry, no delay notice
@@ -161,7 +204,10 @@ def _relay_cli(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ferrosmtp", "relay", "--spool", str(tmp_path / "s"), *args],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
         env={**os.environ, **(env or {})},
     )
 
@@ -170,15 +216,21 @@ def _relay_cli(
     ("args", "message"),
     [
         (["--tls-cert", "x.pem"], "cannot read x.pem"),
-        (["--tls-cert", "/missing", "--tls-key", "/missing"],
-         "--tls-cert: cannot read /missing: No such file or directory"),
+        (
+            ["--tls-cert", "/missing", "--tls-key", "/missing"],
+            "--tls-cert: cannot read /missing: No such file or directory",
+        ),
         (["--tls-cert", "{here}/cert.pem"], "--tls-cert and --tls-key go together"),
-        (["--tls-cert", "{here}/cert.pem", "--tls-key", "{here}/cert.pem"],
-         "--tls-cert: {here}/cert.pem holds no PEM certificate"),
+        (
+            ["--tls-cert", "{here}/cert.pem", "--tls-key", "{here}/cert.pem"],
+            "--tls-cert: {here}/cert.pem holds no PEM certificate",
+        ),
         (["--auth-file", "/missing"], "--auth-file: cannot read /missing"),
         (["--auth-file", "{here}/cert.pem", "--relayhost", "127.0.0.1:9"], "--auth-file"),
-        (["--mynetworks", "127.0.0.0/8,not-a-network"],
-         "--mynetworks: 'not-a-network' is not an IP network"),
+        (
+            ["--mynetworks", "127.0.0.0/8,not-a-network"],
+            "--mynetworks: 'not-a-network' is not an IP network",
+        ),
         (["--min-backoff", "10", "--max-backoff", "5"], "--min-backoff is above --max-backoff"),
         (["--min-backoff", "-1"], "--min-backoff: -1 is not a number of seconds"),
         (["--workers", "0"], "--workers: 0 is less than 1"),
@@ -207,8 +259,10 @@ def test_bad_arguments_give_one_line_and_exit_2(
     ("env", "message"),
     [
         ({"FERROSMTP_MYNETWORKS": "10.0.0.0/8 bad"}, "FERROSMTP_MYNETWORKS: 'bad' is not an IP"),
-        ({"FERROSMTP_TLS_CERT": "/missing", "FERROSMTP_TLS_KEY": "/missing"},
-         "FERROSMTP_TLS_CERT: cannot read /missing"),
+        (
+            {"FERROSMTP_TLS_CERT": "/missing", "FERROSMTP_TLS_KEY": "/missing"},
+            "FERROSMTP_TLS_CERT: cannot read /missing",
+        ),
         ({"FERROSMTP_WORKERS": "many"}, "FERROSMTP_WORKERS: 'many' is not a whole number"),
         ({"FERROSMTP_RELAYHOST": "host"}, "FERROSMTP_RELAYHOST: expected HOST:PORT"),
         ({"FERROSMTP_QUIET": "maybe"}, "FERROSMTP_QUIET='maybe': use 1/true/yes"),
@@ -242,7 +296,9 @@ def test_every_relay_option_reads_its_environment_variable(tmp_path: Path) -> No
         with open(tmp_path / "relay.log", "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ferrosmtp", "relay", "--max-backoff", "60"],
-                env=env, stdout=log, stderr=log,
+                env=env,
+                stdout=log,
+                stderr=log,
             )
         try:
             wait_until(lambda: _listening(port), 20, "the relay on FERROSMTP_LISTEN")
@@ -267,9 +323,20 @@ def _listening(port: int) -> bool:
 def test_a_second_relay_on_the_same_spool_is_refused(tmp_path: Path) -> None:
     with RelayProcess(tmp_path / "spool", "--relayhost", "127.0.0.1:9") as relay:
         result = subprocess.run(
-            [sys.executable, "-m", "ferrosmtp", "relay", "--spool", str(tmp_path / "spool"),
-             "--listen", f"127.0.0.1:{free_port()}"],
-            capture_output=True, text=True, timeout=30, check=False,
+            [
+                sys.executable,
+                "-m",
+                "ferrosmtp",
+                "relay",
+                "--spool",
+                str(tmp_path / "spool"),
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         assert result.returncode == 3 and "in use by another relay" in result.stderr
         del relay
@@ -277,8 +344,9 @@ def test_a_second_relay_on_the_same_spool_is_refused(tmp_path: Path) -> None:
 
 def test_queue_list_json_is_one_object_a_line(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    with RelayProcess(spool, "--relayhost", f"127.0.0.1:{free_port()}",
-                      "--min-backoff", "3600") as relay:
+    with RelayProcess(
+        spool, "--relayhost", f"127.0.0.1:{free_port()}", "--min-backoff", "3600"
+    ) as relay:
         for i in range(3):
             send(relay.port, "a@x.test", ["b@y.test", "c@y.test"], message(f"j{i}"))
         wait_until(lambda: len(listed(spool)) == 3, 10, "3 messages")
@@ -319,8 +387,9 @@ def test_workers_relay_bodies_of_every_size_intact(tmp_path: Path) -> None:
         with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}", "--workers", "2") as relay:
             with ThreadPoolExecutor(len(sent)) as pool:
                 replies = list(
-                    pool.map(lambda m: send(relay.port, "a@x.test", ["b@y.test"], m)[0],
-                             sent.values())
+                    pool.map(
+                        lambda m: send(relay.port, "a@x.test", ["b@y.test"], m)[0], sent.values()
+                    )
                 )
             assert replies == [250] * len(sent)
             got = hop.wait(len(sent), 60)
@@ -336,14 +405,34 @@ def test_proxy_protocol_clients_are_judged_by_their_real_address(tmp_path: Path)
     from tests.peers import swaks
 
     with next_hop() as (hop, port):
-        with RelayProcess(tmp_path / "spool", "--relayhost", f"127.0.0.1:{port}",
-                          "--proxy-protocol", "5", "--mynetworks", "198.51.100.0/24") as relay:
+        with RelayProcess(
+            tmp_path / "spool",
+            "--relayhost",
+            f"127.0.0.1:{port}",
+            "--proxy-protocol",
+            "5",
+            "--mynetworks",
+            "198.51.100.0/24",
+        ) as relay:
+
             def through(source: str) -> str:
                 result = swaks(
-                    "--from", "a@x.test", "--to", "b@y.test",
-                    "--proxy-version", "2", "--proxy-family", "AF_INET",
-                    "--proxy-source", source, "--proxy-source-port", "5555",
-                    "--proxy-dest", "192.0.2.25", "--proxy-dest-port", "25",
+                    "--from",
+                    "a@x.test",
+                    "--to",
+                    "b@y.test",
+                    "--proxy-version",
+                    "2",
+                    "--proxy-family",
+                    "AF_INET",
+                    "--proxy-source",
+                    source,
+                    "--proxy-source-port",
+                    "5555",
+                    "--proxy-dest",
+                    "192.0.2.25",
+                    "--proxy-dest-port",
+                    "25",
                     port=relay.port,
                 )
                 return result.stdout

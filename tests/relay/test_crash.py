@@ -65,8 +65,15 @@ def test_kill_9_loses_no_acknowledged_message(tmp_path: Path) -> None:
     port = free_port()
     rng = random.Random(11)
     with next_hop() as (hop, hop_port):
-        args = ("--relayhost", f"127.0.0.1:{hop_port}", "-q", "--min-backoff", "1",
-                "--max-backoff", "2")
+        args = (
+            "--relayhost",
+            f"127.0.0.1:{hop_port}",
+            "-q",
+            "--min-backoff",
+            "1",
+            "--max-backoff",
+            "2",
+        )
         relay = RelayProcess(spool, *args, port=port)
         with Clients(port) as clients:
             for _ in range(ROUNDS):

@@ -77,11 +77,15 @@ def test_per_recipient_outcomes_and_a_bounce_parsed_as_multipart_report(tmp_path
             "bad@y.test": "550 5.1.1 <bad@y.test>: no such user",
             "later@y.test": "450 4.2.1 mailbox busy",
         }
-        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}", *FAST,
-                          "--hostname", "relay.test") as relay:
+        with RelayProcess(
+            spool, "--relayhost", f"127.0.0.1:{port}", *FAST, "--hostname", "relay.test"
+        ) as relay:
             code, reply, _ = send(
-                relay.port, "sender@x.test", ["good@y.test", "bad@y.test", "later@y.test"],
-                message("mixed"), mail_options=["RET=HDRS", "ENVID=env42"],
+                relay.port,
+                "sender@x.test",
+                ["good@y.test", "bad@y.test", "later@y.test"],
+                message("mixed"),
+                mail_options=["RET=HDRS", "ENVID=env42"],
                 rcpt_options=["NOTIFY=FAILURE"],
             )
             assert code == 250
@@ -122,8 +126,13 @@ def test_notify_never_and_the_null_sender_get_no_bounce(tmp_path: Path) -> None:
     with next_hop() as (hop, port):
         hop.rcpt_replies = {"bad@y.test": "550 5.1.1 no such user"}
         with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}") as relay:
-            send(relay.port, "a@x.test", ["bad@y.test", "ok@y.test"], message("never"),
-                 rcpt_options=["NOTIFY=NEVER"])
+            send(
+                relay.port,
+                "a@x.test",
+                ["bad@y.test", "ok@y.test"],
+                message("never"),
+                rcpt_options=["NOTIFY=NEVER"],
+            )
             send(relay.port, "<>", ["bad@y.test", "ok@y.test"], message("null"))
             hop.wait(2)
             wait_until(lambda: listed(spool) == [], 10, "an empty queue")
@@ -137,12 +146,18 @@ def test_success_and_delay_notices_when_asked_for(tmp_path: Path) -> None:
     with next_hop(dsn=False) as (hop, port):  # a next hop without DSN: "relayed" notices
         hop.data_replies = ["451 4.3.0 busy"]
         with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}", *FAST) as relay:
-            send(relay.port, "a@x.test", ["b@y.test"], message("notify"),
-                 rcpt_options=["NOTIFY=SUCCESS,DELAY", "ORCPT=rfc822;b@original.test"])
+            send(
+                relay.port,
+                "a@x.test",
+                ["b@y.test"],
+                message("notify"),
+                rcpt_options=["NOTIFY=SUCCESS,DELAY", "ORCPT=rfc822;b@original.test"],
+            )
             hop.wait(3, timeout=30)
             notices = {m.message["Subject"]: m for m in hop.messages if m.mail_from == "<>"}
             assert set(notices) == {
-                "Delayed Mail (still being retried)", "Successful Mail Delivery Report"
+                "Delayed Mail (still being retried)",
+                "Successful Mail Delivery Report",
             }
             _, delayed = report_parts(notices["Delayed Mail (still being retried)"])
             assert delayed[1]["Action"] == "delayed" and delayed[1]["Status"] == "4.3.0"
@@ -156,8 +171,9 @@ def test_expired_messages_bounce(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     with next_hop() as (hop, port):
         hop.rcpt_replies = {"b@y.test": "451 4.3.0 never"}
-        with RelayProcess(spool, "--relayhost", f"127.0.0.1:{port}", *FAST,
-                          "--max-lifetime", "2") as relay:
+        with RelayProcess(
+            spool, "--relayhost", f"127.0.0.1:{port}", *FAST, "--max-lifetime", "2"
+        ) as relay:
             send(relay.port, "a@x.test", ["b@y.test"], message("expires"))
             (bounce,) = hop.wait(1, timeout=20)
             wait_until(lambda: listed(spool) == [], 20, "an empty queue")

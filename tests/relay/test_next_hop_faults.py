@@ -63,10 +63,12 @@ def test_concurrency_per_destination_is_limited_and_connections_are_reused() -> 
         hops = [Hop("h", "127.0.0.1", port)]
 
         async def main() -> None:
-            results = await asyncio.gather(*(
-                deliverer.deliver(entry(i), message(f"m{i}"), [Recipient("b@y.test")], hops)
-                for i in range(30)
-            ))
+            results = await asyncio.gather(
+                *(
+                    deliverer.deliver(entry(i), message(f"m{i}"), [Recipient("b@y.test")], hops)
+                    for i in range(30)
+                )
+            )
             assert all(r[0].result.outcome is Outcome.SENT for r in results)
             await deliverer.close()
 
@@ -86,10 +88,12 @@ def test_a_hop_that_comes_back_is_used_at_once() -> None:
     hops = [Hop("h", "127.0.0.1", port)]
 
     async def batch(n: int) -> list[Outcome]:
-        results = await asyncio.gather(*(
-            deliverer.deliver(entry(i), message(), [Recipient("b@y.test")], hops)
-            for i in range(n)
-        ))
+        results = await asyncio.gather(
+            *(
+                deliverer.deliver(entry(i), message(), [Recipient("b@y.test")], hops)
+                for i in range(n)
+            )
+        )
         return [r[0].result.outcome for r in results]
 
     async def main() -> None:
@@ -114,10 +118,12 @@ def test_a_fast_hop_carries_several_transactions_at_once_on_one_connection() -> 
         async def main() -> None:
             (first,) = await deliverer.deliver(entry(), message("m0"), [Recipient("x@y")], hops)
             assert first.result.outcome is Outcome.SENT
-            results = await asyncio.gather(*(
-                deliverer.deliver(entry(i), message(f"m{i}"), [Recipient("b@y.test")], hops)
-                for i in range(1, 5)
-            ))
+            results = await asyncio.gather(
+                *(
+                    deliverer.deliver(entry(i), message(f"m{i}"), [Recipient("b@y.test")], hops)
+                    for i in range(1, 5)
+                )
+            )
             assert all(r[0].result.outcome is Outcome.SENT for r in results)
             await deliverer.close()
 
@@ -141,12 +147,14 @@ def test_big_bodies_go_alone_on_their_connection() -> None:
         async def main() -> None:
             (first,) = await deliverer.deliver(entry(), message("m0"), [Recipient("x@y")], hops)
             assert first.result.outcome is Outcome.SENT
-            results = await asyncio.gather(*(
-                deliverer.deliver(
-                    entry(i), message(f"m{i}", body=big * lines), [Recipient("b@y.test")], hops
+            results = await asyncio.gather(
+                *(
+                    deliverer.deliver(
+                        entry(i), message(f"m{i}", body=big * lines), [Recipient("b@y.test")], hops
+                    )
+                    for i in range(1, 5)
                 )
-                for i in range(1, 5)
-            ))
+            )
             assert all(r[0].result.outcome is Outcome.SENT for r in results)
             await deliverer.close()
 
@@ -167,10 +175,12 @@ def test_transactions_behind_a_closed_connection_go_again_on_a_new_one() -> None
             (first,) = await deliverer.deliver(entry(), message("m"), [Recipient("x@y")], hops)
             assert first.result.outcome is Outcome.SENT  # the connection the others join
             hop.data_replies = ["421 4.3.2 Service shutting down"]
-            results = await asyncio.gather(*(
-                deliverer.deliver(entry(i), message(f"m{i}"), [Recipient("b@y.test")], hops)
-                for i in range(4)
-            ))
+            results = await asyncio.gather(
+                *(
+                    deliverer.deliver(entry(i), message(f"m{i}"), [Recipient("b@y.test")], hops)
+                    for i in range(4)
+                )
+            )
             await deliverer.close()
             return [r[0].result.outcome for r in results]
 

@@ -14,7 +14,7 @@ from ferrosmtp.relay.queue import Envelope, QueueEntry, Recipient
 from ferrosmtp.relay.scheduler import RetryPolicy
 
 MIXED = (
-    b"Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+    b'Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
     b"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
     + "Grüße aus Köln\r\n".encode()
     + b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary"
@@ -63,13 +63,23 @@ def test_notify_rules() -> None:
 
 def test_dsn_has_the_three_parts_and_returns_headers_only_when_asked() -> None:
     entry = QueueEntry(
-        "QID", Envelope("s@x.test", [Recipient("r@y.test", orcpt="rfc822;o@y.test")],
-                        ret="HDRS", envid="E1"), 20, time.time()
+        "QID",
+        Envelope(
+            "s@x.test", [Recipient("r@y.test", orcpt="rfc822;o@y.test")], ret="HDRS", envid="E1"
+        ),
+        20,
+        time.time(),
     )
-    notice = Notice(entry.envelope.recipients[0], "failed", "5.1.1", "550 5.1.1 unknown",
-                    "mx.y.test")
-    raw = build_dsn(entry, b"Subject: s\r\n\r\nsecret body\r\n", [notice],
-                    hostname="relay.test", now=time.time())
+    notice = Notice(
+        entry.envelope.recipients[0], "failed", "5.1.1", "550 5.1.1 unknown", "mx.y.test"
+    )
+    raw = build_dsn(
+        entry,
+        b"Subject: s\r\n\r\nsecret body\r\n",
+        [notice],
+        hostname="relay.test",
+        now=time.time(),
+    )
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     assert msg.get_content_type() == "multipart/report"
     text, status, original = msg.get_payload()  # type: ignore[misc]

@@ -39,7 +39,10 @@ def queue_size(spool: Path) -> tuple[int, float]:
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "ferrosmtp", "queue", "list", "--json", "--spool", str(spool)],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     seconds = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -55,13 +58,35 @@ def test_a_big_queue_waits_for_the_next_hop_then_drains(tmp_path: Path) -> None:
     source = require_peer("smtp-source")
     spool = tmp_path / "spool"
     sink_port = free_port()
-    with RelayProcess(spool, "--relayhost", f"127.0.0.1:{sink_port}", "-q",
-                      "--min-backoff", "3600", "--max-backoff", "3600") as relay:
+    with RelayProcess(
+        spool,
+        "--relayhost",
+        f"127.0.0.1:{sink_port}",
+        "-q",
+        "--min-backoff",
+        "3600",
+        "--max-backoff",
+        "3600",
+    ) as relay:
         assert relay.proc is not None
         subprocess.run(
-            [source, "-s", "20", "-m", str(VOLUME), "-l", "1024", "-f", "a@x.test",
-             "-t", "b@y.test", f"127.0.0.1:{relay.port}"],
-            check=True, timeout=600, capture_output=True,
+            [
+                source,
+                "-s",
+                "20",
+                "-m",
+                str(VOLUME),
+                "-l",
+                "1024",
+                "-f",
+                "a@x.test",
+                "-t",
+                "b@y.test",
+                f"127.0.0.1:{relay.port}",
+            ],
+            check=True,
+            timeout=600,
+            capture_output=True,
         )
         # Every message tried once against the dead next hop, then deferred for an hour.
         wait_until(lambda: queue_size(spool)[0] == VOLUME, 120, f"{VOLUME} queued")
@@ -69,15 +94,29 @@ def test_a_big_queue_waits_for_the_next_hop_then_drains(tmp_path: Path) -> None:
         assert count == VOLUME
         with SmtpSink(port=sink_port, max_connections=256) as sink:
             retried = subprocess.run(
-                [sys.executable, "-m", "ferrosmtp", "queue", "retry", "--all", "--spool",
-                 str(spool)], capture_output=True, text=True, timeout=60, check=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "ferrosmtp",
+                    "queue",
+                    "retry",
+                    "--all",
+                    "--spool",
+                    str(spool),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
             )
             assert retried.stdout.strip() == f"{VOLUME} message(s) due now"
             sink.wait_counters(messages=VOLUME, timeout=600)
             wait_until(lambda: queue_size(spool)[0] == 0, 60, "an empty queue")
             assert sink.counters().messages == VOLUME
         rss = peak_rss(relay.proc.pid)
-        print(f"\nvolume test: {VOLUME} messages, queue list {seconds:.2f} s, "
-              f"relay peak RSS {rss / (1 << 20):.0f} MiB")
+        print(
+            f"\nvolume test: {VOLUME} messages, queue list {seconds:.2f} s, "
+            f"relay peak RSS {rss / (1 << 20):.0f} MiB"
+        )
         assert rss < RSS_LIMIT
         assert seconds < 2.0, f"queue list of {VOLUME} took {seconds:.2f} s"

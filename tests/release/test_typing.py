@@ -58,7 +58,7 @@ def test_pyright_sees_the_codec_s_classes_and_refuses_wrong_arguments(snippet: P
     messages = [d["message"] for d in json.loads(out.stdout)["generalDiagnostics"]]
     assert 'Type of "codec.parse_command(b"NOOP\\r\\n")" is "Command"' in messages
     assert 'Type of "codec.parse_path("<a@b.example>")" is "Path"' in messages
-    assert any("is \"list[Command | Violation | Data | DataEnd | Line]\"" in m for m in messages)
+    assert any('is "list[Command | Violation | Data | DataEnd | Line]"' in m for m in messages)
     assert any('"Literal[12345]" cannot be assigned to parameter "line"' in m for m in messages)
     assert 'No parameter named "bogus"' in messages
 

@@ -171,13 +171,25 @@ class Nodes:
         self.workdir = workdir
         self.url = url
         self.args = [
-            "--queue-url", url, "--relayhost", f"127.0.0.1:{hop_port}", "--lease", "4",
-            "--min-backoff", "1", "--max-backoff", "2", "--hostname", "node.test", *extra,
+            "--queue-url",
+            url,
+            "--relayhost",
+            f"127.0.0.1:{hop_port}",
+            "--lease",
+            "4",
+            "--min-backoff",
+            "1",
+            "--max-backoff",
+            "2",
+            "--hostname",
+            "node.test",
+            *extra,
         ]
         if proxy:
             self.args += ["--proxy-protocol", "5"]
-        self.nodes = [RelayProcess(workdir / f"spool{i}", *self.args, port=free_port())
-                      for i in range(count)]
+        self.nodes = [
+            RelayProcess(workdir / f"spool{i}", *self.args, port=free_port()) for i in range(count)
+        ]
         self.haproxy = HAProxy([n.port for n in self.nodes], workdir=workdir) if proxy else None
 
     @property

@@ -45,6 +45,7 @@ def require_service(what: str, found: str | None, hint: str) -> str:
 
 def _pg_bindir() -> str | None:
     """The newest /usr/lib/postgresql/N/bin with initdb (Debian's layout)."""
+
     def version(path: str) -> int:
         name = Path(path).parent.parent.name
         return int(name) if name.isdigit() else 0
@@ -111,8 +112,15 @@ class PostgresCluster:
         self.base.chmod(0o700)
         self._check(
             self._as_postgres(
-                str(self.bindir / "initdb"), "-D", str(self.data), "-U", PG_USER,
-                "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions",
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                PG_USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
             ),
             "initdb",
         )
@@ -127,8 +135,15 @@ class PostgresCluster:
     def start_server(self) -> None:
         self._check(
             self._as_postgres(
-                str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.data / "log"),
-                "-w", "-t", "60", "start",
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.data / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
             ),
             "pg_ctl start",
         )
@@ -136,7 +151,14 @@ class PostgresCluster:
     def stop_server(self, mode: str = "fast") -> None:
         self._check(
             self._as_postgres(
-                str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60",
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                "60",
                 "stop",
             ),
             "pg_ctl stop",
@@ -160,10 +182,29 @@ class PostgresCluster:
 
     def psql(self, sql: str, database: str | None = None) -> str:
         result = subprocess.run(
-            [str(self.bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-             "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER,
-             "-d", database or self.database, "-c", sql],
-            capture_output=True, text=True, timeout=60, check=False,
+            [
+                str(self.bindir / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                PG_USER,
+                "-d",
+                database or self.database,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         if result.returncode != 0:
             raise RuntimeError(f"psql {sql!r}: {result.stderr}")
@@ -257,14 +298,19 @@ class HAProxy:
         self.config.write_text(self.config_text())
         check = subprocess.run(
             [self.binary, "-c", "-f", str(self.config)],
-            capture_output=True, text=True, timeout=30, check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         if check.returncode != 0:
             raise RuntimeError(f"haproxy -c: {check.stdout}{check.stderr}")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [self.binary, "-db", "-f", str(self.config)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
         )
         log.close()
         proc = self.proc

@@ -21,14 +21,18 @@ pytestmark = pytest.mark.interop
 def ferrosmtp(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ferrosmtp", *args],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
 def test_queue_commands_on_the_shared_queue(tmp_path: Path, queue_url: str) -> None:
     dead = free_port()  # the next hop is down: the mail stays queued
-    with RelayProcess(tmp_path / "spool", "--queue-url", queue_url, "--relayhost",
-                      f"127.0.0.1:{dead}") as relay:
+    with RelayProcess(
+        tmp_path / "spool", "--queue-url", queue_url, "--relayhost", f"127.0.0.1:{dead}"
+    ) as relay:
         for subject in ("one", "two"):
             code, _, _ = send(relay.port, "a@x.test", ["b@y.test"], message(subject))
             assert code == 250
@@ -38,8 +42,11 @@ def test_queue_commands_on_the_shared_queue(tmp_path: Path, queue_url: str) -> N
             assert result.returncode == 0, result.stderr
             return [json.loads(line) for line in result.stdout.splitlines()]
 
-        wait_until(lambda: all(m["attempts"] == 1 for m in listed()) and len(listed()) == 2,
-                   20, "two deferred messages")
+        wait_until(
+            lambda: all(m["attempts"] == 1 for m in listed()) and len(listed()) == 2,
+            20,
+            "two deferred messages",
+        )
         first, second = listed()
         assert first["recipients"] == ["b@y.test"] and "connect to" in str(first["last_error"])
         shown = ferrosmtp("queue", "show", str(first["id"]), "--queue-url", queue_url)

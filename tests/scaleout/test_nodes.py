@@ -24,8 +24,10 @@ def wait(check: object, timeout: float, what: str, nodes: Nodes | None = None) -
     deadline = started + timeout
     while not check():  # type: ignore[operator]
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
-                                 + (f"\n{nodes.logs()}" if nodes is not None else ""))
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what}"
+                + (f"\n{nodes.logs()}" if nodes is not None else "")
+            )
         time.sleep(0.05)
     return time.monotonic() - started
 
@@ -41,9 +43,24 @@ def test_every_message_delivered_exactly_once_through_haproxy(
         try:
             nodes.start()
             result = subprocess.run(
-                [source, "-m", str(messages), "-s", "12", "-l", "1024", "-f", "load@x.test",
-                 "-t", "sink@y.test", f"127.0.0.1:{nodes.port}"],
-                capture_output=True, text=True, timeout=120, check=False,
+                [
+                    source,
+                    "-m",
+                    str(messages),
+                    "-s",
+                    "12",
+                    "-l",
+                    "1024",
+                    "-f",
+                    "load@x.test",
+                    "-t",
+                    "sink@y.test",
+                    f"127.0.0.1:{nodes.port}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
             )
             assert result.returncode == 0, result.stderr
             assert "warning" not in result.stderr and "fatal" not in result.stderr, result.stderr

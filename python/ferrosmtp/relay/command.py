@@ -256,9 +256,7 @@ def add_parsers(subparsers: Any) -> None:
         sub.add_argument(
             "--spool", type=Path, default=Path("spool"), metavar="DIR", help=spool_help
         )
-        sub.add_argument(
-            "--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_ADMIN_HELP
-        )
+        sub.add_argument("--queue-url", type=_queue_url, metavar="URL", help=QUEUE_URL_ADMIN_HELP)
         sub.set_defaults(run=run_queue, action=name)
     q.set_defaults(run=lambda args: (q.print_help(), EXIT_USAGE)[1])
 

@@ -51,9 +51,7 @@ class LocalSlots:
     def __init__(self) -> None:
         self._taken: dict[str, set[int]] = {}
 
-    async def take_slots(
-        self, destination: str, want: int, limit: int, lease: float
-    ) -> list[int]:
+    async def take_slots(self, destination: str, want: int, limit: int, lease: float) -> list[int]:
         """The lowest free slot numbers, up to ``want`` (``lease`` is ignored: a process
         that dies takes its counts with it)."""
         taken = self._taken.setdefault(destination, set())

@@ -288,8 +288,10 @@ class Scheduler:
         if not await self.queue.record(entry, final, next_attempt, last_error):
             # Deleted by 'queue delete' while it was being delivered (as Postfix's
             # postsuper -d of an active message: it takes effect when the delivery ends).
-            log.info("%s: deleted (queue delete) during its delivery; not retried, "
-                     "no notice sent", entry.id)
+            log.info(
+                "%s: deleted (queue delete) during its delivery; not retried, no notice sent",
+                entry.id,
+            )
             return
         await self._notify(entry, body, attempts, now)
 
